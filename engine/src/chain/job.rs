@@ -1,0 +1,172 @@
+//! A job: one unit of work sent to miners in `mining.notify`, with everything precomputed that every
+//! share against it would otherwise recompute.
+//!
+//! A job is immutable once built and shared between cores behind an `Arc`. It keeps the template's
+//! transactions so that a winning share can be assembled into a full block without asking anyone.
+
+use std::sync::Arc;
+
+use crate::chain::coinbase::write_compact_size;
+use crate::chain::merkle;
+use crate::hash::Midstate;
+use crate::stratum::message;
+use crate::units::{ExtranonceSizes, JobId, Target, TargetError};
+
+/// The parts a job is made of, whether from a template or from a recorded block.
+#[derive(Debug, Clone)]
+pub struct JobParts {
+    pub height: u64,
+    /// The previous block's hash in header (internal) byte order.
+    pub prev_hash: [u8; 32],
+    pub version: u32,
+    pub nbits: u32,
+    pub ntime: u32,
+    /// The earliest ntime a share may carry (the template's `mintime`).
+    pub mintime: u32,
+    pub coinb1: Vec<u8>,
+    pub coinb2: Vec<u8>,
+    pub extranonce: ExtranonceSizes,
+    /// The txids (internal byte order) of every transaction but the coinbase, in block order.
+    pub txids: Vec<[u8; 32]>,
+    /// Those transactions' serializations (with witnesses), concatenated in block order.
+    pub transactions: Vec<u8>,
+    /// Set when the block commits to witnesses: the coinbase then carries this value as its witness.
+    pub witness_reserved_value: Option<[u8; 32]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    #[error("bad nbits: {0}")]
+    Bits(#[from] TargetError),
+    #[error("coinbase halves are too short to be a transaction")]
+    CoinbaseTooShort,
+}
+
+/// One job, ready for miners and for share validation.
+#[derive(Debug)]
+pub struct Job {
+    pub id: JobId,
+    pub height: u64,
+    pub prev_hash: [u8; 32],
+    pub version: u32,
+    pub nbits: u32,
+    pub ntime: u32,
+    pub mintime: u32,
+    pub network_target: Target,
+    pub coinb1: Vec<u8>,
+    pub coinb2: Vec<u8>,
+    pub extranonce: ExtranonceSizes,
+    pub merkle_branch: Vec<[u8; 32]>,
+    /// Whether miners must drop older work for this job (it builds on a new previous block).
+    pub clean: bool,
+    /// SHA-256 state after the whole 64-byte blocks at the front of coinb1.
+    pub(crate) coinb1_midstate: Midstate,
+    /// The bytes of coinb1 after those blocks.
+    pub(crate) coinb1_tail_start: usize,
+    tx_count: usize,
+    transactions: Vec<u8>,
+    witness_reserved_value: Option<[u8; 32]>,
+    /// The whole `mining.notify` line, newline included, shared by every session.
+    notify: Arc<[u8]>,
+}
+
+impl Job {
+    pub fn new(id: JobId, parts: JobParts, clean: bool) -> Result<Job, JobError> {
+        let network_target = Target::from_compact(parts.nbits)?;
+        // version (4) + input count (1) + prevout (36) + script length (>= 1) before the extranonce;
+        // sequence (4) + output count (1) + lock time (4) after it.
+        if parts.coinb1.len() < 42 || parts.coinb2.len() < 9 {
+            return Err(JobError::CoinbaseTooShort);
+        }
+        let merkle_branch = merkle::coinbase_branch(&parts.txids);
+        let (coinb1_midstate, tail) = Midstate::of_prefix(&parts.coinb1);
+        let coinb1_tail_start = parts.coinb1.len() - tail.len();
+        let mut notify = Vec::with_capacity(
+            160 + 2 * (parts.coinb1.len() + parts.coinb2.len()) + 67 * merkle_branch.len(),
+        );
+        message::write_notify(
+            &mut notify,
+            &message::NotifyFields {
+                job_id: id,
+                prev_hash: &parts.prev_hash,
+                coinb1: &parts.coinb1,
+                coinb2: &parts.coinb2,
+                merkle_branch: &merkle_branch,
+                version: parts.version,
+                nbits: parts.nbits,
+                ntime: parts.ntime,
+                clean,
+            },
+        );
+        Ok(Job {
+            id,
+            height: parts.height,
+            prev_hash: parts.prev_hash,
+            version: parts.version,
+            nbits: parts.nbits,
+            ntime: parts.ntime,
+            mintime: parts.mintime,
+            network_target,
+            coinb1: parts.coinb1,
+            coinb2: parts.coinb2,
+            extranonce: parts.extranonce,
+            merkle_branch,
+            clean,
+            coinb1_midstate,
+            coinb1_tail_start,
+            tx_count: parts.txids.len(),
+            transactions: parts.transactions,
+            witness_reserved_value: parts.witness_reserved_value,
+            notify: notify.into(),
+        })
+    }
+
+    /// The `mining.notify` line for this job, ending in a newline.
+    pub fn notify_line(&self) -> &Arc<[u8]> {
+        &self.notify
+    }
+
+    /// The coinbase with the given extranonces, without its witness: the bytes whose hash is the txid.
+    pub fn coinbase(&self, extranonce1: &[u8], extranonce2: &[u8]) -> Vec<u8> {
+        let mut tx = Vec::with_capacity(self.coinb1.len() + 24 + self.coinb2.len());
+        tx.extend_from_slice(&self.coinb1);
+        tx.extend_from_slice(extranonce1);
+        tx.extend_from_slice(extranonce2);
+        tx.extend_from_slice(&self.coinb2);
+        tx
+    }
+
+    /// The full block for a solved header, serialized as `submitblock` takes it (before hex).
+    pub fn assemble_block(
+        &self,
+        header: &[u8; 80],
+        extranonce1: &[u8],
+        extranonce2: &[u8],
+    ) -> Vec<u8> {
+        let coinbase = self.coinbase(extranonce1, extranonce2);
+        let mut block = Vec::with_capacity(80 + 9 + coinbase.len() + 40 + self.transactions.len());
+        block.extend_from_slice(header);
+        write_compact_size(&mut block, (self.tx_count + 1) as u64);
+        match &self.witness_reserved_value {
+            None => block.extend_from_slice(&coinbase),
+            Some(reserved) => {
+                // BIP144: version, marker and flag, the body, one witness stack of one item, lock time.
+                let (version, rest) = coinbase.split_at(4);
+                let (body, lock_time) = rest.split_at(rest.len() - 4);
+                block.extend_from_slice(version);
+                block.extend_from_slice(&[0x00, 0x01]);
+                block.extend_from_slice(body);
+                block.extend_from_slice(&[0x01, 0x20]);
+                block.extend_from_slice(reserved);
+                block.extend_from_slice(lock_time);
+            }
+        }
+        block.extend_from_slice(&self.transactions);
+        block
+    }
+
+    /// The number of transactions in a block of this job, the coinbase included.
+    pub fn transaction_count(&self) -> usize {
+        self.tx_count + 1
+    }
+}

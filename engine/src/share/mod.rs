@@ -1,0 +1,10 @@
+//! Share validation, pure and synchronous: the verdict on a `mining.submit`, the per-session merkle
+//! cache and the bounded duplicate filter.
+
+pub mod dedup;
+pub mod validate;
+
+pub use dedup::{DuplicateFilter, DuplicateLimits, DEFAULT_MAX_SHARES_PER_JOB};
+pub use validate::{
+    parse_job_id, Reject, SessionShares, ShareProof, ShareRules, Verdict, MAX_NTIME_AHEAD_SECS,
+};

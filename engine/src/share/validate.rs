@@ -1,0 +1,289 @@
+//! Share validation: a `mining.submit` against its job, judged exactly.
+//!
+//! The order of checks is part of the contract:
+//! 1. the fields are decoded at their exact sizes, ntime is checked against the template's `mintime`
+//!    and the clock, version bits against the negotiated mask; a failure here is refused unhashed;
+//! 2. the header is built and hashed, and compared with the network target: a block is a block even
+//!    when the share is stale or a duplicate, and the caller submits it;
+//! 3. the share is judged: stale, then low difficulty, then duplicate (only shares that would be
+//!    credited take a place in the duplicate set).
+//!
+//! Each session owns a [`SessionShares`]: its duplicate filter and the merkle root of its last
+//! (job, extranonce1, extranonce2), since miners roll nonce, ntime and version long before
+//! extranonce2. Validation allocates nothing, except when a duplicate set grows.
+
+use crate::chain::job::Job;
+use crate::chain::merkle;
+use crate::hash::{header_hash, Sha256};
+use crate::hex;
+use crate::share::dedup::{DuplicateError, DuplicateFilter, DuplicateLimits};
+use crate::stratum::error::{ErrorCode, StratumError};
+use crate::stratum::request::Submit;
+use crate::units::{Extranonce1, HeaderHash, JobId, Target, MAX_EXTRANONCE2_SIZE};
+
+/// How far past the pool's clock a share's ntime may be: consensus rejects blocks more than two hours
+/// ahead of the network's time.
+pub const MAX_NTIME_AHEAD_SECS: u32 = 2 * 60 * 60;
+
+/// Why a share was not credited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// The job id is not hex, or names no job the pool still holds.
+    JobNotFound,
+    /// The job is on an older previous block.
+    Stale,
+    Duplicate,
+    LowDifficulty,
+    /// The job's duplicate set is full; new work will come.
+    JobShareLimit,
+    BadExtranonce2,
+    BadNtime,
+    NtimeTooOld,
+    NtimeTooNew,
+    BadNonce,
+    BadVersionBits,
+    VersionBitsOutsideMask,
+}
+
+impl Reject {
+    /// A stable name for share records and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::JobNotFound => "job-not-found",
+            Reject::Stale => "stale",
+            Reject::Duplicate => "duplicate",
+            Reject::LowDifficulty => "low-difficulty",
+            Reject::JobShareLimit => "job-share-limit",
+            Reject::BadExtranonce2 => "bad-extranonce2",
+            Reject::BadNtime => "bad-ntime",
+            Reject::NtimeTooOld => "ntime-too-old",
+            Reject::NtimeTooNew => "ntime-too-new",
+            Reject::BadNonce => "bad-nonce",
+            Reject::BadVersionBits => "bad-version-bits",
+            Reject::VersionBitsOutsideMask => "version-bits-outside-mask",
+        }
+    }
+
+    /// The error the miner is answered with.
+    pub fn stratum_error(self) -> StratumError {
+        let (code, message) = match self {
+            Reject::JobNotFound => (ErrorCode::JobNotFound, "Job not found"),
+            Reject::Stale => (ErrorCode::JobNotFound, "Stale share"),
+            Reject::Duplicate => (ErrorCode::Duplicate, "Duplicate share"),
+            Reject::LowDifficulty => (ErrorCode::LowDifficulty, "Low difficulty share"),
+            Reject::JobShareLimit => (
+                ErrorCode::Other,
+                "Too many shares for this job; wait for new work",
+            ),
+            Reject::BadExtranonce2 => (ErrorCode::Other, "Incorrect size or hex of extranonce2"),
+            Reject::BadNtime => (ErrorCode::Other, "Invalid ntime: must be 8 hex digits"),
+            Reject::NtimeTooOld => (
+                ErrorCode::Other,
+                "ntime out of range: earlier than the job allows",
+            ),
+            Reject::NtimeTooNew => (
+                ErrorCode::Other,
+                "ntime out of range: more than 2 hours ahead",
+            ),
+            Reject::BadNonce => (ErrorCode::Other, "Invalid nonce: must be 8 hex digits"),
+            Reject::BadVersionBits => (ErrorCode::Other, "Invalid version bits"),
+            Reject::VersionBitsOutsideMask => {
+                (ErrorCode::Other, "Version bits outside the negotiated mask")
+            }
+        };
+        StratumError::new(code, message)
+    }
+}
+
+/// What a share is judged by, beyond its job.
+#[derive(Debug, Clone, Copy)]
+pub struct ShareRules {
+    /// The version-rolling mask negotiated with `mining.configure` (0 when none).
+    pub version_mask: u32,
+    /// The pool's clock, in Unix seconds.
+    pub now: u32,
+    /// The share target in force when the job was sent to this session.
+    pub share_target: Target,
+}
+
+/// A share that was hashed: what it proves.
+#[derive(Debug, Clone, Copy)]
+pub struct ShareProof {
+    pub hash: HeaderHash,
+    pub header: [u8; 80],
+    extranonce2: [u8; MAX_EXTRANONCE2_SIZE],
+    extranonce2_len: u8,
+}
+
+impl ShareProof {
+    pub fn extranonce2(&self) -> &[u8] {
+        &self.extranonce2[..usize::from(self.extranonce2_len)]
+    }
+
+    /// The difficulty the share reached, for the record.
+    pub fn difficulty(&self) -> f64 {
+        self.hash.difficulty()
+    }
+}
+
+/// The judgement on one share.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict {
+    pub result: Result<(), Reject>,
+    /// Present when the share got as far as hashing.
+    pub proof: Option<ShareProof>,
+    /// Whether the hash meets the network target: submit the block, whatever `result` says.
+    pub is_block: bool,
+}
+
+impl Verdict {
+    fn refused(reject: Reject) -> Verdict {
+        Verdict {
+            result: Err(reject),
+            proof: None,
+            is_block: false,
+        }
+    }
+
+    /// The verdict for a submit whose job is unknown.
+    pub fn job_not_found() -> Verdict {
+        Verdict::refused(Reject::JobNotFound)
+    }
+}
+
+/// Parses a submitted job id (hex, as [`JobId`]'s `Display` writes it).
+pub fn parse_job_id(text: &str) -> Option<JobId> {
+    hex::decode_u64_loose(text.as_bytes()).ok().map(JobId)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MerkleKey {
+    job: JobId,
+    extranonce1: Extranonce1,
+    extranonce2: [u8; MAX_EXTRANONCE2_SIZE],
+}
+
+/// One session's share state.
+#[derive(Debug)]
+pub struct SessionShares {
+    last_root: Option<(MerkleKey, [u8; 32])>,
+    duplicates: DuplicateFilter,
+    merkle_cache_hits: u64,
+}
+
+impl SessionShares {
+    pub fn new(limits: DuplicateLimits) -> SessionShares {
+        SessionShares {
+            last_root: None,
+            duplicates: DuplicateFilter::new(limits),
+            merkle_cache_hits: 0,
+        }
+    }
+
+    /// How many shares reused the cached merkle root.
+    pub fn merkle_cache_hits(&self) -> u64 {
+        self.merkle_cache_hits
+    }
+
+    /// Judges one share against `job`. `stale` says the job is on an older previous block.
+    pub fn validate(
+        &mut self,
+        job: &Job,
+        stale: bool,
+        extranonce1: &Extranonce1,
+        submit: &Submit<'_>,
+        rules: &ShareRules,
+    ) -> Verdict {
+        let en2_len = job.extranonce.extranonce2();
+        let mut extranonce2 = [0u8; MAX_EXTRANONCE2_SIZE];
+        if hex::decode_into(submit.extranonce2.as_bytes(), &mut extranonce2[..en2_len]).is_err() {
+            return Verdict::refused(Reject::BadExtranonce2);
+        }
+        let Ok(ntime) = hex::decode_u32_exact(submit.ntime.as_bytes()) else {
+            return Verdict::refused(Reject::BadNtime);
+        };
+        if ntime < job.mintime {
+            return Verdict::refused(Reject::NtimeTooOld);
+        }
+        if ntime > rules.now.saturating_add(MAX_NTIME_AHEAD_SECS) {
+            return Verdict::refused(Reject::NtimeTooNew);
+        }
+        let Ok(nonce) = hex::decode_u32_exact(submit.nonce.as_bytes()) else {
+            return Verdict::refused(Reject::BadNonce);
+        };
+        let version = match submit.version_bits {
+            None => job.version,
+            Some(text) => {
+                let Ok(bits) = hex::decode_u32_loose(text.as_bytes()) else {
+                    return Verdict::refused(Reject::BadVersionBits);
+                };
+                if bits & !rules.version_mask != 0 {
+                    return Verdict::refused(Reject::VersionBitsOutsideMask);
+                }
+                (job.version & !rules.version_mask) | (bits & rules.version_mask)
+            }
+        };
+
+        let key = MerkleKey {
+            job: job.id,
+            extranonce1: *extranonce1,
+            extranonce2,
+        };
+        let merkle_root = match &self.last_root {
+            Some((cached, root)) if *cached == key => {
+                self.merkle_cache_hits += 1;
+                *root
+            }
+            _ => {
+                let root = merkle::fold(
+                    coinbase_txid(job, extranonce1, &extranonce2[..en2_len]),
+                    &job.merkle_branch,
+                );
+                self.last_root = Some((key, root));
+                root
+            }
+        };
+
+        let mut header = [0u8; 80];
+        header[0..4].copy_from_slice(&version.to_le_bytes());
+        header[4..36].copy_from_slice(&job.prev_hash);
+        header[36..68].copy_from_slice(&merkle_root);
+        header[68..72].copy_from_slice(&ntime.to_le_bytes());
+        header[72..76].copy_from_slice(&job.nbits.to_le_bytes());
+        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        let hash = HeaderHash(header_hash(&header));
+        let is_block = job.network_target.is_met_by(&hash);
+
+        let result = if stale {
+            Err(Reject::Stale)
+        } else if !rules.share_target.is_met_by(&hash) {
+            Err(Reject::LowDifficulty)
+        } else {
+            self.duplicates.insert(job.id, &hash).map_err(|e| match e {
+                DuplicateError::Duplicate => Reject::Duplicate,
+                DuplicateError::Full => Reject::JobShareLimit,
+            })
+        };
+        Verdict {
+            result,
+            proof: Some(ShareProof {
+                hash,
+                header,
+                extranonce2,
+                extranonce2_len: en2_len as u8,
+            }),
+            is_block,
+        }
+    }
+}
+
+/// The txid of the job's coinbase with these extranonces, continuing from the job's coinb1 midstate.
+#[inline]
+fn coinbase_txid(job: &Job, extranonce1: &Extranonce1, extranonce2: &[u8]) -> [u8; 32] {
+    let mut sha = Sha256::from_midstate(job.coinb1_midstate);
+    sha.update(&job.coinb1[job.coinb1_tail_start..]);
+    sha.update(extranonce1.as_bytes());
+    sha.update(extranonce2);
+    sha.update(&job.coinb2);
+    sha.finalize_double()
+}
