@@ -10,6 +10,7 @@
 pub mod chain;
 pub mod hash;
 pub mod hex;
+pub mod session;
 pub mod share;
 pub mod stratum;
 pub mod units;

@@ -43,6 +43,10 @@ pub enum Reject {
     BadNonce,
     BadVersionBits,
     VersionBitsOutsideMask,
+    /// The worker named in the submit is not authorized on this connection (found by the session).
+    UnauthorizedWorker,
+    /// The connection has not subscribed (found by the session).
+    NotSubscribed,
 }
 
 impl Reject {
@@ -61,6 +65,8 @@ impl Reject {
             Reject::BadNonce => "bad-nonce",
             Reject::BadVersionBits => "bad-version-bits",
             Reject::VersionBitsOutsideMask => "version-bits-outside-mask",
+            Reject::UnauthorizedWorker => "unauthorized-worker",
+            Reject::NotSubscribed => "not-subscribed",
         }
     }
 
@@ -90,6 +96,8 @@ impl Reject {
             Reject::VersionBitsOutsideMask => {
                 (ErrorCode::Other, "Version bits outside the negotiated mask")
             }
+            Reject::UnauthorizedWorker => (ErrorCode::Unauthorized, "Unauthorized worker"),
+            Reject::NotSubscribed => (ErrorCode::NotSubscribed, "Not subscribed"),
         };
         StratumError::new(code, message)
     }

@@ -1,0 +1,659 @@
+//! The session: one miner connection's state machine, sans-IO.
+//!
+//! Lines go in ([`Session::handle_line`]), jobs go in ([`Session::push_job`]), the clock goes in
+//! ([`Session::tick`]); replies and notifications come out as bytes appended to the connection's
+//! output buffer, and share verdicts and found blocks come out as [`Event`]s. The I/O layer owns the
+//! socket, the framing and the timers; this module owns every protocol decision, so it is tested and
+//! fuzzed without a socket.
+
+pub mod vardiff;
+pub mod worker;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bitcoin::Network;
+
+use crate::chain::{Job, JobBook, Lookup};
+use crate::share::{parse_job_id, DuplicateLimits, Reject, SessionShares, ShareRules};
+use crate::stratum::request::{Configure, ParseError};
+use crate::stratum::{message, parse, ErrorCode, Id, Request, StratumError, Submit};
+use crate::units::{Difficulty, Extranonce1, ExtranonceSizes, HeaderHash, JobId, Target};
+use vardiff::{Vardiff, VardiffConfig};
+use worker::{parse_worker, password_difficulty, Worker};
+
+/// The pool's default BIP310 version-rolling mask (BIP320's general-purpose bits).
+pub const DEFAULT_VERSION_MASK: u32 = 0x1fff_e000;
+
+/// Per-connection limits, each with its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Workers one connection may authorize.
+    pub max_workers: usize,
+    /// Consecutive rejected shares or bad requests (stale shares excepted) before disconnecting.
+    pub max_invalid_streak: u32,
+    /// Failed `mining.authorize` calls before disconnecting; between failures the connection must
+    /// wait a backoff that doubles from one second.
+    pub max_failed_authorize: u32,
+    /// Time from connecting to a first authorized worker.
+    pub unauthenticated_timeout_ms: u64,
+    /// Time without any request from the miner.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_workers: 64,
+            max_invalid_streak: 100,
+            max_failed_authorize: 5,
+            unauthenticated_timeout_ms: 30_000,
+            idle_timeout_ms: 600_000,
+        }
+    }
+}
+
+/// What a session needs to know about the pool. Shared by all sessions of a listener.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub network: Network,
+    pub extranonce: ExtranonceSizes,
+    /// The version bits the pool lets miners roll.
+    pub version_mask: u32,
+    pub start_difficulty: Difficulty,
+    pub min_difficulty: Difficulty,
+    pub max_difficulty: Difficulty,
+    /// `None` turns vardiff off: the difficulty stays where start, suggestion or password put it.
+    pub vardiff: Option<VardiffConfig>,
+    pub allow_free_worker_names: bool,
+    pub limits: SessionLimits,
+    pub duplicate_limits: DuplicateLimits,
+    /// Jobs whose difficulty the session remembers; match the job book's capacity.
+    pub job_history: usize,
+}
+
+impl SessionConfig {
+    /// Defaults for a network: difficulty 1 to start, vardiff on.
+    pub fn new(network: Network) -> SessionConfig {
+        SessionConfig {
+            network,
+            extranonce: ExtranonceSizes::default(),
+            version_mask: DEFAULT_VERSION_MASK,
+            start_difficulty: Difficulty::ONE,
+            min_difficulty: Difficulty::new(1e-8).expect("positive"),
+            max_difficulty: Difficulty::new(1e15).expect("positive"),
+            vardiff: Some(VardiffConfig::default()),
+            allow_free_worker_names: false,
+            limits: SessionLimits::default(),
+            duplicate_limits: DuplicateLimits::default(),
+            job_history: crate::chain::book::DEFAULT_JOB_HISTORY,
+        }
+    }
+}
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    InvalidStreak,
+    FailedAuthorize,
+    UnauthenticatedTimeout,
+    IdleTimeout,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::InvalidStreak => "invalid-share-streak",
+            CloseReason::FailedAuthorize => "failed-authorize",
+            CloseReason::UnauthenticatedTimeout => "unauthenticated-timeout",
+            CloseReason::IdleTimeout => "idle-timeout",
+        }
+    }
+}
+
+/// Whether the connection goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close(CloseReason),
+}
+
+/// One judged share, for the share log and metrics.
+#[derive(Debug, Clone)]
+pub struct ShareRecord {
+    pub worker: Arc<str>,
+    pub job_id: JobId,
+    pub height: u64,
+    /// The difficulty the job was sent with.
+    pub assigned_difficulty: f64,
+    /// The difficulty the share reached (0 when it was refused before hashing).
+    pub share_difficulty: f64,
+    pub result: Result<(), Reject>,
+    pub is_block: bool,
+    pub hash: Option<HeaderHash>,
+}
+
+/// A share that meets the network target: everything needed to assemble and submit the block.
+#[derive(Debug, Clone)]
+pub struct BlockFound {
+    pub job: Arc<Job>,
+    pub header: [u8; 80],
+    pub hash: HeaderHash,
+    pub extranonce1: Extranonce1,
+    pub extranonce2: Vec<u8>,
+    pub worker: Arc<str>,
+}
+
+impl BlockFound {
+    /// The block's bytes, as `submitblock` takes them (before hex).
+    pub fn assemble(&self) -> Vec<u8> {
+        self.job
+            .assemble_block(&self.header, self.extranonce1.as_bytes(), &self.extranonce2)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Share(ShareRecord),
+    Block(Box<BlockFound>),
+    /// The session's difficulty changed (vardiff, suggestion or password).
+    Difficulty(Difficulty),
+}
+
+/// What the session reads from its surroundings on each call.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub book: &'a JobBook,
+    /// Unix time in milliseconds.
+    pub now_ms: u64,
+}
+
+/// A job as sent to this session: the difficulty its shares are judged at.
+#[derive(Debug, Clone, Copy)]
+struct SentJob {
+    id: JobId,
+    target: Target,
+    difficulty: f64,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    config: Arc<SessionConfig>,
+    extranonce1: Extranonce1,
+    /// The subscription id sent in `mining.subscribe`'s answer (hex).
+    session_id: u64,
+    subscribed: bool,
+    user_agent: Option<Box<str>>,
+    workers: Vec<Worker>,
+    version_mask: u32,
+    extranonce_subscribed: bool,
+    /// The difficulty announced to the miner (applies to jobs sent from now on).
+    difficulty: Difficulty,
+    /// Whether `difficulty` still has to be sent before the next job.
+    difficulty_pending: bool,
+    /// The lowest difficulty the miner asked for (suggestion, configure or password).
+    floor: Difficulty,
+    sent: VecDeque<SentJob>,
+    shares: SessionShares,
+    vardiff: Vardiff,
+    invalid_streak: u32,
+    failed_authorize: u32,
+    authorize_retry_at_ms: u64,
+    connected_ms: u64,
+    last_request_ms: u64,
+    accepted: u64,
+    rejected: u64,
+}
+
+impl Session {
+    pub fn new(
+        config: Arc<SessionConfig>,
+        extranonce1: Extranonce1,
+        session_id: u64,
+        now_ms: u64,
+    ) -> Session {
+        assert_eq!(
+            extranonce1.as_bytes().len(),
+            config.extranonce.extranonce1()
+        );
+        let difficulty = clamp(
+            config.start_difficulty,
+            config.min_difficulty,
+            config.max_difficulty,
+        );
+        Session {
+            extranonce1,
+            session_id,
+            subscribed: false,
+            user_agent: None,
+            workers: Vec::new(),
+            version_mask: 0,
+            extranonce_subscribed: false,
+            difficulty,
+            difficulty_pending: true,
+            floor: config.min_difficulty,
+            sent: VecDeque::with_capacity(config.job_history),
+            shares: SessionShares::new(config.duplicate_limits),
+            vardiff: Vardiff::new(now_ms),
+            invalid_streak: 0,
+            failed_authorize: 0,
+            authorize_retry_at_ms: 0,
+            connected_ms: now_ms,
+            last_request_ms: now_ms,
+            accepted: 0,
+            rejected: 0,
+            config,
+        }
+    }
+
+    pub fn extranonce1(&self) -> &Extranonce1 {
+        &self.extranonce1
+    }
+
+    pub fn difficulty(&self) -> Difficulty {
+        self.difficulty
+    }
+
+    pub fn version_mask(&self) -> u32 {
+        self.version_mask
+    }
+
+    pub fn workers(&self) -> &[Worker] {
+        &self.workers
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    pub fn is_authorized(&self) -> bool {
+        !self.workers.is_empty()
+    }
+
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// The ceiling the session's difficulty may reach.
+    fn ceiling(&self) -> Difficulty {
+        self.config.max_difficulty
+    }
+
+    /// Handles one line from the miner.
+    pub fn handle_line(
+        &mut self,
+        line: &[u8],
+        ctx: &Context<'_>,
+        out: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Flow {
+        self.last_request_ms = ctx.now_ms;
+        let message = match parse(line) {
+            Ok(m) => m,
+            Err(ParseError { id, kind }) => {
+                message::write_error(out, id, kind.stratum_error());
+                return self.count_invalid();
+            }
+        };
+        let id = message.id;
+        match message.request {
+            Request::Submit(submit) => return self.submit(id, &submit, ctx, out, events),
+            Request::Configure(c) => self.configure(id, &c, out),
+            Request::Subscribe { user_agent, .. } => {
+                // A session id to resume is honoured by the Redis plane (issue 5); alone, the engine
+                // starts a new session.
+                if self.subscribed {
+                    message::write_error(
+                        out,
+                        id,
+                        StratumError::new(ErrorCode::Other, "Already subscribed"),
+                    );
+                } else {
+                    self.subscribed = true;
+                    self.user_agent = user_agent.map(|ua| {
+                        let ua: &str = &ua;
+                        let mut end = ua.len().min(MAX_USER_AGENT_LENGTH);
+                        while !ua.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        Box::from(&ua[..end])
+                    });
+                    message::write_subscribe_result(
+                        out,
+                        id,
+                        &format!("{:x}", self.session_id),
+                        &self.extranonce1,
+                        self.config.extranonce.extranonce2(),
+                    );
+                }
+            }
+            Request::Authorize { worker, password } => {
+                return self.authorize(id, &worker, password.as_deref(), ctx, out, events);
+            }
+            Request::SuggestDifficulty(d) => {
+                match Difficulty::new(d) {
+                    Ok(d) => {
+                        self.ask_for_difficulty(d, ctx.now_ms, events);
+                        message::write_true(out, id);
+                    }
+                    Err(_) => {
+                        message::write_error(
+                            out,
+                            id,
+                            StratumError::new(ErrorCode::Other, "Invalid difficulty"),
+                        );
+                        return self.count_invalid();
+                    }
+                }
+                if self.is_authorized() {
+                    self.send_pending_difficulty(out);
+                }
+            }
+            Request::ExtranonceSubscribe => {
+                self.extranonce_subscribed = true;
+                message::write_true(out, id);
+            }
+            Request::Unknown(_) => {
+                message::write_error(
+                    out,
+                    id,
+                    StratumError::new(ErrorCode::Other, "Unknown method"),
+                );
+            }
+        }
+        Flow::Continue
+    }
+
+    fn count_invalid(&mut self) -> Flow {
+        self.invalid_streak += 1;
+        if self.invalid_streak >= self.config.limits.max_invalid_streak {
+            Flow::Close(CloseReason::InvalidStreak)
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn configure(&mut self, id: Id<'_>, c: &Configure, out: &mut Vec<u8>) {
+        let version_rolling = c.version_rolling.map(|vr| {
+            let granted = vr.mask & self.config.version_mask;
+            if granted == 0 || granted.count_ones() < vr.min_bit_count {
+                None
+            } else {
+                self.version_mask = granted;
+                Some(granted)
+            }
+        });
+        let minimum = c.minimum_difficulty.map(|d| match Difficulty::new(d) {
+            Ok(d) => {
+                self.floor = clamp(d, self.config.min_difficulty, self.ceiling());
+                if self.difficulty < self.floor {
+                    self.difficulty = self.floor;
+                    self.difficulty_pending = true;
+                }
+                true
+            }
+            Err(_) => false,
+        });
+        message::write_configure_result(out, id, version_rolling, minimum, &c.unknown);
+    }
+
+    /// A difficulty the miner asks for (suggestion or password): it becomes the floor and, at once,
+    /// the difficulty.
+    fn ask_for_difficulty(&mut self, d: Difficulty, now_ms: u64, events: &mut Vec<Event>) {
+        let d = clamp(d, self.config.min_difficulty, self.ceiling());
+        self.floor = d;
+        if d != self.difficulty {
+            self.difficulty = d;
+            self.difficulty_pending = true;
+            events.push(Event::Difficulty(d));
+        }
+        self.vardiff.reset(now_ms);
+    }
+
+    fn authorize(
+        &mut self,
+        id: Id<'_>,
+        name: &str,
+        password: Option<&str>,
+        ctx: &Context<'_>,
+        out: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Flow {
+        if !self.subscribed {
+            // Many miners authorize before the subscribe answer arrives; the order on the wire is
+            // still subscribe first. Refusing here is what ckpool and others do.
+            message::write_error(out, id, Reject::NotSubscribed.stratum_error());
+            return Flow::Continue;
+        }
+        if ctx.now_ms < self.authorize_retry_at_ms {
+            message::write_error(
+                out,
+                id,
+                StratumError::new(
+                    ErrorCode::Unauthorized,
+                    "Too many failed authorizations; retry later",
+                ),
+            );
+            return Flow::Continue;
+        }
+        if self.workers.iter().any(|w| &*w.name == name) {
+            message::write_true(out, id);
+            return Flow::Continue;
+        }
+        if self.workers.len() >= self.config.limits.max_workers {
+            message::write_error(
+                out,
+                id,
+                StratumError::new(
+                    ErrorCode::Unauthorized,
+                    "Too many workers on this connection",
+                ),
+            );
+            return Flow::Continue;
+        }
+        match parse_worker(
+            name,
+            self.config.network,
+            self.config.allow_free_worker_names,
+        ) {
+            Err(e) => {
+                message::write_error(
+                    out,
+                    id,
+                    StratumError::new(ErrorCode::Unauthorized, e.message()),
+                );
+                self.failed_authorize += 1;
+                if self.failed_authorize >= self.config.limits.max_failed_authorize {
+                    return Flow::Close(CloseReason::FailedAuthorize);
+                }
+                let backoff = 1000u64 << (self.failed_authorize - 1).min(16);
+                self.authorize_retry_at_ms = ctx.now_ms + backoff;
+                Flow::Continue
+            }
+            Ok(worker) => {
+                let first = self.workers.is_empty();
+                self.workers.push(worker);
+                message::write_true(out, id);
+                if first {
+                    if let Some(d) = password
+                        .and_then(password_difficulty)
+                        .and_then(|d| Difficulty::new(d).ok())
+                    {
+                        self.ask_for_difficulty(d, ctx.now_ms, events);
+                    }
+                    if let Some(job) = ctx.book.current() {
+                        let job = Arc::clone(job);
+                        self.push_job(&job, out);
+                    } else {
+                        self.send_pending_difficulty(out);
+                    }
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    fn send_pending_difficulty(&mut self, out: &mut Vec<u8>) {
+        if self.difficulty_pending {
+            message::write_set_difficulty(out, self.difficulty);
+            self.difficulty_pending = false;
+        }
+    }
+
+    /// Sends a job to the miner (once it has a worker), preceded by its difficulty when that changed.
+    /// Shares on this job are judged at the difficulty in force now.
+    pub fn push_job(&mut self, job: &Arc<Job>, out: &mut Vec<u8>) {
+        if !self.is_authorized() {
+            return;
+        }
+        // A job id always keeps the difficulty it was first sent with.
+        if self.sent.iter().any(|s| s.id == job.id) {
+            return;
+        }
+        self.send_pending_difficulty(out);
+        out.extend_from_slice(job.notify_line());
+        if self.sent.len() == self.config.job_history {
+            self.sent.pop_front();
+        }
+        self.sent.push_back(SentJob {
+            id: job.id,
+            target: self.difficulty.target(),
+            difficulty: self.difficulty.get(),
+        });
+    }
+
+    fn submit(
+        &mut self,
+        id: Id<'_>,
+        submit: &Submit<'_>,
+        ctx: &Context<'_>,
+        out: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Flow {
+        if !self.subscribed {
+            return self.refuse(id, Reject::NotSubscribed, out);
+        }
+        let Some(worker) = self.workers.iter().find(|w| *w.name == *submit.worker) else {
+            return self.refuse(id, Reject::UnauthorizedWorker, out);
+        };
+        let worker = Arc::clone(&worker.name);
+        let sent = parse_job_id(submit.job_id)
+            .and_then(|jid| self.sent.iter().rev().find(|s| s.id == jid).copied());
+        let (job, stale) = match sent.map(|s| ctx.book.lookup(s.id)) {
+            Some(Lookup::Current(job)) => (job, false),
+            Some(Lookup::Stale(job)) => (job, true),
+            Some(Lookup::NotFound) | None => return self.refuse(id, Reject::JobNotFound, out),
+        };
+        let sent = sent.expect("looked up above");
+        let rules = ShareRules {
+            version_mask: self.version_mask,
+            now: (ctx.now_ms / 1000) as u32,
+            share_target: sent.target,
+        };
+        let verdict = self
+            .shares
+            .validate(job, stale, &self.extranonce1, submit, &rules);
+        if verdict.is_block {
+            let proof = verdict.proof.expect("a block was hashed");
+            events.push(Event::Block(Box::new(BlockFound {
+                job: Arc::clone(job),
+                header: proof.header,
+                hash: proof.hash,
+                extranonce1: self.extranonce1,
+                extranonce2: proof.extranonce2().to_vec(),
+                worker: Arc::clone(&worker),
+            })));
+        }
+        events.push(Event::Share(ShareRecord {
+            worker,
+            job_id: job.id,
+            height: job.height,
+            assigned_difficulty: sent.difficulty,
+            share_difficulty: verdict.proof.map_or(0.0, |p| p.difficulty()),
+            result: verdict.result,
+            is_block: verdict.is_block,
+            hash: verdict.proof.map(|p| p.hash),
+        }));
+        match verdict.result {
+            Ok(()) => {
+                message::write_true(out, id);
+                self.accepted += 1;
+                self.invalid_streak = 0;
+                if let Some(vd) = &self.config.vardiff {
+                    self.vardiff.record(sent.difficulty, ctx.now_ms, vd);
+                }
+                self.retarget(ctx.now_ms, events);
+                Flow::Continue
+            }
+            Err(Reject::Stale) => {
+                self.rejected += 1;
+                message::write_error(out, id, Reject::Stale.stratum_error());
+                Flow::Continue
+            }
+            Err(reject) => {
+                self.rejected += 1;
+                message::write_error(out, id, reject.stratum_error());
+                self.count_invalid()
+            }
+        }
+    }
+
+    fn refuse(&mut self, id: Id<'_>, reject: Reject, out: &mut Vec<u8>) -> Flow {
+        self.rejected += 1;
+        message::write_error(out, id, reject.stratum_error());
+        self.count_invalid()
+    }
+
+    fn retarget(&mut self, now_ms: u64, events: &mut Vec<Event>) {
+        let Some(vd) = &self.config.vardiff else {
+            return;
+        };
+        if let Some(d) =
+            self.vardiff
+                .retarget(self.difficulty, self.floor, self.ceiling(), now_ms, vd)
+        {
+            self.difficulty = d;
+            self.difficulty_pending = true;
+            events.push(Event::Difficulty(d));
+        }
+    }
+
+    /// Advances the clock: timeouts, and vardiff for miners that have gone quiet. A changed
+    /// difficulty is sent with the next job.
+    pub fn tick(&mut self, now_ms: u64, events: &mut Vec<Event>) -> Flow {
+        let limits = &self.config.limits;
+        if !self.is_authorized()
+            && now_ms.saturating_sub(self.connected_ms) >= limits.unauthenticated_timeout_ms
+        {
+            return Flow::Close(CloseReason::UnauthenticatedTimeout);
+        }
+        if now_ms.saturating_sub(self.last_request_ms) >= limits.idle_timeout_ms {
+            return Flow::Close(CloseReason::IdleTimeout);
+        }
+        if self.is_authorized() {
+            self.retarget(now_ms, events);
+        }
+        Flow::Continue
+    }
+}
+
+/// The longest user agent kept, in bytes.
+pub const MAX_USER_AGENT_LENGTH: usize = 64;
+
+#[cfg(test)]
+mod tests;
+
+fn clamp(d: Difficulty, min: Difficulty, max: Difficulty) -> Difficulty {
+    if d < min {
+        min
+    } else if d > max {
+        max
+    } else {
+        d
+    }
+}

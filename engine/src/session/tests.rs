@@ -1,0 +1,481 @@
+//! The session state machine, driven line by line with no socket.
+
+use super::*;
+use crate::chain::merkle;
+use crate::chain::JobParts;
+use crate::hash::{header_hash, sha256d};
+use serde_json::{json, Value};
+
+const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+const NOW_MS: u64 = 1_750_000_000_000;
+
+fn job(id: u64, prev: u8, nbits: u32) -> Arc<Job> {
+    let parts = JobParts {
+        height: 500,
+        prev_hash: [prev; 32],
+        version: 0x2000_0000,
+        nbits,
+        ntime: (NOW_MS / 1000) as u32,
+        mintime: (NOW_MS / 1000) as u32 - 600,
+        coinb1: vec![0x01; 47],
+        coinb2: vec![0x02; 60],
+        extranonce: ExtranonceSizes::default(),
+        txids: vec![[7; 32], [8; 32], [9; 32]],
+        transactions: Vec::new(),
+        witness_reserved_value: None,
+    };
+    Arc::new(Job::new(JobId(id), parts, true).unwrap())
+}
+
+struct Harness {
+    session: Session,
+    book: JobBook,
+    now: u64,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new(config: SessionConfig) -> Harness {
+        let mut book = JobBook::new(config.job_history);
+        book.push(job(1, 0xaa, 0x1d00_ffff));
+        Harness {
+            session: Session::new(
+                Arc::new(config),
+                Extranonce1::new(&[0, 0, 0, 42]).unwrap(),
+                0xabc,
+                NOW_MS,
+            ),
+            book,
+            now: NOW_MS,
+            events: Vec::new(),
+        }
+    }
+
+    fn default() -> Harness {
+        Harness::new(SessionConfig::new(Network::Regtest))
+    }
+
+    fn send(&mut self, line: &str) -> (Vec<Value>, Flow) {
+        let mut out = Vec::new();
+        let ctx = Context {
+            book: &self.book,
+            now_ms: self.now,
+        };
+        let flow = self
+            .session
+            .handle_line(line.as_bytes(), &ctx, &mut out, &mut self.events);
+        (lines(&out), flow)
+    }
+
+    fn push(&mut self, job: Arc<Job>) -> Vec<Value> {
+        self.book.push(Arc::clone(&job));
+        let mut out = Vec::new();
+        self.session.push_job(&job, &mut out);
+        lines(&out)
+    }
+
+    fn handshake(&mut self) -> Vec<Value> {
+        let (r, _) = self.send(r#"{"id":1,"method":"mining.subscribe","params":["test/1.0"]}"#);
+        assert_eq!(r[0]["result"][1], "0000002a");
+        let (r, _) = self.send(&format!(
+            r#"{{"id":2,"method":"mining.authorize","params":["{ADDRESS}.rig","x"]}}"#
+        ));
+        assert_eq!(r[0]["result"], true, "{r:?}");
+        r
+    }
+
+    /// A share for the current job: scans nonces until one meets `target` (or, with `meets = false`,
+    /// one that does not).
+    fn share(&self, job: &Job, extranonce2: u32, target: Target, meets: bool) -> String {
+        let en2 = extranonce2.to_be_bytes();
+        let txid = sha256d(&job.coinbase(self.session.extranonce1().as_bytes(), &en2));
+        let root = merkle::fold(txid, &job.merkle_branch);
+        for nonce in 0u32.. {
+            let mut header = [0u8; 80];
+            header[..4].copy_from_slice(&job.version.to_le_bytes());
+            header[4..36].copy_from_slice(&job.prev_hash);
+            header[36..68].copy_from_slice(&root);
+            header[68..72].copy_from_slice(&job.ntime.to_le_bytes());
+            header[72..76].copy_from_slice(&job.nbits.to_le_bytes());
+            header[76..].copy_from_slice(&nonce.to_le_bytes());
+            if target.is_met_by(&HeaderHash(header_hash(&header))) == meets {
+                return format!(
+                    r#"{{"id":9,"method":"mining.submit","params":["{ADDRESS}.rig","{}","{}","{:08x}","{nonce:08x}"]}}"#,
+                    job.id,
+                    crate::hex::encode(&en2),
+                    job.ntime
+                );
+            }
+        }
+        unreachable!()
+    }
+}
+
+/// A config whose start difficulty is so low that any hash is a share.
+fn tiny() -> SessionConfig {
+    SessionConfig {
+        start_difficulty: Difficulty::new(1e-12).unwrap(),
+        min_difficulty: Difficulty::new(1e-12).unwrap(),
+        ..SessionConfig::new(Network::Regtest)
+    }
+}
+
+fn lines(out: &[u8]) -> Vec<Value> {
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+fn error_code(v: &Value) -> i64 {
+    v["error"][0]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error in {v}"))
+}
+
+#[test]
+fn handshake_sends_difficulty_then_work() {
+    let mut h = Harness::default();
+    let r = h.handshake();
+    assert_eq!(r[1]["method"], "mining.set_difficulty");
+    assert_eq!(r[1]["params"][0].as_f64(), Some(1.0));
+    assert_eq!(r[2]["method"], "mining.notify");
+    assert_eq!(r[2]["params"][0], "1");
+    assert_eq!(h.session.user_agent(), Some("test/1.0"));
+}
+
+#[test]
+fn methods_before_subscribe_and_unknown_methods() {
+    let mut h = Harness::default();
+    let (r, _) = h.send(&format!(
+        r#"{{"id":1,"method":"mining.authorize","params":["{ADDRESS}","x"]}}"#
+    ));
+    assert_eq!(error_code(&r[0]), 25);
+    let (r, _) = h.send(
+        r#"{"id":2,"method":"mining.submit","params":["w","1","00000000","00000000","00000000"]}"#,
+    );
+    assert_eq!(error_code(&r[0]), 25);
+    let (r, _) = h.send(r#"{"id":3,"method":"mining.ping","params":[]}"#);
+    assert_eq!((error_code(&r[0]), r[0]["id"].clone()), (20, json!(3)));
+    let (r, _) = h.send("{not json");
+    assert_eq!((error_code(&r[0]), r[0]["id"].clone()), (20, Value::Null));
+    let (r, _) = h.send(r#"{"id":4,"method":"mining.extranonce.subscribe","params":[]}"#);
+    assert_eq!(r[0]["result"], true);
+}
+
+#[test]
+fn every_submit_error_code() {
+    let mut h = Harness::default();
+    h.handshake();
+    let job1 = Arc::clone(h.book.current().unwrap());
+    let easy = Difficulty::new(1e-12).unwrap().target();
+
+    let (r, _) = h.send(
+        &h.share(&job1, 1, Target::MAX, true)
+            .replace(".rig\"", ".other\""),
+    );
+    assert_eq!(error_code(&r[0]), 24, "unknown worker");
+    let (r, _) = h.send(
+        &h.share(&job1, 1, Target::MAX, true)
+            .replace(r#""1","#, r#""77","#),
+    );
+    assert_eq!(error_code(&r[0]), 21, "unknown job");
+    let low = h.share(&job1, 1, Difficulty::ONE.target(), false);
+    let (r, _) = h.send(&low);
+    assert_eq!(error_code(&r[0]), 23, "low difficulty");
+    // Difficulty 1 on a test job: find a share that meets it (about 2^32 tries) is too slow, so use
+    // a session whose difficulty is tiny.
+    let mut h = Harness::new(tiny());
+    h.handshake();
+    let good = h.share(&job1, 1, easy, true);
+    let (r, _) = h.send(&good);
+    assert_eq!(r[0]["result"], true, "{r:?}");
+    let (r, _) = h.send(&good);
+    assert_eq!(error_code(&r[0]), 22, "duplicate");
+    let r = h.push(job(2, 0xbb, 0x1d00_ffff));
+    assert_eq!(r[0]["params"][0], "2");
+    let (r, _) = h.send(&h.share(&job1, 2, easy, true));
+    assert_eq!(error_code(&r[0]), 21, "stale");
+    assert_eq!(r[0]["error"][1], "Stale share");
+    let records: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Share(s) => Some(s.result),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        records,
+        vec![Ok(()), Err(Reject::Duplicate), Err(Reject::Stale)]
+    );
+}
+
+#[test]
+fn new_difficulty_applies_to_new_jobs_only() {
+    let config = SessionConfig {
+        vardiff: None,
+        ..tiny()
+    };
+    let mut h = Harness::new(config);
+    h.handshake();
+    let job1 = Arc::clone(h.book.current().unwrap());
+    // The miner asks for more: the difficulty changes, but job 1 keeps its own.
+    let (r, _) = h.send(r#"{"id":5,"method":"mining.suggest_difficulty","params":[0.001]}"#);
+    assert_eq!(r[0]["result"], true);
+    assert_eq!(r[1]["params"][0].as_f64(), Some(0.001));
+    let below_new = h.share(&job1, 3, Difficulty::new(0.001).unwrap().target(), false);
+    let (r, _) = h.send(&below_new);
+    assert_eq!(
+        r[0]["result"], true,
+        "job 1 is judged at the difficulty it was sent with"
+    );
+    let r = h.push(job(2, 0xaa, 0x1d00_ffff));
+    assert_eq!(r.len(), 1, "difficulty was already sent");
+    let job2 = Arc::clone(h.book.current().unwrap());
+    let (r, _) = h.send(&h.share(&job2, 3, Difficulty::new(0.001).unwrap().target(), false));
+    assert_eq!(
+        error_code(&r[0]),
+        23,
+        "job 2 is judged at the new difficulty"
+    );
+    let shares: Vec<_> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Share(s) => Some(s.assigned_difficulty),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shares, vec![1e-12, 0.001]);
+}
+
+#[test]
+fn password_difficulty_and_configure() {
+    let mut h = Harness::default();
+    let (r, _) = h.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling","minimum-difficulty"],{"version-rolling.mask":"ffffffff","version-rolling.min-bit-count":2,"minimum-difficulty.value":8}]}"#);
+    assert_eq!(r[0]["result"]["version-rolling"], true);
+    assert_eq!(r[0]["result"]["version-rolling.mask"], "1fffe000");
+    assert_eq!(r[0]["result"]["minimum-difficulty"], true);
+    assert_eq!(h.session.version_mask(), 0x1fff_e000);
+    h.send(r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
+    let (r, _) = h.send(&format!(
+        r#"{{"id":3,"method":"mining.authorize","params":["{ADDRESS}.a","d=64"]}}"#
+    ));
+    assert_eq!(r[1]["params"][0].as_f64(), Some(64.0));
+    assert_eq!(h.session.difficulty().get(), 64.0);
+    // Too many version bits asked as a minimum: refused.
+    let mut h = Harness::default();
+    let (r, _) = h.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"00006000","version-rolling.min-bit-count":4}]}"#);
+    assert_eq!(r[0]["result"]["version-rolling"], false);
+    assert_eq!(h.session.version_mask(), 0);
+}
+
+#[test]
+fn several_workers_and_their_limit() {
+    let mut config = SessionConfig::new(Network::Regtest);
+    config.limits.max_workers = 2;
+    let mut h = Harness::new(config);
+    h.handshake();
+    let (r, _) = h.send(&format!(
+        r#"{{"id":3,"method":"mining.authorize","params":["{ADDRESS}.two",""]}}"#
+    ));
+    assert_eq!(r[0]["result"], true);
+    assert_eq!(r.len(), 1, "work is sent once, on the first worker");
+    let (r, _) = h.send(&format!(
+        r#"{{"id":4,"method":"mining.authorize","params":["{ADDRESS}.three",""]}}"#
+    ));
+    assert_eq!(error_code(&r[0]), 24);
+    let (r, _) = h.send(&format!(
+        r#"{{"id":5,"method":"mining.authorize","params":["{ADDRESS}.two",""]}}"#
+    ));
+    assert_eq!(
+        r[0]["result"], true,
+        "re-authorizing a known worker is fine"
+    );
+    assert_eq!(h.session.workers().len(), 2);
+}
+
+#[test]
+fn failed_authorize_backs_off_then_disconnects() {
+    let mut config = SessionConfig::new(Network::Regtest);
+    config.limits.max_failed_authorize = 3;
+    let mut h = Harness::new(config);
+    h.send(r#"{"id":1,"method":"mining.subscribe","params":[]}"#);
+    let bad = r#"{"id":2,"method":"mining.authorize","params":["not-an-address","x"]}"#;
+    let (r, flow) = h.send(bad);
+    assert_eq!((error_code(&r[0]), flow), (24, Flow::Continue));
+    // Within the one-second backoff even a good name is refused.
+    let good = format!(r#"{{"id":3,"method":"mining.authorize","params":["{ADDRESS}","x"]}}"#);
+    h.now += 999;
+    let (r, _) = h.send(&good);
+    assert_eq!(
+        r[0]["error"][1],
+        "Too many failed authorizations; retry later"
+    );
+    h.now += 1;
+    let (_, flow) = h.send(bad);
+    assert_eq!(flow, Flow::Continue);
+    h.now += 2000;
+    let (_, flow) = h.send(bad);
+    assert_eq!(
+        flow,
+        Flow::Close(CloseReason::FailedAuthorize),
+        "the third failure closes"
+    );
+}
+
+#[test]
+fn invalid_streak_at_its_edge() {
+    let mut config = SessionConfig::new(Network::Regtest);
+    config.limits.max_invalid_streak = 3;
+    let mut h = Harness::new(config);
+    h.handshake();
+    let job1 = Arc::clone(h.book.current().unwrap());
+    let low = h.share(&job1, 1, Difficulty::ONE.target(), false);
+    assert_eq!(h.send(&low).1, Flow::Continue);
+    assert_eq!(h.send("garbage").1, Flow::Continue);
+    assert_eq!(h.send(&low).1, Flow::Close(CloseReason::InvalidStreak));
+}
+
+#[test]
+fn stale_shares_do_not_count_toward_the_streak() {
+    let mut config = tiny();
+    config.limits.max_invalid_streak = 2;
+    let mut h = Harness::new(config);
+    h.handshake();
+    let job1 = Arc::clone(h.book.current().unwrap());
+    h.push(job(2, 0xbb, 0x1d00_ffff));
+    for en2 in 0..5 {
+        let (r, flow) = h.send(&h.share(&job1, en2, Target::MAX, true));
+        assert_eq!((error_code(&r[0]), flow), (21, Flow::Continue));
+    }
+}
+
+#[test]
+fn timeouts_at_their_edges() {
+    let limits = SessionLimits::default();
+    let mut h = Harness::default();
+    let mut events = Vec::new();
+    assert_eq!(
+        h.session
+            .tick(NOW_MS + limits.unauthenticated_timeout_ms - 1, &mut events),
+        Flow::Continue
+    );
+    assert_eq!(
+        h.session
+            .tick(NOW_MS + limits.unauthenticated_timeout_ms, &mut events),
+        Flow::Close(CloseReason::UnauthenticatedTimeout)
+    );
+    let mut h = Harness::default();
+    h.handshake();
+    assert_eq!(
+        h.session
+            .tick(NOW_MS + limits.unauthenticated_timeout_ms, &mut events),
+        Flow::Continue
+    );
+    assert_eq!(
+        h.session
+            .tick(NOW_MS + limits.idle_timeout_ms - 1, &mut events),
+        Flow::Continue
+    );
+    assert_eq!(
+        h.session.tick(NOW_MS + limits.idle_timeout_ms, &mut events),
+        Flow::Close(CloseReason::IdleTimeout)
+    );
+}
+
+#[test]
+fn blocks_are_reported_with_what_assembly_needs() {
+    let mut h = Harness::new(tiny());
+    let easy_job = job(2, 0xaa, 0x207f_ffff);
+    h.book.push(Arc::clone(&easy_job));
+    h.handshake();
+    let line = h.share(&easy_job, 5, easy_job.network_target, true);
+    let (r, _) = h.send(&line);
+    assert_eq!(r[0]["result"], true);
+    let block = h
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Block(b) => Some(b),
+            _ => None,
+        })
+        .expect("a block event");
+    assert_eq!(&*block.worker, &*format!("{ADDRESS}.rig"));
+    let raw = block.assemble();
+    assert_eq!(&raw[..80], &block.header[..]);
+    assert_eq!(HeaderHash(header_hash(&block.header)), block.hash);
+}
+
+/// A simulated miner with a fixed hashrate, mining real hashes against the session's difficulty in
+/// simulated time: vardiff must bring it near 18 shares a minute from far too low and far too high.
+#[test]
+fn vardiff_converges_through_the_session() {
+    // 200 hashes a (simulated) second: the ideal difficulty is 200 * 60 / 18 / 2^32.
+    let hashrate = 200.0;
+    let ideal = hashrate * 60.0 / 18.0 / 4_294_967_296.0;
+    for start in [ideal / 100.0, ideal * 100.0] {
+        let mut config = tiny();
+        config.start_difficulty = Difficulty::new(start).unwrap();
+        let mut h = Harness::new(config);
+        h.handshake();
+        let mut en2 = 0u32;
+        let mut job_id = 1;
+        let mut nonce_time = 0.0f64;
+        let end = NOW_MS + 30 * 60_000;
+        while h.now < end {
+            // Fresh work every 30 s (and so the new difficulty applies).
+            if (h.now - NOW_MS) / 30_000 >= job_id {
+                job_id += 1;
+                h.push(job(job_id, 0xaa, 0x1d00_ffff));
+            }
+            let current = Arc::clone(h.book.current().unwrap());
+            let target = h.session.sent.back().unwrap().target;
+            en2 += 1;
+            let txid =
+                sha256d(&current.coinbase(h.session.extranonce1().as_bytes(), &en2.to_be_bytes()));
+            let root = merkle::fold(txid, &current.merkle_branch);
+            let mut header = [0u8; 80];
+            header[..4].copy_from_slice(&current.version.to_le_bytes());
+            header[4..36].copy_from_slice(&current.prev_hash);
+            header[36..68].copy_from_slice(&root);
+            header[68..72].copy_from_slice(&current.ntime.to_le_bytes());
+            header[72..76].copy_from_slice(&current.nbits.to_le_bytes());
+            // Hash until a share is found or a simulated second passes.
+            let mut found = None;
+            for nonce in 0..hashrate as u32 {
+                header[76..].copy_from_slice(&nonce.to_le_bytes());
+                nonce_time += 1000.0 / hashrate;
+                if target.is_met_by(&HeaderHash(header_hash(&header))) {
+                    found = Some(nonce);
+                    break;
+                }
+            }
+            h.now = NOW_MS + nonce_time as u64;
+            let mut events = Vec::new();
+            let mut out = Vec::new();
+            h.session.tick(h.now, &mut events);
+            if let Some(nonce) = found {
+                let line = format!(
+                    r#"{{"id":9,"method":"mining.submit","params":["{ADDRESS}.rig","{}","{}","{:08x}","{nonce:08x}"]}}"#,
+                    current.id,
+                    crate::hex::encode(&en2.to_be_bytes()),
+                    current.ntime
+                );
+                let ctx = Context {
+                    book: &h.book,
+                    now_ms: h.now,
+                };
+                h.session
+                    .handle_line(line.as_bytes(), &ctx, &mut out, &mut events);
+                assert_eq!(lines(&out)[0]["result"], true);
+            }
+        }
+        let d = h.session.difficulty().get();
+        assert!(
+            (d / ideal - 1.0).abs() < 0.5,
+            "from {start}: {d} vs ideal {ideal}"
+        );
+    }
+}
