@@ -12,5 +12,6 @@ pub mod hash;
 pub mod hex;
 pub mod session;
 pub mod share;
+pub mod source;
 pub mod stratum;
 pub mod units;

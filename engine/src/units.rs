@@ -87,6 +87,28 @@ impl Target {
         Ok(Target(limbs))
     }
 
+    /// The compact form (`nbits`) of this target, rounded down to what the form can hold.
+    pub fn to_compact(self) -> u32 {
+        let be = self.to_be_bytes();
+        let Some(first) = be.iter().position(|&b| b != 0) else {
+            return 0;
+        };
+        let mut size = 32 - first;
+        let mut mantissa = 0u32;
+        for i in 0..3 {
+            mantissa <<= 8;
+            if let Some(&b) = be.get(first + i) {
+                mantissa |= u32::from(b);
+            }
+        }
+        // A set top bit would read as a sign: shift it out into one more byte of size.
+        if mantissa & 0x0080_0000 != 0 {
+            mantissa >>= 8;
+            size += 1;
+        }
+        ((size as u32) << 24) | mantissa
+    }
+
     /// The exact target of a difficulty: `floor(DIFF1 / difficulty)`, clamped to `1..=MAX`.
     pub fn from_difficulty(difficulty: Difficulty) -> Target {
         let d = difficulty.0;
@@ -464,6 +486,23 @@ mod tests {
         );
         assert!(Target::from_compact(0x04923456).is_err());
         assert!(Target::from_compact(0x217fffff).is_err());
+    }
+
+    #[test]
+    fn compact_round_trips_and_rounds_down() {
+        for bits in [
+            0x1d00ffffu32,
+            0x207fffff,
+            0x1b0404cb,
+            0x17034219,
+            0x03123456,
+        ] {
+            assert_eq!(Target::from_compact(bits).unwrap().to_compact(), bits);
+        }
+        let t = Difficulty::new(0.1).unwrap().target();
+        let rounded = Target::from_compact(t.to_compact()).unwrap();
+        assert!(rounded.to_le_bytes() != t.to_le_bytes());
+        assert!(rounded.difficulty() >= 0.1 && rounded.difficulty() < 0.1001);
     }
 
     #[test]
