@@ -8,8 +8,10 @@
 //! 4. the `sluice` binary.
 
 pub mod chain;
+pub mod config;
 pub mod hash;
 pub mod hex;
+pub mod proxy;
 pub mod session;
 pub mod share;
 pub mod source;

@@ -1,0 +1,618 @@
+//! The configuration file: one TOML document, every key documented in `sluice.example.toml` and
+//! defaulted here, checked into the typed settings the engine runs on.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default), and every semantic
+//! check names the key to fix. `sluice config check FILE` runs exactly this code.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bitcoin::Network;
+use serde::Deserialize;
+
+use crate::chain::{CoinbaseConfig, Payout};
+use crate::session::vardiff::VardiffConfig;
+use crate::session::{SessionConfig, SessionLimits};
+use crate::share::DuplicateLimits;
+use crate::source::simulated::SimulatedChainConfig;
+use crate::units::{Difficulty, ExtranonceSizes};
+
+/// A regtest address for `sluice run` with no configuration: a newcomer's blocks must pay somewhere.
+pub const DEFAULT_REGTEST_PAYOUT: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub pool: PoolSection,
+    pub engine: EngineSection,
+    pub listeners: Vec<ListenerSection>,
+    pub vardiff: VardiffSection,
+    pub limits: LimitsSection,
+    pub jobs: JobsSection,
+    pub simulated_chain: SimulatedChainSection,
+    pub admin: AdminSection,
+    pub statsd: StatsdSection,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            pool: PoolSection::default(),
+            engine: EngineSection::default(),
+            listeners: vec![ListenerSection::default()],
+            vardiff: VardiffSection::default(),
+            limits: LimitsSection::default(),
+            jobs: JobsSection::default(),
+            simulated_chain: SimulatedChainSection::default(),
+            admin: AdminSection::default(),
+            statsd: StatsdSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    /// `bitcoin`, `testnet`, `testnet4`, `signet` or `regtest`.
+    pub network: String,
+    /// Where block rewards go; several with weights via `payouts`.
+    pub payout_address: Option<String>,
+    pub payouts: Vec<PayoutSection>,
+    pub coinbase_tag: String,
+    pub extranonce1_size: usize,
+    pub extranonce2_size: usize,
+    /// The version bits miners may roll, as hex.
+    pub version_mask: String,
+    /// Whether worker names need not start with a payout address.
+    pub allow_free_worker_names: bool,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        PoolSection {
+            network: "regtest".into(),
+            payout_address: None,
+            payouts: Vec::new(),
+            coinbase_tag: "/sluice/".into(),
+            extranonce1_size: 4,
+            extranonce2_size: 8,
+            version_mask: "1fffe000".into(),
+            allow_free_worker_names: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutSection {
+    pub address: String,
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Engine threads, one per core; 0 means one per available core.
+    pub threads: usize,
+    /// Pin each engine thread to its core.
+    pub pin_threads: bool,
+    /// Seconds miners are told to wait before reconnecting when the engine shuts down.
+    pub reconnect_wait_secs: u32,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            threads: 0,
+            pin_threads: true,
+            reconnect_wait_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerSection {
+    pub address: String,
+    /// Expect a PROXY protocol (v1 or v2) header from a load balancer on every connection.
+    pub proxy_protocol: bool,
+    pub start_difficulty: f64,
+    pub min_difficulty: f64,
+    pub max_difficulty: f64,
+}
+
+impl Default for ListenerSection {
+    fn default() -> Self {
+        ListenerSection {
+            address: "0.0.0.0:3333".into(),
+            proxy_protocol: false,
+            start_difficulty: 0.001,
+            min_difficulty: 1e-9,
+            max_difficulty: 1e15,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VardiffSection {
+    pub enabled: bool,
+    pub target_shares_per_minute: f64,
+    pub retarget_shares: u32,
+    pub retarget_interval_secs: f64,
+    pub tolerance: f64,
+}
+
+impl Default for VardiffSection {
+    fn default() -> Self {
+        let d = VardiffConfig::default();
+        VardiffSection {
+            enabled: true,
+            target_shares_per_minute: d.target_shares_per_minute,
+            retarget_shares: d.retarget_shares,
+            retarget_interval_secs: d.retarget_interval_ms as f64 / 1000.0,
+            tolerance: d.tolerance,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    pub max_line_length: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub unauthenticated_timeout_secs: f64,
+    pub idle_timeout_secs: f64,
+    pub max_invalid_streak: u32,
+    pub max_failed_authorize: u32,
+    /// Bytes queued for a miner that does not read before it is dropped.
+    pub max_pending_output: usize,
+    pub max_workers_per_connection: usize,
+    pub max_shares_per_job: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let s = SessionLimits::default();
+        LimitsSection {
+            max_line_length: crate::stratum::DEFAULT_MAX_LINE_LENGTH,
+            max_connections: 19_000,
+            max_connections_per_ip: 2_000,
+            unauthenticated_timeout_secs: s.unauthenticated_timeout_ms as f64 / 1000.0,
+            idle_timeout_secs: s.idle_timeout_ms as f64 / 1000.0,
+            max_invalid_streak: s.max_invalid_streak,
+            max_failed_authorize: s.max_failed_authorize,
+            max_pending_output: 256 * 1024,
+            max_workers_per_connection: s.max_workers,
+            max_shares_per_job: crate::share::DEFAULT_MAX_SHARES_PER_JOB,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSection {
+    /// A new job on the same block this often (fresh ntime and transactions).
+    pub refresh_interval_secs: f64,
+    /// Jobs kept open to shares.
+    pub job_history: usize,
+}
+
+impl Default for JobsSection {
+    fn default() -> Self {
+        JobsSection {
+            refresh_interval_secs: 30.0,
+            job_history: crate::chain::book::DEFAULT_JOB_HISTORY,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatedChainSection {
+    pub network_difficulty: f64,
+    /// 0 turns the timer off: blocks come only from miners.
+    pub block_interval_secs: u64,
+    pub transactions: usize,
+}
+
+impl Default for SimulatedChainSection {
+    fn default() -> Self {
+        let d = SimulatedChainConfig::default();
+        SimulatedChainSection {
+            network_difficulty: d.network_difficulty,
+            block_interval_secs: d.block_interval_secs,
+            transactions: d.transactions,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address of the HTTP listener for `/metrics` and `/status`; none turns it off.
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsdSection {
+    /// UDP address of a statsd daemon; none (the default) turns statsd off.
+    pub address: Option<String>,
+    pub prefix: String,
+    pub interval_secs: f64,
+}
+
+impl Default for StatsdSection {
+    fn default() -> Self {
+        StatsdSection {
+            address: None,
+            prefix: "sluice".into(),
+            interval_secs: 10.0,
+        }
+    }
+}
+
+/// A configuration error that names the key to fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// One listener, checked.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub proxy_protocol: bool,
+    pub session: std::sync::Arc<SessionConfig>,
+}
+
+/// The settings the engine runs on, every one checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub network: Network,
+    pub coinbase: CoinbaseConfig,
+    pub threads: usize,
+    pub pin_threads: bool,
+    pub reconnect_wait_secs: u32,
+    pub listeners: Vec<Listener>,
+    pub max_line_length: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_pending_output: usize,
+    pub refresh_interval_ms: u64,
+    pub job_history: usize,
+    pub simulated_chain: SimulatedChainConfig,
+    pub admin: Option<SocketAddr>,
+    pub statsd: Option<(SocketAddr, String, u64)>,
+}
+
+fn parse_network(s: &str) -> Result<Network, ConfigError> {
+    match s {
+        "bitcoin" | "mainnet" | "main" => Ok(Network::Bitcoin),
+        "testnet" | "testnet3" => Ok(Network::Testnet),
+        "testnet4" => Ok(Network::Testnet4),
+        "signet" => Ok(Network::Signet),
+        "regtest" => Ok(Network::Regtest),
+        other => Err(invalid(
+            "pool.network",
+            format!("unknown network {other:?}; use bitcoin, testnet, testnet4, signet or regtest"),
+        )),
+    }
+}
+
+fn difficulty(key: &str, v: f64) -> Result<Difficulty, ConfigError> {
+    Difficulty::new(v).map_err(|_| {
+        invalid(
+            key,
+            format!("{v} is not a difficulty: use a number greater than 0"),
+        )
+    })
+}
+
+fn secs_to_ms(key: &str, v: f64) -> Result<u64, ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok((v * 1000.0).round() as u64)
+    } else {
+        Err(invalid(
+            key,
+            format!("{v} is not a duration: use seconds greater than 0"),
+        ))
+    }
+}
+
+fn address(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{s:?} is not an address: use IP:PORT, e.g. 0.0.0.0:3333"),
+        )
+    })
+}
+
+impl FileConfig {
+    pub fn from_toml(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string().trim_end().to_owned()))
+    }
+
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        FileConfig::from_toml(&text)
+    }
+
+    /// Checks every key and builds the engine's settings.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let network = parse_network(&self.pool.network)?;
+        let mut payouts = Vec::new();
+        match (&self.pool.payout_address, self.pool.payouts.is_empty()) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "pool.payout_address",
+                    "give either payout_address or payouts, not both",
+                ))
+            }
+            (Some(a), true) => payouts.push(
+                Payout::to_address(a, network, 1)
+                    .map_err(|e| invalid("pool.payout_address", e.to_string()))?,
+            ),
+            (None, false) => {
+                for (i, p) in self.pool.payouts.iter().enumerate() {
+                    payouts.push(
+                        Payout::to_address(&p.address, network, p.weight)
+                            .map_err(|e| invalid(format!("pool.payouts[{i}]"), e.to_string()))?,
+                    );
+                }
+            }
+            (None, true) if network == Network::Regtest => payouts.push(
+                Payout::to_address(DEFAULT_REGTEST_PAYOUT, network, 1)
+                    .expect("valid regtest address"),
+            ),
+            (None, true) => {
+                return Err(invalid(
+                    "pool.payout_address",
+                    format!("a payout address for {network} is required"),
+                ))
+            }
+        }
+        let extranonce =
+            ExtranonceSizes::new(self.pool.extranonce1_size, self.pool.extranonce2_size).map_err(
+                |e| {
+                    invalid(
+                        "pool.extranonce1_size / pool.extranonce2_size",
+                        e.to_string(),
+                    )
+                },
+            )?;
+        let version_mask = crate::hex::decode_u32_loose(self.pool.version_mask.as_bytes())
+            .map_err(|_| {
+                invalid(
+                    "pool.version_mask",
+                    "must be up to 8 hex digits, e.g. 1fffe000",
+                )
+            })?;
+        let coinbase = CoinbaseConfig {
+            payouts,
+            tag: self.pool.coinbase_tag.as_bytes().to_vec(),
+            extranonce,
+            tx_version: 1,
+        };
+        coinbase
+            .validate()
+            .map_err(|e| invalid("pool.coinbase_tag", e.to_string()))?;
+
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_line_length", l.max_line_length),
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+            ("limits.max_pending_output", l.max_pending_output),
+            (
+                "limits.max_workers_per_connection",
+                l.max_workers_per_connection,
+            ),
+            ("limits.max_shares_per_job", l.max_shares_per_job),
+            ("jobs.job_history", self.jobs.job_history),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            ("limits.max_invalid_streak", l.max_invalid_streak),
+            ("limits.max_failed_authorize", l.max_failed_authorize),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let session_limits = SessionLimits {
+            max_workers: l.max_workers_per_connection,
+            max_invalid_streak: l.max_invalid_streak,
+            max_failed_authorize: l.max_failed_authorize,
+            unauthenticated_timeout_ms: secs_to_ms(
+                "limits.unauthenticated_timeout_secs",
+                l.unauthenticated_timeout_secs,
+            )?,
+            idle_timeout_ms: secs_to_ms("limits.idle_timeout_secs", l.idle_timeout_secs)?,
+        };
+        let v = &self.vardiff;
+        let vardiff = if v.enabled {
+            if !(v.target_shares_per_minute.is_finite() && v.target_shares_per_minute > 0.0) {
+                return Err(invalid(
+                    "vardiff.target_shares_per_minute",
+                    "must be greater than 0",
+                ));
+            }
+            if v.retarget_shares == 0 {
+                return Err(invalid("vardiff.retarget_shares", "must be at least 1"));
+            }
+            if !(0.0..1.0).contains(&v.tolerance) {
+                return Err(invalid(
+                    "vardiff.tolerance",
+                    "must be at least 0 and below 1",
+                ));
+            }
+            Some(VardiffConfig {
+                target_shares_per_minute: v.target_shares_per_minute,
+                retarget_shares: v.retarget_shares,
+                retarget_interval_ms: secs_to_ms(
+                    "vardiff.retarget_interval_secs",
+                    v.retarget_interval_secs,
+                )?,
+                tolerance: v.tolerance,
+                ..VardiffConfig::default()
+            })
+        } else {
+            None
+        };
+
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners", "at least one [[listeners]] is needed"));
+        }
+        let mut listeners = Vec::new();
+        for (i, ls) in self.listeners.iter().enumerate() {
+            let key = |k: &str| format!("listeners[{i}].{k}");
+            let start = difficulty(&key("start_difficulty"), ls.start_difficulty)?;
+            let min = difficulty(&key("min_difficulty"), ls.min_difficulty)?;
+            let max = difficulty(&key("max_difficulty"), ls.max_difficulty)?;
+            if min > max {
+                return Err(invalid(
+                    key("min_difficulty"),
+                    "must not exceed max_difficulty",
+                ));
+            }
+            if start < min || start > max {
+                return Err(invalid(
+                    key("start_difficulty"),
+                    "must lie between min_difficulty and max_difficulty",
+                ));
+            }
+            listeners.push(Listener {
+                address: address(&key("address"), &ls.address)?,
+                proxy_protocol: ls.proxy_protocol,
+                session: std::sync::Arc::new(SessionConfig {
+                    network,
+                    extranonce,
+                    version_mask,
+                    start_difficulty: start,
+                    min_difficulty: min,
+                    max_difficulty: max,
+                    vardiff,
+                    allow_free_worker_names: self.pool.allow_free_worker_names,
+                    limits: session_limits,
+                    duplicate_limits: DuplicateLimits {
+                        max_jobs: self.jobs.job_history,
+                        max_shares_per_job: l.max_shares_per_job,
+                    },
+                    job_history: self.jobs.job_history,
+                }),
+            });
+        }
+        let sc = &self.simulated_chain;
+        difficulty("simulated_chain.network_difficulty", sc.network_difficulty)?;
+        let threads = if self.engine.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.engine.threads
+        };
+        if threads > 256 {
+            return Err(invalid("engine.threads", "at most 256"));
+        }
+        let statsd = match &self.statsd.address {
+            None => None,
+            Some(a) => Some((
+                address("statsd.address", a)?,
+                self.statsd.prefix.clone(),
+                secs_to_ms("statsd.interval_secs", self.statsd.interval_secs)?,
+            )),
+        };
+        Ok(Settings {
+            network,
+            coinbase,
+            threads,
+            pin_threads: self.engine.pin_threads,
+            reconnect_wait_secs: self.engine.reconnect_wait_secs,
+            listeners,
+            max_line_length: l.max_line_length,
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_pending_output: l.max_pending_output,
+            refresh_interval_ms: secs_to_ms(
+                "jobs.refresh_interval_secs",
+                self.jobs.refresh_interval_secs,
+            )?,
+            job_history: self.jobs.job_history,
+            simulated_chain: SimulatedChainConfig {
+                network_difficulty: sc.network_difficulty,
+                block_interval_secs: sc.block_interval_secs,
+                transactions: sc.transactions,
+            },
+            admin: self
+                .admin
+                .listen
+                .as_deref()
+                .map(|a| address("admin.listen", a))
+                .transpose()?,
+            statsd,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_the_example_file_is_too() {
+        FileConfig::default().settings().unwrap();
+        let example = include_str!("../../sluice.example.toml");
+        let parsed = FileConfig::from_toml(example).unwrap();
+        parsed.settings().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = FileConfig::from_toml("[pool]\nnetwrk = \"regtest\"\n").unwrap_err();
+        assert!(err.to_string().contains("netwrk"), "{err}");
+        let bad = |toml: &str| {
+            FileConfig::from_toml(toml)
+                .unwrap()
+                .settings()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("[pool]\nnetwork = \"mars\"\n").starts_with("pool.network:"));
+        assert!(bad("[pool]\nnetwork = \"bitcoin\"\n").starts_with("pool.payout_address:"));
+        assert!(
+            bad("[pool]\npayout_address = \"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4\"\n")
+                .contains("not for the regtest network")
+        );
+        assert!(bad("[[listeners]]\naddress = \"nowhere\"\n").starts_with("listeners[0].address:"));
+        assert!(bad("[[listeners]]\nstart_difficulty = 0\n")
+            .starts_with("listeners[0].start_difficulty:"));
+        assert!(bad("[limits]\nmax_line_length = 0\n").starts_with("limits.max_line_length:"));
+        assert!(bad("[pool]\ncoinbase_tag = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n")
+            .starts_with("pool.coinbase_tag:"));
+    }
+}
