@@ -165,7 +165,7 @@ mod tests {
                 &[b'P', b'R', b'O', b'X', b'Y', b' ']
                     .iter()
                     .copied()
-                    .chain(std::iter::repeat(b'1').take(200))
+                    .chain(std::iter::repeat_n(b'1', 200))
                     .collect::<Vec<_>>()
             ),
             Err(ProxyError::BadV1)
