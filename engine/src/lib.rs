@@ -7,11 +7,14 @@
 //! 3. I/O: runtime, listeners, job sources, Redis (to come);
 //! 4. the `sluice` binary.
 
+pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod hash;
 pub mod hex;
+pub mod metrics;
 pub mod proxy;
+pub mod server;
 pub mod session;
 pub mod share;
 pub mod source;

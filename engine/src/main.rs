@@ -1,15 +1,264 @@
-//! The `sluice` binary. Its roles (`run`, `stratum`, `jobmanager`) arrive with the engine; for now it
-//! reports its version so that packaging and the CI can call it.
+//! The `sluice` binary: `sluice run` (engine and embedded simulated chain in one process),
+//! `sluice config check`, and the roles that arrive with the Redis plane.
 
-fn main() {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        None | Some("--version") | Some("version") => {
-            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sluice::config::{FileConfig, ListenerSection};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A thread-per-core Bitcoin Stratum V1 mining-pool engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pool in one process: the engine and, as its job source, the embedded simulated chain.
+    Run(RunArgs),
+    /// Check or print configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The share-validating engine of a fleet, fed through Redis (not built yet: issue 5).
+    Stratum,
+    /// The fleet's job source on real nodes, publishing through Redis (not built yet: issues 4 and 5).
+    Jobmanager,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file; exits 1 naming the bad key.
+    Check { file: PathBuf },
+    /// Print the documented example configuration.
+    Example,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML); flags override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Miner-facing listener address; repeat for several (replaces the file's listeners).
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Expect a PROXY protocol header on the --listen listeners.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// Engine threads (0 = one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Do not pin engine threads to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Where block rewards go.
+    #[arg(long)]
+    payout_address: Option<String>,
+    /// Admin HTTP listener for /metrics and /status.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Starting share difficulty on the --listen listeners.
+    #[arg(long)]
+    start_difficulty: Option<f64>,
+    /// Lowest share difficulty on the --listen listeners.
+    #[arg(long)]
+    min_difficulty: Option<f64>,
+    /// Simulated chain: the network difficulty (a share this hard is a block).
+    #[arg(long)]
+    network_difficulty: Option<f64>,
+    /// Simulated chain: seconds between blocks found by the rest of the network (0 = never).
+    #[arg(long)]
+    block_interval: Option<u64>,
+    /// Seconds between refreshed jobs on the same block.
+    #[arg(long)]
+    refresh_interval: Option<f64>,
+    /// Turn vardiff off.
+    #[arg(long)]
+    no_vardiff: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(ConfigCommand::Check { file }) => {
+            match FileConfig::load(&file).and_then(|c| c.settings()) {
+                Ok(s) => {
+                    println!(
+                        "{}: ok ({} listener(s), network {}, {} engine thread(s))",
+                        file.display(),
+                        s.listeners.len(),
+                        s.network,
+                        s.threads
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
         }
-        Some(other) => {
-            eprintln!("sluice: unknown command {other:?}; the engine roles are not built yet (try `sluice --version`)");
-            std::process::exit(2);
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", include_str!("../../sluice.example.toml"));
+            ExitCode::SUCCESS
+        }
+        Command::Stratum | Command::Jobmanager => {
+            eprintln!("sluice: this role needs the Redis control plane, which is not built yet; use `sluice run`");
+            ExitCode::from(2)
+        }
+        Command::Run(args) => run(args),
+    }
+}
+
+fn apply_flags(config: &mut FileConfig, args: &RunArgs) {
+    if !args.listen.is_empty() {
+        let template = config.listeners.first().cloned().unwrap_or_default();
+        config.listeners = args
+            .listen
+            .iter()
+            .map(|a| ListenerSection {
+                address: a.clone(),
+                proxy_protocol: args.proxy_protocol || template.proxy_protocol,
+                ..template.clone()
+            })
+            .collect();
+    }
+    for l in &mut config.listeners {
+        if let Some(d) = args.start_difficulty {
+            l.start_difficulty = d;
+        }
+        if let Some(d) = args.min_difficulty {
+            l.min_difficulty = d;
         }
     }
+    if let Some(t) = args.threads {
+        config.engine.threads = t;
+    }
+    if args.no_pin {
+        config.engine.pin_threads = false;
+    }
+    if let Some(a) = &args.payout_address {
+        config.pool.payout_address = Some(a.clone());
+        config.pool.payouts.clear();
+    }
+    if let Some(a) = &args.admin {
+        config.admin.listen = Some(a.clone());
+    }
+    if let Some(d) = args.network_difficulty {
+        config.simulated_chain.network_difficulty = d;
+    }
+    if let Some(b) = args.block_interval {
+        config.simulated_chain.block_interval_secs = b;
+    }
+    if let Some(r) = args.refresh_interval {
+        config.jobs.refresh_interval_secs = r;
+    }
+    if args.no_vardiff {
+        config.vardiff.enabled = false;
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts, so `wait_for_signal` can
+/// take them synchronously.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc signal-set manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut signal = 0;
+    // SAFETY: `set` is initialised and blocked; sigwait writes the signal number.
+    unsafe {
+        libc::sigwait(set, &mut signal);
+    }
+    signal
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = match &args.config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => FileConfig::default(),
+    };
+    apply_flags(&mut config, &args);
+    let settings = match config.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = block_signals();
+    let admin = settings.admin;
+    let statsd = settings.statsd.clone();
+    let threads = settings.threads;
+    let engine = match sluice::server::Engine::start(settings) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("sluice: cannot start the engine: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let admin_addr: Option<SocketAddr> = match admin {
+        None => None,
+        Some(a) => match sluice::admin::start(a, engine.metrics.clone(), engine.feed.clone()) {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                eprintln!("sluice: cannot bind the admin listener {a}: {e}");
+                engine.shutdown();
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if let Some((addr, prefix, interval_ms)) = statsd {
+        if let Err(e) = sluice::admin::start_statsd(
+            addr,
+            prefix,
+            Duration::from_millis(interval_ms),
+            engine.metrics.clone(),
+        ) {
+            tracing::warn!(error = %e, "statsd is off: cannot open its socket");
+        }
+    }
+    let stratum: Vec<String> = engine.addresses.iter().map(|a| a.to_string()).collect();
+    tracing::info!(stratum = %stratum.join(","), threads, "sluice is running; point miners at stratum+tcp://<this host>:<port>");
+    // A machine-readable line for scripts and tests.
+    println!(
+        "sluice ready stratum={} admin={}",
+        stratum.join(","),
+        admin_addr.map_or("off".to_owned(), |a| a.to_string())
+    );
+    let signal = wait_for_signal(&signals);
+    tracing::info!(
+        signal,
+        "shutting down: sending client.reconnect to every miner"
+    );
+    engine.shutdown();
+    ExitCode::SUCCESS
 }

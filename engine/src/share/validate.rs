@@ -50,6 +50,32 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Every reason, in a fixed order (metrics index them by [`Reject::index`]).
+    pub const ALL: [Reject; 14] = [
+        Reject::JobNotFound,
+        Reject::Stale,
+        Reject::Duplicate,
+        Reject::LowDifficulty,
+        Reject::JobShareLimit,
+        Reject::BadExtranonce2,
+        Reject::BadNtime,
+        Reject::NtimeTooOld,
+        Reject::NtimeTooNew,
+        Reject::BadNonce,
+        Reject::BadVersionBits,
+        Reject::VersionBitsOutsideMask,
+        Reject::UnauthorizedWorker,
+        Reject::NotSubscribed,
+    ];
+
+    /// This reason's place in [`Reject::ALL`].
+    pub fn index(self) -> usize {
+        Reject::ALL
+            .iter()
+            .position(|r| *r == self)
+            .expect("ALL lists every reason")
+    }
+
     /// A stable name for share records and metrics.
     pub fn reason(self) -> &'static str {
         match self {

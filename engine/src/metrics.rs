@@ -1,0 +1,307 @@
+//! Engine metrics: counters per core (written only by their core, read by anyone), latency
+//! histograms per core (hdrhistogram, merged when read), and the Prometheus and JSON renderings the
+//! admin listener serves.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+use crate::share::Reject;
+
+/// One core's counters.
+pub struct CoreMetrics {
+    pub connections: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub shares_accepted: AtomicU64,
+    pub shares_rejected: [AtomicU64; Reject::ALL.len()],
+    /// Sum of the difficulty credited to accepted shares, as `f64` bits (only its core writes it).
+    accepted_difficulty: AtomicU64,
+    pub blocks_found: AtomicU64,
+    /// Nanoseconds from a submit line to its reply.
+    pub submit_latency_ns: Mutex<Histogram<u64>>,
+    /// Microseconds to push one new job to every connection of the core.
+    pub notify_fanout_us: Mutex<Histogram<u64>>,
+}
+
+impl CoreMetrics {
+    fn new() -> CoreMetrics {
+        CoreMetrics {
+            connections: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            shares_accepted: AtomicU64::new(0),
+            shares_rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            accepted_difficulty: AtomicU64::new(0f64.to_bits()),
+            blocks_found: AtomicU64::new(0),
+            submit_latency_ns: Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
+            ),
+            notify_fanout_us: Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            ),
+        }
+    }
+
+    /// Credits an accepted share (called by the owning core only).
+    pub fn credit(&self, difficulty: f64) {
+        self.shares_accepted.fetch_add(1, Relaxed);
+        let sum = f64::from_bits(self.accepted_difficulty.load(Relaxed)) + difficulty;
+        self.accepted_difficulty.store(sum.to_bits(), Relaxed);
+    }
+
+    pub fn reject(&self, reason: Reject) {
+        self.shares_rejected[reason.index()].fetch_add(1, Relaxed);
+    }
+}
+
+/// Why a connection was refused or closed by the engine.
+pub const CLOSE_REASONS: [&str; 9] = [
+    "line-too-long",
+    "pending-output",
+    "invalid-share-streak",
+    "failed-authorize",
+    "unauthenticated-timeout",
+    "idle-timeout",
+    "proxy-header",
+    "limit-total",
+    "limit-per-ip",
+];
+
+/// Every metric of one engine process.
+pub struct Metrics {
+    pub cores: Vec<CoreMetrics>,
+    pub blocks_accepted: AtomicU64,
+    pub blocks_rejected: AtomicU64,
+    pub jobs_published: AtomicU64,
+    pub closed: [AtomicU64; CLOSE_REASONS.len()],
+    pub started: Instant,
+    /// (seconds since start, total accepted difficulty) samples for the hashrate estimate.
+    samples: Mutex<std::collections::VecDeque<(f64, f64)>>,
+}
+
+/// The window of the hashrate estimate.
+const HASHRATE_WINDOW_SECS: f64 = 300.0;
+
+impl Metrics {
+    pub fn new(cores: usize) -> Metrics {
+        Metrics {
+            cores: (0..cores).map(|_| CoreMetrics::new()).collect(),
+            blocks_accepted: AtomicU64::new(0),
+            blocks_rejected: AtomicU64::new(0),
+            jobs_published: AtomicU64::new(0),
+            closed: std::array::from_fn(|_| AtomicU64::new(0)),
+            started: Instant::now(),
+            samples: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn count_close(&self, reason: &str) {
+        if let Some(i) = CLOSE_REASONS.iter().position(|r| *r == reason) {
+            self.closed[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    fn sum(&self, f: impl Fn(&CoreMetrics) -> u64) -> u64 {
+        self.cores.iter().map(f).sum()
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.sum(|c| c.connections.load(Relaxed))
+    }
+
+    pub fn shares_accepted(&self) -> u64 {
+        self.sum(|c| c.shares_accepted.load(Relaxed))
+    }
+
+    pub fn shares_rejected(&self, reason: Reject) -> u64 {
+        self.sum(|c| c.shares_rejected[reason.index()].load(Relaxed))
+    }
+
+    fn accepted_difficulty(&self) -> f64 {
+        self.cores
+            .iter()
+            .map(|c| f64::from_bits(c.accepted_difficulty.load(Relaxed)))
+            .sum()
+    }
+
+    /// Hashes per second over the last few minutes, from the difficulty of accepted shares.
+    pub fn hashrate(&self) -> f64 {
+        let now = self.started.elapsed().as_secs_f64();
+        let total = self.accepted_difficulty();
+        let mut samples = self.samples.lock().expect("metrics lock");
+        samples.push_back((now, total));
+        while samples.len() > 2 && now - samples[1].0 > HASHRATE_WINDOW_SECS {
+            samples.pop_front();
+        }
+        // Bounded: at most one sample per read; drop the oldest beyond a thousand.
+        while samples.len() > 1000 {
+            samples.pop_front();
+        }
+        let (t0, d0) = samples[0];
+        if now - t0 < 1.0 {
+            return if now > 1.0 {
+                total * 4_294_967_296.0 / now
+            } else {
+                0.0
+            };
+        }
+        (total - d0) * 4_294_967_296.0 / (now - t0)
+    }
+
+    fn merged(&self, pick: impl Fn(&CoreMetrics) -> &Mutex<Histogram<u64>>) -> Histogram<u64> {
+        let mut all = pick(&self.cores[0]).lock().expect("metrics lock").clone();
+        for c in &self.cores[1..] {
+            all.add(&*pick(c).lock().expect("metrics lock"))
+                .expect("same bounds");
+        }
+        all
+    }
+
+    /// Submit latency quantiles in seconds: (p50, p99, p999, count).
+    pub fn submit_latency(&self) -> (f64, f64, f64, u64) {
+        let h = self.merged(|c| &c.submit_latency_ns);
+        let s = |q| h.value_at_quantile(q) as f64 / 1e9;
+        (s(0.5), s(0.99), s(0.999), h.len())
+    }
+
+    /// Prometheus text exposition.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in lines {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let one = |v: String| vec![(String::new(), v)];
+        metric(
+            "sluice_connections",
+            "gauge",
+            "Miner connections open now.",
+            &one(self.connections().to_string()),
+        );
+        metric(
+            "sluice_connections_accepted_total",
+            "counter",
+            "Miner connections accepted.",
+            &one(self
+                .sum(|c| c.connections_accepted.load(Relaxed))
+                .to_string()),
+        );
+        metric(
+            "sluice_connections_closed_total",
+            "counter",
+            "Connections closed or refused by the engine, by reason.",
+            &CLOSE_REASONS
+                .iter()
+                .zip(&self.closed)
+                .map(|(r, c)| (format!("{{reason=\"{r}\"}}"), c.load(Relaxed).to_string()))
+                .collect::<Vec<_>>(),
+        );
+        let mut shares = vec![(
+            "{verdict=\"accepted\"}".to_owned(),
+            self.shares_accepted().to_string(),
+        )];
+        for r in Reject::ALL {
+            shares.push((
+                format!("{{verdict=\"{}\"}}", r.reason()),
+                self.shares_rejected(r).to_string(),
+            ));
+        }
+        metric(
+            "sluice_shares_total",
+            "counter",
+            "Shares by verdict.",
+            &shares,
+        );
+        metric(
+            "sluice_hashrate",
+            "gauge",
+            "Estimated hashes per second from accepted shares.",
+            &one(format!("{:.0}", self.hashrate())),
+        );
+        let (p50, p99, p999, n) = self.submit_latency();
+        metric(
+            "sluice_submit_latency_seconds",
+            "summary",
+            "Time from a submit line to its reply, inside the engine.",
+            &[
+                ("{quantile=\"0.5\"}".into(), format!("{p50:.9}")),
+                ("{quantile=\"0.99\"}".into(), format!("{p99:.9}")),
+                ("{quantile=\"0.999\"}".into(), format!("{p999:.9}")),
+                ("_count".into(), n.to_string()),
+            ],
+        );
+        let fan = self.merged(|c| &c.notify_fanout_us);
+        metric(
+            "sluice_notify_fanout_seconds",
+            "summary",
+            "Time for one core to queue a new job to all of its connections.",
+            &[
+                (
+                    "{quantile=\"0.5\"}".into(),
+                    format!("{:.6}", fan.value_at_quantile(0.5) as f64 / 1e6),
+                ),
+                (
+                    "{quantile=\"0.99\"}".into(),
+                    format!("{:.6}", fan.value_at_quantile(0.99) as f64 / 1e6),
+                ),
+                ("_count".into(), fan.len().to_string()),
+            ],
+        );
+        metric(
+            "sluice_blocks_total",
+            "counter",
+            "Blocks found by miners, and what the chain said.",
+            &[
+                (
+                    "{result=\"found\"}".into(),
+                    self.sum(|c| c.blocks_found.load(Relaxed)).to_string(),
+                ),
+                (
+                    "{result=\"accepted\"}".into(),
+                    self.blocks_accepted.load(Relaxed).to_string(),
+                ),
+                (
+                    "{result=\"rejected\"}".into(),
+                    self.blocks_rejected.load(Relaxed).to_string(),
+                ),
+            ],
+        );
+        metric(
+            "sluice_jobs_published_total",
+            "counter",
+            "Jobs published to the engine.",
+            &one(self.jobs_published.load(Relaxed).to_string()),
+        );
+        out
+    }
+
+    /// The `/status` document.
+    pub fn status_json(&self, extra: serde_json::Value) -> String {
+        let mut rejected = serde_json::Map::new();
+        for r in Reject::ALL {
+            rejected.insert(r.reason().into(), self.shares_rejected(r).into());
+        }
+        let (p50, p99, p999, _) = self.submit_latency();
+        let mut doc = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "connections": self.connections(),
+            "shares": { "accepted": self.shares_accepted(), "rejected": rejected },
+            "hashrate": self.hashrate(),
+            "submit_latency_seconds": { "p50": p50, "p99": p99, "p999": p999 },
+            "blocks": {
+                "found": self.sum(|c| c.blocks_found.load(Relaxed)),
+                "accepted": self.blocks_accepted.load(Relaxed),
+                "rejected": self.blocks_rejected.load(Relaxed),
+            },
+        });
+        if let (Some(doc), serde_json::Value::Object(extra)) = (doc.as_object_mut(), extra) {
+            doc.extend(extra);
+        }
+        doc.to_string()
+    }
+}

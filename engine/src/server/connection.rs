@@ -1,0 +1,255 @@
+//! One miner connection on one core: the PROXY header (when the listener expects one), then a reader
+//! that frames lines and feeds the session, and a writer that sends what the session and the fan-out
+//! queue. The connection never leaves its core; its state is `Rc`-shared between its two tasks and
+//! the core's fan-out and tick tasks, never across threads.
+
+use std::cell::{Cell, RefCell};
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_uring::net::TcpStream;
+
+use crate::config::Listener;
+use crate::proxy::{self, ProxyHeader};
+use crate::server::core::Core;
+use crate::server::limits::IpPermit;
+use crate::server::limits::TotalPermit;
+use crate::server::now_ms;
+use crate::session::{Context, Event, Flow, Session};
+use crate::stratum::LineFramer;
+
+/// Bytes read per receive. Small on purpose: a submit is about 200 bytes, and this buffer lives as
+/// long as the connection.
+const READ_BUFFER: usize = 512;
+
+/// The state a connection shares between its tasks.
+pub struct Conn {
+    pub id: u64,
+    pub client: SocketAddr,
+    stream: TcpStream,
+    pub session: RefCell<Session>,
+    /// Bytes queued for the miner; bounded by `max_pending_output`.
+    pub out: RefCell<Vec<u8>>,
+    wake_writer: Notify,
+    closed: Cell<bool>,
+}
+
+impl Conn {
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Wakes the writer after output was queued.
+    pub fn flush(&self) {
+        self.wake_writer.notify_one();
+    }
+
+    /// Ends the connection: both tasks stop, and the socket is shut so a pending receive returns.
+    pub fn close(&self, core: &Core, reason: Option<&str>) {
+        if self.closed.replace(true) {
+            return;
+        }
+        if let Some(reason) = reason {
+            core.shared.metrics.count_close(reason);
+            tracing::debug!(client = %self.client, reason, "closing connection");
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        self.wake_writer.notify_one();
+    }
+
+    pub fn pending_output(&self) -> usize {
+        self.out.borrow().len()
+    }
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve(
+    core: Rc<Core>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Rc<Listener>,
+    _total: TotalPermit,
+    ip_permit: Option<IpPermit>,
+) {
+    let _ = stream.set_nodelay(true);
+    let settings = &core.shared.settings;
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut framer = LineFramer::new(settings.max_line_length);
+    let mut client = peer;
+    let mut _ip_permit = ip_permit;
+
+    if listener.proxy_protocol {
+        let deadline = Duration::from_millis(listener.session.limits.unauthenticated_timeout_ms);
+        let header = tokio::time::timeout(deadline, read_proxy_header(&stream, &mut buf)).await;
+        match header {
+            Ok(Ok((header, rest))) => {
+                if let ProxyHeader::Proxied { source, .. } = header {
+                    client = source;
+                }
+                framer.push(&rest);
+            }
+            Ok(Err(())) | Err(_) => {
+                core.shared.metrics.count_close("proxy-header");
+                return;
+            }
+        }
+        match core.shared.limits.acquire_ip(client.ip()) {
+            Ok(p) => _ip_permit = Some(p),
+            Err(_) => {
+                core.shared.metrics.count_close("limit-per-ip");
+                return;
+            }
+        }
+    }
+
+    let Some(extranonce1) = core.allocate_extranonce() else {
+        tracing::warn!("extranonce1 space of this core is exhausted; refusing a connection");
+        return;
+    };
+    let id = core.next_connection_id();
+    let session = Session::new(
+        std::sync::Arc::clone(&listener.session),
+        extranonce1,
+        u64::from_be_bytes({
+            let mut b = [0u8; 8];
+            let e = extranonce1.as_bytes();
+            b[8 - e.len()..].copy_from_slice(e);
+            b
+        }),
+        now_ms(),
+    );
+    let conn = Rc::new(Conn {
+        id,
+        client,
+        stream,
+        session: RefCell::new(session),
+        out: RefCell::new(Vec::new()),
+        wake_writer: Notify::new(),
+        closed: Cell::new(false),
+    });
+    core.register(Rc::clone(&conn));
+    let writer = tokio_uring::spawn(write_loop(Rc::clone(&conn), Rc::clone(&core)));
+
+    // Bytes that came with the PROXY header.
+    if let Some(reason) = handle_input(&core, &conn, &mut framer) {
+        conn.close(&core, Some(reason));
+    }
+    while !conn.is_closed() {
+        let (result, b) = conn.stream.read(buf).await;
+        buf = b;
+        match result {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                framer.push(&buf[..n]);
+                if let Some(reason) = handle_input(&core, &conn, &mut framer) {
+                    conn.close(&core, Some(reason));
+                }
+            }
+        }
+    }
+    conn.close(&core, None);
+    core.unregister(&conn);
+    let _ = writer.await;
+}
+
+async fn read_proxy_header(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<(ProxyHeader, Vec<u8>), ()> {
+    let mut pending = Vec::new();
+    loop {
+        let (result, b) = stream.read(std::mem::take(buf)).await;
+        *buf = b;
+        let n = result.map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        pending.extend_from_slice(&buf[..n]);
+        match proxy::parse(&pending) {
+            Ok(Some((header, used))) => return Ok((header, pending[used..].to_vec())),
+            Ok(None) if pending.len() <= proxy::V2_MAX => continue,
+            _ => return Err(()),
+        }
+    }
+}
+
+/// Feeds every complete line to the session. Returns why the connection must close, if it must.
+fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Option<&'static str> {
+    let shared = &core.shared;
+    let book = shared.feed.load();
+    let mut session = conn.session.borrow_mut();
+    let mut out = conn.out.borrow_mut();
+    let mut events = core.events.borrow_mut();
+    let metrics = &shared.metrics.cores[core.index];
+    let mut close = None;
+    while let Some(line) = framer.next_line() {
+        let Ok(line) = line else {
+            close = Some("line-too-long");
+            break;
+        };
+        let started = Instant::now();
+        let ctx = Context {
+            book: &book,
+            now_ms: now_ms(),
+        };
+        let flow = session.handle_line(line, &ctx, &mut out, &mut events);
+        for event in events.drain(..) {
+            match event {
+                Event::Share(record) => {
+                    match record.result {
+                        Ok(()) => metrics.credit(record.assigned_difficulty),
+                        Err(reason) => metrics.reject(reason),
+                    }
+                    if let Ok(mut h) = metrics.submit_latency_ns.lock() {
+                        let _ = h.record(started.elapsed().as_nanos().max(1) as u64);
+                    }
+                }
+                Event::Block(block) => {
+                    metrics
+                        .blocks_found
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(hash = %block.hash, worker = %block.worker, height = block.job.height, "block found");
+                    if shared.blocks.try_send(block).is_err() {
+                        tracing::error!(
+                            "block submission queue is full or closed: a block was dropped"
+                        );
+                    }
+                }
+                Event::Difficulty(_) => {}
+            }
+        }
+        if let Flow::Close(reason) = flow {
+            close = Some(reason.as_str());
+            break;
+        }
+    }
+    if close.is_none() && out.len() > shared.settings.max_pending_output {
+        close = Some("pending-output");
+    }
+    drop(out);
+    conn.flush();
+    close
+}
+
+async fn write_loop(conn: Rc<Conn>, core: Rc<Core>) {
+    let mut spare: Vec<u8> = Vec::new();
+    loop {
+        if conn.out.borrow().is_empty() {
+            if conn.is_closed() {
+                break;
+            }
+            conn.wake_writer.notified().await;
+            continue;
+        }
+        std::mem::swap(&mut *conn.out.borrow_mut(), &mut spare);
+        let (result, b) = conn.stream.write_all(spare).await;
+        spare = b;
+        spare.clear();
+        if result.is_err() {
+            conn.close(&core, None);
+            break;
+        }
+    }
+}

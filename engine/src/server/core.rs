@@ -1,0 +1,292 @@
+//! One engine core: a pinned thread running its own tokio-uring runtime with its own listener
+//! sockets (SO_REUSEPORT), its connections, the fan-out of new jobs to them, and their clock.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::config::Listener;
+use crate::server::connection::{self, Conn};
+use crate::server::{now_ms, Shared};
+use crate::session::{Event, Flow};
+use crate::stratum::message;
+use crate::units::Extranonce1;
+
+/// How often each connection's clock (timeouts, vardiff) is advanced.
+const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for `client.reconnect` to reach miners.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
+/// Hands out extranonce1 values unique among this process's live connections: each core owns an
+/// equal slice of the space and counts through it, skipping values still in use, so a value comes
+/// back only after the whole slice has been used.
+struct ExtranonceAllocator {
+    base: u64,
+    span: u64,
+    size: usize,
+    next: u64,
+    in_use: HashSet<u64>,
+}
+
+impl ExtranonceAllocator {
+    fn new(core: usize, cores: usize, size: usize) -> ExtranonceAllocator {
+        let space: u128 = 1u128 << (8 * size);
+        let span = (space / cores as u128).min(u64::MAX as u128) as u64;
+        ExtranonceAllocator {
+            base: core as u64 * span,
+            span,
+            size,
+            next: 0,
+            in_use: HashSet::new(),
+        }
+    }
+
+    fn allocate(&mut self) -> Option<Extranonce1> {
+        if self.in_use.len() as u64 >= self.span {
+            return None;
+        }
+        loop {
+            let value = self.base + self.next % self.span;
+            self.next = self.next.wrapping_add(1);
+            if self.in_use.insert(value) {
+                return Extranonce1::from_counter(value, self.size);
+            }
+        }
+    }
+
+    fn release(&mut self, e: &Extranonce1) {
+        let mut b = [0u8; 8];
+        b[8 - e.as_bytes().len()..].copy_from_slice(e.as_bytes());
+        self.in_use.remove(&u64::from_be_bytes(b));
+    }
+}
+
+pub struct Core {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    next_conn: Cell<u64>,
+    extranonces: RefCell<ExtranonceAllocator>,
+    /// Reused for every line, so events cost no allocation.
+    pub events: RefCell<Vec<Event>>,
+}
+
+impl Core {
+    pub fn allocate_extranonce(&self) -> Option<Extranonce1> {
+        self.extranonces.borrow_mut().allocate()
+    }
+
+    pub fn next_connection_id(&self) -> u64 {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        id
+    }
+
+    pub fn register(&self, conn: Rc<Conn>) {
+        self.shared.metrics.cores[self.index]
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.conns.borrow_mut().insert(conn.id, conn);
+    }
+
+    pub fn unregister(&self, conn: &Conn) {
+        if self.conns.borrow_mut().remove(&conn.id).is_some() {
+            self.shared.metrics.cores[self.index]
+                .connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.extranonces
+                .borrow_mut()
+                .release(conn.session.borrow().extranonce1());
+        }
+    }
+
+    fn connections(&self) -> Vec<Rc<Conn>> {
+        self.conns.borrow().values().cloned().collect()
+    }
+}
+
+/// Pins the calling thread to one CPU.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::warn!(cpu, "could not pin engine thread");
+        }
+    }
+}
+
+/// Runs one core until shutdown. `sockets` are this core's listener sockets, one per listener.
+pub fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    sockets: Vec<(std::net::TcpListener, Rc<Listener>)>,
+    shutdown: watch::Receiver<bool>,
+) {
+    if shared.settings.pin_threads {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        pin_to_cpu(index % cpus);
+    }
+    let core = Rc::new(Core {
+        index,
+        extranonces: RefCell::new(ExtranonceAllocator::new(
+            index,
+            shared.settings.threads,
+            shared.settings.coinbase.extranonce.extranonce1(),
+        )),
+        shared,
+        conns: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(0),
+        events: RefCell::new(Vec::with_capacity(8)),
+    });
+    tokio_uring::builder().entries(1024).start(async move {
+        for (socket, listener) in sockets {
+            let listener_socket = tokio_uring::net::TcpListener::from_std(socket);
+            tokio_uring::spawn(accept_loop(
+                Rc::clone(&core),
+                listener_socket,
+                listener,
+                shutdown.clone(),
+            ));
+        }
+        tokio_uring::spawn(fan_out(Rc::clone(&core), shutdown.clone()));
+        tokio_uring::spawn(tick(Rc::clone(&core), shutdown.clone()));
+        let mut shutdown = shutdown;
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        say_goodbye(&core).await;
+    });
+}
+
+async fn accept_loop(
+    core: Rc<Core>,
+    socket: tokio_uring::net::TcpListener,
+    listener: Rc<Listener>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = socket.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = &core.shared.metrics;
+        let Ok(total) = core.shared.limits.acquire_total() else {
+            metrics.count_close("limit-total");
+            continue;
+        };
+        let ip_permit = if listener.proxy_protocol {
+            None
+        } else {
+            match core.shared.limits.acquire_ip(peer.ip()) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    metrics.count_close("limit-per-ip");
+                    continue;
+                }
+            }
+        };
+        metrics.cores[core.index]
+            .connections_accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tokio_uring::spawn(connection::serve(
+            Rc::clone(&core),
+            stream,
+            peer,
+            Rc::clone(&listener),
+            total,
+            ip_permit,
+        ));
+    }
+}
+
+/// Pushes each new job to every connection of this core.
+async fn fan_out(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
+    let waker = core.shared.feed.waker(core.index);
+    loop {
+        tokio::select! {
+            _ = waker.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        let book = core.shared.feed.load();
+        let Some(job) = book.current() else { continue };
+        let started = Instant::now();
+        let max_pending = core.shared.settings.max_pending_output;
+        for conn in core.connections() {
+            if conn.is_closed() {
+                continue;
+            }
+            conn.session
+                .borrow_mut()
+                .push_job(job, &mut conn.out.borrow_mut());
+            if conn.pending_output() > max_pending {
+                conn.close(&core, Some("pending-output"));
+            } else {
+                conn.flush();
+            }
+        }
+        if let Ok(mut h) = core.shared.metrics.cores[core.index]
+            .notify_fanout_us
+            .lock()
+        {
+            let _ = h.record(started.elapsed().as_micros().max(1) as u64);
+        }
+    }
+}
+
+/// Advances every connection's clock once a second.
+async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
+    let mut events = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = now_ms();
+        for conn in core.connections() {
+            let flow = conn.session.borrow_mut().tick(now, &mut events);
+            events.clear();
+            if let Flow::Close(reason) = flow {
+                conn.close(&core, Some(reason.as_str()));
+            }
+        }
+    }
+}
+
+/// Tells every miner to reconnect (elsewhere, or here after the wait), and gives the messages a
+/// moment to leave.
+async fn say_goodbye(core: &Rc<Core>) {
+    let wait = core.shared.settings.reconnect_wait_secs;
+    let conns = core.connections();
+    for conn in &conns {
+        message::write_reconnect(&mut conn.out.borrow_mut(), None, wait);
+        conn.flush();
+    }
+    let deadline = Instant::now() + SHUTDOWN_FLUSH;
+    while Instant::now() < deadline
+        && conns
+            .iter()
+            .any(|c| !c.is_closed() && c.pending_output() > 0)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for conn in &conns {
+        conn.close(core, None);
+    }
+}

@@ -1,0 +1,156 @@
+//! The engine's I/O layer: one pinned thread per core, each with its own tokio-uring runtime and its
+//! own SO_REUSEPORT listener socket per configured listener, so a connection lives and dies on the
+//! core that accepted it. Jobs reach the cores through the [`feed::JobFeed`] snapshot; found blocks
+//! leave them through a bounded channel to the job source.
+
+pub mod connection;
+pub mod core;
+pub mod feed;
+pub mod jobmanager;
+pub mod limits;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Socket, Type};
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::session::BlockFound;
+use feed::JobFeed;
+use limits::ConnectionLimits;
+
+/// Found blocks waiting for the job source: far more than can ever be pending at once.
+const BLOCK_QUEUE: usize = 1024;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What every core shares.
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub feed: Arc<JobFeed>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<ConnectionLimits>,
+    pub blocks: crossbeam_channel::Sender<Box<BlockFound>>,
+}
+
+/// A running engine.
+pub struct Engine {
+    /// The address of each listener, in configuration order (with the real port when 0 was asked).
+    pub addresses: Vec<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    pub feed: Arc<JobFeed>,
+    shutdown: watch::Sender<bool>,
+    cores: Vec<JoinHandle<()>>,
+    jobmanager: Option<JoinHandle<()>>,
+    stop_jobmanager: Arc<AtomicBool>,
+}
+
+fn listener_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+impl Engine {
+    /// Binds the listeners, starts the embedded simulated chain and the cores.
+    pub fn start(settings: Settings) -> std::io::Result<Engine> {
+        let settings = Arc::new(settings);
+        let threads = settings.threads;
+        // One socket per listener per core, all on the same port; the first fixes the port when 0
+        // was asked for.
+        let mut per_core: Vec<Vec<(std::net::TcpListener, usize)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        let mut addresses = Vec::new();
+        for (i, listener) in settings.listeners.iter().enumerate() {
+            let first = listener_socket(listener.address)?;
+            let addr = first.local_addr()?;
+            addresses.push(addr);
+            per_core[0].push((first, i));
+            for sockets in per_core.iter_mut().skip(1) {
+                sockets.push((listener_socket(addr)?, i));
+            }
+        }
+
+        let metrics = Arc::new(Metrics::new(threads));
+        let feed = Arc::new(JobFeed::new(threads, settings.job_history));
+        let (blocks_tx, blocks_rx) = crossbeam_channel::bounded(BLOCK_QUEUE);
+        let manager = jobmanager::SimulatedJobManager::new(
+            settings.simulated_chain,
+            settings.coinbase.clone(),
+            Duration::from_millis(settings.refresh_interval_ms),
+            Arc::clone(&feed),
+            Arc::clone(&metrics),
+        );
+        // Work exists before the first miner connects.
+        manager.publish(true);
+        let stop_jobmanager = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stop_jobmanager);
+        let jobmanager = std::thread::Builder::new()
+            .name("sluice-jobs".into())
+            .spawn(move || manager.run(blocks_rx, stop))?;
+
+        let shared = Arc::new(Shared {
+            limits: ConnectionLimits::new(
+                settings.max_connections,
+                settings.max_connections_per_ip,
+            ),
+            settings: Arc::clone(&settings),
+            feed: Arc::clone(&feed),
+            metrics: Arc::clone(&metrics),
+            blocks: blocks_tx,
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut cores = Vec::new();
+        for (index, sockets) in per_core.into_iter().enumerate() {
+            let shared = Arc::clone(&shared);
+            let rx = shutdown_rx.clone();
+            cores.push(
+                std::thread::Builder::new()
+                    .name(format!("sluice-core-{index}"))
+                    .spawn(move || {
+                        let sockets = sockets
+                            .into_iter()
+                            .map(|(s, i)| (s, Rc::new(shared.settings.listeners[i].clone())))
+                            .collect();
+                        core::run(index, shared, sockets, rx)
+                    })?,
+            );
+        }
+        Ok(Engine {
+            addresses,
+            metrics,
+            feed,
+            shutdown,
+            cores,
+            jobmanager: Some(jobmanager),
+            stop_jobmanager,
+        })
+    }
+
+    /// Sends `client.reconnect` to every miner, stops the cores and the job source.
+    pub fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for core in self.cores.drain(..) {
+            let _ = core.join();
+        }
+        self.stop_jobmanager
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(j) = self.jobmanager.take() {
+            let _ = j.join();
+        }
+    }
+}
