@@ -42,6 +42,7 @@ enum ConfigCommand {
 }
 
 #[derive(clap::Args)]
+#[command(args_override_self = true)]
 struct RunArgs {
     /// Configuration file (TOML); flags override it.
     #[arg(long, short)]

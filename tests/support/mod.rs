@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod engine;
+pub mod miner;
+
 use std::path::PathBuf;
 
 use bitcoin::consensus::{deserialize, serialize};

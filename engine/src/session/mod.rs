@@ -122,8 +122,9 @@ pub enum Flow {
 #[derive(Debug, Clone)]
 pub struct ShareRecord {
     pub worker: Arc<str>,
-    pub job_id: JobId,
-    pub height: u64,
+    /// The job, when the submit named one the session knows.
+    pub job_id: Option<JobId>,
+    pub height: Option<u64>,
     /// The difficulty the job was sent with.
     pub assigned_difficulty: f64,
     /// The difficulty the share reached (0 when it was refused before hashing).
@@ -536,10 +537,22 @@ impl Session {
         events: &mut Vec<Event>,
     ) -> Flow {
         if !self.subscribed {
-            return self.refuse(id, Reject::NotSubscribed, out);
+            return self.refuse(
+                id,
+                Reject::NotSubscribed,
+                Arc::from(&*submit.worker),
+                out,
+                events,
+            );
         }
         let Some(worker) = self.workers.iter().find(|w| *w.name == *submit.worker) else {
-            return self.refuse(id, Reject::UnauthorizedWorker, out);
+            return self.refuse(
+                id,
+                Reject::UnauthorizedWorker,
+                Arc::from(&*submit.worker),
+                out,
+                events,
+            );
         };
         let worker = Arc::clone(&worker.name);
         let sent = parse_job_id(submit.job_id)
@@ -547,7 +560,9 @@ impl Session {
         let (job, stale) = match sent.map(|s| ctx.book.lookup(s.id)) {
             Some(Lookup::Current(job)) => (job, false),
             Some(Lookup::Stale(job)) => (job, true),
-            Some(Lookup::NotFound) | None => return self.refuse(id, Reject::JobNotFound, out),
+            Some(Lookup::NotFound) | None => {
+                return self.refuse(id, Reject::JobNotFound, worker, out, events)
+            }
         };
         let sent = sent.expect("looked up above");
         let rules = ShareRules {
@@ -571,8 +586,8 @@ impl Session {
         }
         events.push(Event::Share(ShareRecord {
             worker,
-            job_id: job.id,
-            height: job.height,
+            job_id: Some(job.id),
+            height: Some(job.height),
             assigned_difficulty: sent.difficulty,
             share_difficulty: verdict.proof.map_or(0.0, |p| p.difficulty()),
             result: verdict.result,
@@ -603,7 +618,25 @@ impl Session {
         }
     }
 
-    fn refuse(&mut self, id: Id<'_>, reject: Reject, out: &mut Vec<u8>) -> Flow {
+    /// Refuses a submit that names no job of this session or no worker of it.
+    fn refuse(
+        &mut self,
+        id: Id<'_>,
+        reject: Reject,
+        worker: Arc<str>,
+        out: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Flow {
+        events.push(Event::Share(ShareRecord {
+            worker,
+            job_id: None,
+            height: None,
+            assigned_difficulty: self.difficulty.get(),
+            share_difficulty: 0.0,
+            result: Err(reject),
+            is_block: false,
+            hash: None,
+        }));
         self.rejected += 1;
         message::write_error(out, id, reject.stratum_error());
         self.count_invalid()
