@@ -477,3 +477,27 @@ fn config_check_names_the_bad_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("listeners[0].start_difficulty"), "{stderr}");
 }
+
+#[test]
+fn statsd_sends_gauges_when_configured() {
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(5 * SECOND)).unwrap();
+    let config = limits_config("").replace(
+        "[admin]",
+        &format!(
+            "[statsd]\naddress = \"{}\"\nprefix = \"pool7\"\ninterval_secs = 0.2\n[admin]",
+            udp.local_addr().unwrap()
+        ),
+    );
+    let engine = EngineProcess::start_with_config(&config, &[]);
+    let mut m = Miner::connect(engine.addr());
+    m.handshake();
+    let mut buf = [0u8; 2048];
+    let seen = eventually(5 * SECOND, || {
+        let n = udp.recv(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.contains("pool7.connections:1|g").then_some(text)
+    });
+    let text = seen.expect("a statsd datagram counting the connection");
+    assert!(text.contains("pool7.hashrate:"), "{text}");
+}
