@@ -501,3 +501,53 @@ fn statsd_sends_gauges_when_configured() {
     let text = seen.expect("a statsd datagram counting the connection");
     assert!(text.contains("pool7.hashrate:"), "{text}");
 }
+
+/// An ordinary Stratum V1 miner, written apart from the engine (Python, standard library), mines on
+/// `sluice run`'s embedded simulated chain: work arrives, shares are accepted, blocks are found.
+#[test]
+fn an_ordinary_miner_mines_blocks_on_sluice_run() {
+    let engine = EngineProcess::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--no-pin",
+        "--start-difficulty",
+        "1e-6",
+        "--min-difficulty",
+        "1e-9",
+        "--network-difficulty",
+        "2e-5",
+    ]);
+    let out = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pyminer.py"))
+        .args(["--url", &format!("stratum+tcp://{}", engine.addr())])
+        .args([
+            "--user",
+            WORKER,
+            "--shares",
+            "5",
+            "--blocks",
+            "2",
+            "--timeout",
+            "60",
+        ])
+        .output()
+        .expect("python3 runs the reference miner");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "miner failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(summary["blocks"].as_u64().unwrap() >= 2, "{summary}");
+    let accepted = eventually(5 * SECOND, || {
+        let s = engine.status();
+        (s["blocks"]["accepted"].as_u64()? >= 2).then_some(s)
+    });
+    assert!(
+        accepted.is_some(),
+        "the simulated chain accepted the miner's blocks"
+    );
+}

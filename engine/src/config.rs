@@ -101,7 +101,10 @@ pub struct EngineSection {
     pub threads: usize,
     /// Pin each engine thread to its core.
     pub pin_threads: bool,
-    /// Seconds miners are told to wait before reconnecting when the engine shuts down.
+    /// Where `client.reconnect` sends miners when the engine shuts down (`host:port`); unset, they
+    /// reconnect to the address they used (through the balancer, to another engine).
+    pub reconnect_to: Option<String>,
+    /// Seconds miners are told to wait before reconnecting to `reconnect_to`.
     pub reconnect_wait_secs: u32,
 }
 
@@ -110,6 +113,7 @@ impl Default for EngineSection {
         EngineSection {
             threads: 0,
             pin_threads: true,
+            reconnect_to: None,
             reconnect_wait_secs: 5,
         }
     }
@@ -292,7 +296,8 @@ pub struct Settings {
     pub coinbase: CoinbaseConfig,
     pub threads: usize,
     pub pin_threads: bool,
-    pub reconnect_wait_secs: u32,
+    /// `client.reconnect` target on shutdown: host, port and wait.
+    pub reconnect_to: Option<(String, u16, u32)>,
     pub listeners: Vec<Listener>,
     pub max_line_length: usize,
     pub max_connections: usize,
@@ -539,6 +544,23 @@ impl FileConfig {
         if threads > 256 {
             return Err(invalid("engine.threads", "at most 256"));
         }
+        let reconnect_to = match &self.engine.reconnect_to {
+            None => None,
+            Some(target) => {
+                let bad = || {
+                    invalid(
+                        "engine.reconnect_to",
+                        format!("{target:?} is not host:port"),
+                    )
+                };
+                let (host, port) = target.rsplit_once(':').ok_or_else(bad)?;
+                let port: u16 = port.parse().map_err(|_| bad())?;
+                if host.is_empty() || host.contains(['"', '\\']) {
+                    return Err(bad());
+                }
+                Some((host.to_owned(), port, self.engine.reconnect_wait_secs))
+            }
+        };
         let statsd = match &self.statsd.address {
             None => None,
             Some(a) => Some((
@@ -552,7 +574,7 @@ impl FileConfig {
             coinbase,
             threads,
             pin_threads: self.engine.pin_threads,
-            reconnect_wait_secs: self.engine.reconnect_wait_secs,
+            reconnect_to,
             listeners,
             max_line_length: l.max_line_length,
             max_connections: l.max_connections,

@@ -272,10 +272,14 @@ async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
 /// Tells every miner to reconnect (elsewhere, or here after the wait), and gives the messages a
 /// moment to leave.
 async fn say_goodbye(core: &Rc<Core>) {
-    let wait = core.shared.settings.reconnect_wait_secs;
+    let target = core.shared.settings.reconnect_to.as_ref();
     let conns = core.connections();
     for conn in &conns {
-        message::write_reconnect(&mut conn.out.borrow_mut(), None, wait);
+        message::write_reconnect(
+            &mut conn.out.borrow_mut(),
+            target.map(|(host, port, _)| (host.as_str(), *port)),
+            target.map_or(0, |t| t.2),
+        );
         conn.flush();
     }
     let deadline = Instant::now() + SHUTDOWN_FLUSH;
