@@ -145,8 +145,10 @@ pub fn write_configure_result(
     if let Some(accepted) = minimum_difficulty {
         result.insert("minimum-difficulty".into(), accepted.into());
     }
+    // An unknown name never overwrites an answer already given (a miner listing
+    // "version-rolling.mask" as an extension must still get the mask).
     for name in unknown {
-        result.insert(name.clone(), false.into());
+        result.entry(name.clone()).or_insert(false.into());
     }
     write_result(out, id, &serde_json::Value::Object(result).to_string());
 }
