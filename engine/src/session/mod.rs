@@ -234,7 +234,7 @@ impl Session {
             difficulty,
             difficulty_pending: true,
             floor: config.min_difficulty,
-            sent: VecDeque::with_capacity(config.job_history),
+            sent: VecDeque::new(),
             shares: SessionShares::new(config.duplicate_limits),
             vardiff: Vardiff::new(now_ms),
             invalid_streak: 0,

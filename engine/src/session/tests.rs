@@ -479,3 +479,4 @@ fn vardiff_converges_through_the_session() {
         );
     }
 }
+
