@@ -136,6 +136,28 @@ impl Job {
         tx
     }
 
+    /// The merkle root of a block of this job with these extranonces, computed the plain way (the
+    /// share path starts from the coinb1 midstate and caches the root).
+    pub fn merkle_root(&self, extranonce1: &[u8], extranonce2: &[u8]) -> [u8; 32] {
+        merkle::fold(
+            crate::hash::sha256d(&self.coinbase(extranonce1, extranonce2)),
+            &self.merkle_branch,
+        )
+    }
+
+    /// The 80-byte header of a block of this job.
+    #[inline]
+    pub fn header(&self, version: u32, merkle_root: &[u8; 32], ntime: u32, nonce: u32) -> [u8; 80] {
+        let mut header = [0u8; 80];
+        header[0..4].copy_from_slice(&version.to_le_bytes());
+        header[4..36].copy_from_slice(&self.prev_hash);
+        header[36..68].copy_from_slice(merkle_root);
+        header[68..72].copy_from_slice(&ntime.to_le_bytes());
+        header[72..76].copy_from_slice(&self.nbits.to_le_bytes());
+        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        header
+    }
+
     /// The full block for a solved header, serialized as `submitblock` takes it (before hex).
     pub fn assemble_block(
         &self,

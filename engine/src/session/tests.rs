@@ -1,9 +1,8 @@
 //! The session state machine, driven line by line with no socket.
 
 use super::*;
-use crate::chain::merkle;
 use crate::chain::JobParts;
-use crate::hash::{header_hash, sha256d};
+use crate::hash::header_hash;
 use serde_json::{json, Value};
 
 const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
@@ -88,16 +87,9 @@ impl Harness {
     /// one that does not).
     fn share(&self, job: &Job, extranonce2: u32, target: Target, meets: bool) -> String {
         let en2 = extranonce2.to_be_bytes();
-        let txid = sha256d(&job.coinbase(self.session.extranonce1().as_bytes(), &en2));
-        let root = merkle::fold(txid, &job.merkle_branch);
+        let root = job.merkle_root(self.session.extranonce1().as_bytes(), &en2);
         for nonce in 0u32.. {
-            let mut header = [0u8; 80];
-            header[..4].copy_from_slice(&job.version.to_le_bytes());
-            header[4..36].copy_from_slice(&job.prev_hash);
-            header[36..68].copy_from_slice(&root);
-            header[68..72].copy_from_slice(&job.ntime.to_le_bytes());
-            header[72..76].copy_from_slice(&job.nbits.to_le_bytes());
-            header[76..].copy_from_slice(&nonce.to_le_bytes());
+            let header = job.header(job.version, &root, job.ntime, nonce);
             if target.is_met_by(&HeaderHash(header_hash(&header))) == meets {
                 return format!(
                     r#"{{"id":9,"method":"mining.submit","params":["{ADDRESS}.rig","{}","{}","{:08x}","{nonce:08x}"]}}"#,
@@ -433,19 +425,11 @@ fn vardiff_converges_through_the_session() {
             let current = Arc::clone(h.book.current().unwrap());
             let target = h.session.sent.back().unwrap().target;
             en2 += 1;
-            let txid =
-                sha256d(&current.coinbase(h.session.extranonce1().as_bytes(), &en2.to_be_bytes()));
-            let root = merkle::fold(txid, &current.merkle_branch);
-            let mut header = [0u8; 80];
-            header[..4].copy_from_slice(&current.version.to_le_bytes());
-            header[4..36].copy_from_slice(&current.prev_hash);
-            header[36..68].copy_from_slice(&root);
-            header[68..72].copy_from_slice(&current.ntime.to_le_bytes());
-            header[72..76].copy_from_slice(&current.nbits.to_le_bytes());
+            let root = current.merkle_root(h.session.extranonce1().as_bytes(), &en2.to_be_bytes());
             // Hash until a share is found or a simulated second passes.
             let mut found = None;
             for nonce in 0..hashrate as u32 {
-                header[76..].copy_from_slice(&nonce.to_le_bytes());
+                let header = current.header(current.version, &root, current.ntime, nonce);
                 nonce_time += 1000.0 / hashrate;
                 if target.is_met_by(&HeaderHash(header_hash(&header))) {
                     found = Some(nonce);
@@ -479,4 +463,3 @@ fn vardiff_converges_through_the_session() {
         );
     }
 }
-

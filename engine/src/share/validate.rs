@@ -278,13 +278,7 @@ impl SessionShares {
             }
         };
 
-        let mut header = [0u8; 80];
-        header[0..4].copy_from_slice(&version.to_le_bytes());
-        header[4..36].copy_from_slice(&job.prev_hash);
-        header[36..68].copy_from_slice(&merkle_root);
-        header[68..72].copy_from_slice(&ntime.to_le_bytes());
-        header[72..76].copy_from_slice(&job.nbits.to_le_bytes());
-        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        let header = job.header(version, &merkle_root, ntime, nonce);
         let hash = HeaderHash(header_hash(&header));
         let is_block = job.network_target.is_met_by(&hash);
 

@@ -270,16 +270,9 @@ mod tests {
     fn mine(job: &Job) -> Vec<u8> {
         let en1 = [1, 2, 3, 4];
         let en2 = [5, 6, 7, 8];
-        let txid = crate::hash::sha256d(&job.coinbase(&en1, &en2));
-        let root = crate::chain::merkle::fold(txid, &job.merkle_branch);
-        let mut header = [0u8; 80];
-        header[..4].copy_from_slice(&job.version.to_le_bytes());
-        header[4..36].copy_from_slice(&job.prev_hash);
-        header[36..68].copy_from_slice(&root);
-        header[68..72].copy_from_slice(&job.ntime.to_le_bytes());
-        header[72..76].copy_from_slice(&job.nbits.to_le_bytes());
+        let root = job.merkle_root(&en1, &en2);
         for nonce in 0u32.. {
-            header[76..].copy_from_slice(&nonce.to_le_bytes());
+            let header = job.header(job.version, &root, job.ntime, nonce);
             if job
                 .network_target
                 .is_met_by(&HeaderHash(crate::hash::header_hash(&header)))
