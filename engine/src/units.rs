@@ -131,7 +131,13 @@ impl Target {
             if down >= 16 {
                 [0; 4]
             } else {
-                [DIFF1_MANTISSA / (m << down), 0, 0, 0]
+                // m < 2^53 and down < 16: the divisor fits in 69 bits.
+                [
+                    (u128::from(DIFF1_MANTISSA) / (u128::from(m) << down)) as u64,
+                    0,
+                    0,
+                    0,
+                ]
             }
         } else if shift as u32 + 16 > 320 {
             return Target::MAX;
@@ -459,6 +465,14 @@ mod tests {
             Difficulty::new(f64::MAX).unwrap().target(),
             Target([1, 0, 0, 0])
         );
+        // Huge difficulties whose target is a small integer: 0xffff / (2^52 + 1) * 2^-12, floored, is 0.
+        let huge = ((1u64 << 52) + 1) as f64 * 2f64.powi(220);
+        assert_eq!(
+            Difficulty::new(huge).unwrap().target(),
+            Target([1, 0, 0, 0])
+        );
+        let d = 2f64.powi(208) * 4096.0; // DIFF1 / d = 0xffff / 4096 = 15
+        assert_eq!(Difficulty::new(d).unwrap().target(), Target([15, 0, 0, 0]));
         assert!(Difficulty::new(0.0).is_err());
         assert!(Difficulty::new(-1.0).is_err());
         assert!(Difficulty::new(f64::NAN).is_err());

@@ -86,6 +86,9 @@ impl CoinbaseConfig {
         if self.payouts.is_empty() {
             return Err(CoinbaseError::NoPayouts);
         }
+        if self.payouts.iter().any(|p| p.weight == 0) {
+            return Err(CoinbaseError::ZeroWeight);
+        }
         let size = script_sig_size(u32::MAX.into(), self.tag.len(), self.extranonce);
         if size > MAX_COINBASE_SCRIPT_SIZE {
             return Err(CoinbaseError::ScriptTooLong(size));
@@ -165,6 +168,10 @@ pub fn build(
 ) -> Result<CoinbaseParts, CoinbaseError> {
     if config.payouts.is_empty() {
         return Err(CoinbaseError::NoPayouts);
+    }
+    // The fields are public: a zero weight must be an error here, not a division by zero.
+    if config.payouts.iter().any(|p| p.weight == 0) {
+        return Err(CoinbaseError::ZeroWeight);
     }
     let script_size = script_sig_size(height, config.tag.len(), config.extranonce);
     if script_size > MAX_COINBASE_SCRIPT_SIZE {
@@ -288,6 +295,14 @@ mod tests {
             build(&too_long, 840_000, 1, None),
             Err(CoinbaseError::ScriptTooLong(101))
         );
+    }
+
+    #[test]
+    fn zero_weight_is_an_error_not_a_panic() {
+        let mut cfg = config(b"");
+        cfg.payouts[0].weight = 0;
+        assert_eq!(cfg.validate(), Err(CoinbaseError::ZeroWeight));
+        assert_eq!(build(&cfg, 1, 1, None), Err(CoinbaseError::ZeroWeight));
     }
 
     #[test]

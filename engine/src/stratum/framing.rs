@@ -1,8 +1,9 @@
 //! Newline framing for Stratum V1: bytes in, complete lines out, with a bound on how long a line may
 //! grow before it is refused.
 //!
-//! Miners end lines with `\n` or `\r\n`; blank lines and surrounding whitespace are skipped. A line
-//! that reaches the limit without a newline is an error and the connection should be closed: nothing a
+//! Miners end lines with `\n` or `\r\n`; blank lines and surrounding whitespace are skipped. The
+//! limit counts every byte before the newline. A line that passes the limit without a newline is an
+//! error and the connection should be closed: nothing a
 //! real miner sends comes near it, and buffering it would let one peer hold memory without bound.
 
 /// The default for [`LineFramer`]'s limit, in bytes, newline excluded. A `mining.submit` is about 200
@@ -73,11 +74,14 @@ impl LineFramer {
             };
             let start = self.consumed;
             self.consumed += nl + 1;
-            let line = self.buf[start..start + nl].trim_ascii();
-            if line.len() > self.max_line {
+            // The limit counts every byte before the newline (a `\r` and spaces included), the
+            // same bytes the check on a partial line counts, so a line is accepted or refused
+            // however the connection splits it.
+            if nl > self.max_line {
                 self.failed = true;
                 return Some(Err(err));
             }
+            let line = self.buf[start..start + nl].trim_ascii();
             if !line.is_empty() {
                 // Re-borrow so the returned slice is tied to `self` only once.
                 let line = self.buf[start..start + nl].trim_ascii();
@@ -133,6 +137,28 @@ mod tests {
             lines(&mut f),
             vec![Err(FrameError::LineTooLong { limit: 8 })]
         );
+    }
+
+    #[test]
+    fn the_verdict_does_not_depend_on_how_bytes_arrive() {
+        // A CR counts: "12345678\r" is nine bytes before the newline, whole or split.
+        let mut whole = LineFramer::new(8);
+        whole.push(b"12345678\r\n");
+        assert_eq!(
+            lines(&mut whole),
+            vec![Err(FrameError::LineTooLong { limit: 8 })]
+        );
+        let mut split = LineFramer::new(8);
+        split.push(b"12345678\r");
+        split.push(b"\n");
+        assert_eq!(
+            lines(&mut split),
+            vec![Err(FrameError::LineTooLong { limit: 8 })]
+        );
+        let mut fits = LineFramer::new(8);
+        fits.push(b" 123456\r");
+        fits.push(b"\n");
+        assert_eq!(lines(&mut fits), vec![Ok(b"123456".to_vec())]);
     }
 
     #[test]
