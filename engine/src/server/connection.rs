@@ -24,6 +24,9 @@ use crate::stratum::LineFramer;
 /// long as the connection.
 const READ_BUFFER: usize = 512;
 
+/// The output buffer capacity a connection keeps between writes.
+const KEPT_OUTPUT_CAPACITY: usize = 512;
+
 /// The state a connection shares between its tasks.
 pub struct Conn {
     pub id: u64,
@@ -247,6 +250,12 @@ async fn write_loop(conn: Rc<Conn>, core: Rc<Core>) {
         let (result, b) = conn.stream.write_all(spare).await;
         spare = b;
         spare.clear();
+        // Keep a buffer the size of share replies; let one that held a job go, so an idle
+        // connection does not hold two job-sized buffers between jobs. Share replies never
+        // reach this size, so the share path still allocates nothing.
+        if spare.capacity() > KEPT_OUTPUT_CAPACITY {
+            spare = Vec::new();
+        }
         if result.is_err() {
             conn.close(&core, None);
             break;

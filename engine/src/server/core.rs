@@ -172,6 +172,7 @@ async fn accept_loop(
     listener: Rc<Listener>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_accept_warning = None;
     loop {
         let accepted = tokio::select! {
             r = socket.accept() => r,
@@ -180,8 +181,14 @@ async fn accept_loop(
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                // Out of file descriptors, most likely: back off rather than spin.
-                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors, most likely: back off rather than spin, and say so at
+                // most once a second.
+                if last_accept_warning
+                    .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1))
+                {
+                    tracing::warn!(error = %e, "accept failed");
+                    last_accept_warning = Some(Instant::now());
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

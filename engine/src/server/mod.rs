@@ -28,6 +28,25 @@ use limits::ConnectionLimits;
 /// Found blocks waiting for the job source: far more than can ever be pending at once.
 const BLOCK_QUEUE: usize = 1024;
 
+/// File descriptors kept for listeners, the admin listener, logs and the like.
+const FILES_KEPT_FOR_THE_ENGINE: usize = 64;
+
+/// The soft limit on open files of this process.
+fn open_file_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+    {
+        Some(limit.rlim_cur as usize)
+    } else {
+        None
+    }
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -67,7 +86,21 @@ fn listener_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 impl Engine {
     /// Binds the listeners, starts the embedded simulated chain and the cores.
-    pub fn start(settings: Settings) -> std::io::Result<Engine> {
+    pub fn start(mut settings: Settings) -> std::io::Result<Engine> {
+        // Connections past the open-file limit would wait in the listen backlog instead of being
+        // refused: keep the connection limit under it.
+        if let Some(files) = open_file_limit() {
+            let room = files.saturating_sub(FILES_KEPT_FOR_THE_ENGINE);
+            if settings.max_connections > room {
+                tracing::warn!(
+                    configured = settings.max_connections,
+                    used = room,
+                    open_file_limit = files,
+                    "limits.max_connections is above what the open-file limit allows; lowering it"
+                );
+                settings.max_connections = room;
+            }
+        }
         let settings = Arc::new(settings);
         let threads = settings.threads;
         // One socket per listener per core, all on the same port; the first fixes the port when 0
