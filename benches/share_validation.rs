@@ -502,6 +502,16 @@ fn bench_hash(c: &mut Criterion) {
     group.bench_function("coinbase_txid_220B", |b| {
         b.iter(|| black_box(coinbase_txid(black_box(&en2))))
     });
+    // Raw compression cost: Midstate::of_prefix compresses whole blocks one call each, as the share
+    // path does; bitcoin_hashes' own SHA-NI code on the same 16 blocks for comparison.
+    let blocks = rng.bytes(16 * 64);
+    assert_eq!(Midstate::of_prefix(&blocks).1.len(), 0);
+    group.bench_function("compress_16_blocks_sha2", |b| {
+        b.iter(|| black_box(Midstate::of_prefix(black_box(&blocks))))
+    });
+    group.bench_function("sha256_1024B_bitcoin_hashes", |b| {
+        b.iter(|| black_box(bitcoin::hashes::sha256::Hash::hash(black_box(&blocks))))
+    });
     group.bench_function("merkle_fold_12_levels", |b| {
         b.iter(|| {
             black_box(merkle::fold(
