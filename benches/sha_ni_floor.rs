@@ -21,6 +21,7 @@
 //!
 //! Without SHA-NI (or off x86-64) the benches are skipped.
 
+#[cfg(target_arch = "x86_64")]
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -498,6 +499,7 @@ mod shani {
 }
 
 /// splitmix64, for deterministic inputs.
+#[cfg(target_arch = "x86_64")]
 fn pseudo_random_bytes(seed: u64, n: usize) -> Vec<u8> {
     let mut x = seed;
     (0..n)
@@ -511,6 +513,7 @@ fn pseudo_random_bytes(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
+#[cfg(target_arch = "x86_64")]
 fn node(seed: u64) -> [u8; 32] {
     pseudo_random_bytes(seed, 32).try_into().expect("32 bytes")
 }
