@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 use crate::server::feed::JobFeed;
+use crate::server::jobmanager::SourceStatus;
 
 /// The longest request head read, in bytes.
 const MAX_REQUEST_HEAD: u64 = 8192;
@@ -18,6 +19,7 @@ pub fn start(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     feed: Arc<JobFeed>,
+    source: Arc<SourceStatus>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -26,13 +28,18 @@ pub fn start(
         .spawn(move || {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = serve(stream, &metrics, &feed);
+                let _ = serve(stream, &metrics, &feed, &source);
             }
         })?;
     Ok(bound)
 }
 
-fn serve(stream: std::net::TcpStream, metrics: &Metrics, feed: &JobFeed) -> std::io::Result<()> {
+fn serve(
+    stream: std::net::TcpStream,
+    metrics: &Metrics,
+    feed: &JobFeed,
+    source: &SourceStatus,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(std::io::Read::take(&stream, MAX_REQUEST_HEAD));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -53,7 +60,8 @@ fn serve(stream: std::net::TcpStream, metrics: &Metrics, feed: &JobFeed) -> std:
             (
                 "200 OK",
                 "application/json",
-                metrics.status_json(serde_json::json!({ "job": job })),
+                metrics
+                    .status_json(serde_json::json!({ "job": job, "job_source": source.to_json() })),
             )
         }
         _ => (

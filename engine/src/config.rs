@@ -6,11 +6,15 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use bitcoin::Network;
 use serde::Deserialize;
 
 use crate::chain::{CoinbaseConfig, Payout};
+use crate::node::client::NodeSettings;
+use crate::node::rpc::{Auth, Endpoint};
+use crate::server::jobmanager::nodes::NodePolicy;
 use crate::session::vardiff::VardiffConfig;
 use crate::session::{SessionConfig, SessionLimits};
 use crate::share::DuplicateLimits;
@@ -30,6 +34,8 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     pub jobs: JobsSection,
     pub simulated_chain: SimulatedChainSection,
+    /// Real nodes; none means the simulated chain.
+    pub nodes: Vec<NodeSection>,
     pub admin: AdminSection,
     pub statsd: StatsdSection,
 }
@@ -44,6 +50,7 @@ impl Default for FileConfig {
             limits: LimitsSection::default(),
             jobs: JobsSection::default(),
             simulated_chain: SimulatedChainSection::default(),
+            nodes: Vec::new(),
             admin: AdminSection::default(),
             statsd: StatsdSection::default(),
         }
@@ -206,6 +213,16 @@ pub struct JobsSection {
     pub refresh_interval_secs: f64,
     /// Jobs kept open to shares.
     pub job_history: usize,
+    /// Nodes: `getbestblockhash` this often while the template node has no live ZMQ subscription.
+    pub poll_interval_ms: u64,
+    /// Nodes: `getbestblockhash` this often even while ZMQ is live (ZMQ may drop a message).
+    pub zmq_check_interval_secs: f64,
+    /// Nodes: the timeout of every RPC call.
+    pub rpc_timeout_secs: f64,
+    /// Nodes: a node that failed is probed again this often.
+    pub node_retry_secs: f64,
+    /// Nodes: tries per node for each found block before its outcome is "no answer".
+    pub submit_attempts: u32,
 }
 
 impl Default for JobsSection {
@@ -213,8 +230,28 @@ impl Default for JobsSection {
         JobsSection {
             refresh_interval_secs: 30.0,
             job_history: crate::chain::book::DEFAULT_JOB_HISTORY,
+            poll_interval_ms: 100,
+            zmq_check_interval_secs: 5.0,
+            rpc_timeout_secs: 5.0,
+            node_retry_secs: 1.0,
+            submit_attempts: 3,
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// `http://host:port`; `http://user:password@host:port` also works.
+    pub url: String,
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<String>,
+    /// The node's `.cookie` file, instead of a user and password.
+    pub rpc_cookie_file: Option<String>,
+    /// The node's `-zmqpubhashblock` endpoint, `tcp://host:port`.
+    pub zmq_hashblock: Option<String>,
+    /// Lower is preferred; equal priorities keep file order.
+    pub priority: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -306,6 +343,9 @@ pub struct Settings {
     pub refresh_interval_ms: u64,
     pub job_history: usize,
     pub simulated_chain: SimulatedChainConfig,
+    /// Real nodes, in priority order; empty means the simulated chain.
+    pub nodes: Vec<NodeSettings>,
+    pub node_policy: NodePolicy,
     pub admin: Option<SocketAddr>,
     pub statsd: Option<(SocketAddr, String, u64)>,
 }
@@ -590,6 +630,8 @@ impl FileConfig {
                 block_interval_secs: sc.block_interval_secs,
                 transactions: sc.transactions,
             },
+            nodes: self.node_settings()?,
+            node_policy: self.node_policy()?,
             admin: self
                 .admin
                 .listen
@@ -597,6 +639,68 @@ impl FileConfig {
                 .map(|a| address("admin.listen", a))
                 .transpose()?,
             statsd,
+        })
+    }
+}
+
+impl FileConfig {
+    fn node_settings(&self) -> Result<Vec<NodeSettings>, ConfigError> {
+        let mut nodes = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let key = format!("nodes[{i}]");
+            let auth = match (&n.rpc_user, &n.rpc_password, &n.rpc_cookie_file) {
+                (None, None, None) => Auth::None,
+                (Some(user), Some(password), None) => Auth::UserPassword {
+                    user: user.clone(),
+                    password: password.clone(),
+                },
+                (None, None, Some(path)) => Auth::CookieFile(path.into()),
+                (_, _, Some(_)) => {
+                    return Err(invalid(
+                        format!("{key}.rpc_cookie_file"),
+                        "give either rpc_cookie_file or rpc_user and rpc_password, not both",
+                    ))
+                }
+                _ => {
+                    return Err(invalid(
+                        format!("{key}.rpc_user"),
+                        "rpc_user and rpc_password go together",
+                    ))
+                }
+            };
+            let endpoint =
+                Endpoint::parse(&n.url, auth).map_err(|e| invalid(format!("{key}.url"), e))?;
+            if let Some(z) = &n.zmq_hashblock {
+                crate::node::zmq::parse_endpoint(z)
+                    .map_err(|e| invalid(format!("{key}.zmq_hashblock"), e.to_string()))?;
+            }
+            nodes.push(NodeSettings {
+                key,
+                endpoint,
+                zmq_hashblock: n.zmq_hashblock.clone(),
+                priority: n.priority,
+            });
+        }
+        nodes.sort_by_key(|n| n.priority);
+        Ok(nodes)
+    }
+
+    fn node_policy(&self) -> Result<NodePolicy, ConfigError> {
+        let j = &self.jobs;
+        if j.poll_interval_ms == 0 {
+            return Err(invalid("jobs.poll_interval_ms", "must be at least 1"));
+        }
+        if j.submit_attempts == 0 {
+            return Err(invalid("jobs.submit_attempts", "must be at least 1"));
+        }
+        let ms = |key: &str, v: f64| secs_to_ms(key, v).map(Duration::from_millis);
+        Ok(NodePolicy {
+            refresh: ms("jobs.refresh_interval_secs", j.refresh_interval_secs)?,
+            poll_interval: Duration::from_millis(j.poll_interval_ms),
+            zmq_check_interval: ms("jobs.zmq_check_interval_secs", j.zmq_check_interval_secs)?,
+            retry_interval: ms("jobs.node_retry_secs", j.node_retry_secs)?,
+            rpc_timeout: ms("jobs.rpc_timeout_secs", j.rpc_timeout_secs)?,
+            submit_attempts: j.submit_attempts,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod hash;
 pub mod hex;
 pub mod metrics;
+pub mod node;
 pub mod proxy;
 pub mod server;
 pub mod session;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sluice::config::{FileConfig, ListenerSection};
+use sluice::config::{FileConfig, ListenerSection, NodeSection};
 
 #[derive(Parser)]
 #[command(
@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pool in one process: the engine and, as its job source, the embedded simulated chain.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check or print configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -71,6 +71,14 @@ struct RunArgs {
     /// Lowest share difficulty on the --listen listeners.
     #[arg(long)]
     min_difficulty: Option<f64>,
+    /// A bitcoind-compatible node to mine on instead of the simulated chain:
+    /// `http://user:password@host:port`; repeat for several, best first (replaces the file's nodes).
+    #[arg(long = "node", value_name = "URL")]
+    nodes: Vec<String>,
+    /// The ZMQ `hashblock` publisher of the --node at the same position (`tcp://host:port`);
+    /// without it that node is polled with getbestblockhash.
+    #[arg(long = "zmq", value_name = "ENDPOINT")]
+    zmq: Vec<String>,
     /// Simulated chain: the network difficulty (a share this hard is a block).
     #[arg(long)]
     network_difficulty: Option<f64>,
@@ -114,7 +122,7 @@ fn main() -> ExitCode {
             eprintln!("sluice: this role needs the Redis control plane, which is not built yet; use `sluice run`");
             ExitCode::from(2)
         }
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
     }
 }
 
@@ -164,6 +172,19 @@ fn apply_flags(config: &mut FileConfig, args: &RunArgs) {
     if args.no_vardiff {
         config.vardiff.enabled = false;
     }
+    if !args.nodes.is_empty() {
+        config.nodes = args
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, url)| NodeSection {
+                url: url.clone(),
+                zmq_hashblock: args.zmq.get(i).cloned(),
+                priority: i as u32,
+                ..NodeSection::default()
+            })
+            .collect();
+    }
 }
 
 /// Blocks SIGINT and SIGTERM in this thread and every thread it starts, so `wait_for_signal` can
@@ -207,6 +228,10 @@ fn run(args: RunArgs) -> ExitCode {
         },
         None => FileConfig::default(),
     };
+    if args.zmq.len() > args.nodes.len() {
+        eprintln!("sluice: each --zmq belongs to the --node at the same position: give a --node for every --zmq");
+        return ExitCode::FAILURE;
+    }
     apply_flags(&mut config, &args);
     let settings = match config.settings() {
         Ok(s) => s,
@@ -222,13 +247,18 @@ fn run(args: RunArgs) -> ExitCode {
     let engine = match sluice::server::Engine::start(settings) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("sluice: cannot start the engine: {e}");
+            eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
         }
     };
     let admin_addr: Option<SocketAddr> = match admin {
         None => None,
-        Some(a) => match sluice::admin::start(a, engine.metrics.clone(), engine.feed.clone()) {
+        Some(a) => match sluice::admin::start(
+            a,
+            engine.metrics.clone(),
+            engine.feed.clone(),
+            engine.source_status.clone(),
+        ) {
             Ok(bound) => Some(bound),
             Err(e) => {
                 eprintln!("sluice: cannot bind the admin listener {a}: {e}");

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod miner;
+pub mod node;
 
 use std::path::PathBuf;
 

@@ -23,6 +23,7 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::session::BlockFound;
 use feed::JobFeed;
+use jobmanager::SourceStatus;
 use limits::ConnectionLimits;
 
 /// Found blocks waiting for the job source: far more than can ever be pending at once.
@@ -69,6 +70,8 @@ pub struct Engine {
     pub addresses: Vec<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub feed: Arc<JobFeed>,
+    /// Node health and recent blocks, for `/status`.
+    pub source_status: Arc<SourceStatus>,
     shutdown: watch::Sender<bool>,
     cores: Vec<JoinHandle<()>>,
     jobmanager: Option<JoinHandle<()>>,
@@ -84,9 +87,20 @@ fn listener_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the engine: {0}")]
+    Io(#[from] std::io::Error),
+    /// Every node's problem, each naming the key to fix.
+    #[error("{0}")]
+    Nodes(String),
+}
+
 impl Engine {
-    /// Binds the listeners, starts the embedded simulated chain and the cores.
-    pub fn start(mut settings: Settings) -> std::io::Result<Engine> {
+    /// Checks the nodes (or starts the embedded simulated chain), publishes the first job, binds
+    /// the listeners and starts the cores.
+    pub fn start(mut settings: Settings) -> Result<Engine, StartError> {
         // Connections past the open-file limit would wait in the listen backlog instead of being
         // refused: keep the connection limit under it.
         if let Some(files) = open_file_limit() {
@@ -120,21 +134,39 @@ impl Engine {
 
         let metrics = Arc::new(Metrics::new(threads));
         let feed = Arc::new(JobFeed::new(threads, settings.job_history));
+        let source_status = Arc::new(SourceStatus::default());
         let (blocks_tx, blocks_rx) = crossbeam_channel::bounded(BLOCK_QUEUE);
-        let manager = jobmanager::SimulatedJobManager::new(
-            settings.simulated_chain,
-            settings.coinbase.clone(),
-            Duration::from_millis(settings.refresh_interval_ms),
-            Arc::clone(&feed),
-            Arc::clone(&metrics),
-        );
-        // Work exists before the first miner connects.
-        manager.publish(true);
         let stop_jobmanager = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&stop_jobmanager);
-        let jobmanager = std::thread::Builder::new()
-            .name("sluice-jobs".into())
-            .spawn(move || manager.run(blocks_rx, stop))?;
+        // Work exists before the first miner connects: both sources publish before returning.
+        let jobmanager = if settings.nodes.is_empty() {
+            let manager = jobmanager::simulated::SimulatedJobManager::new(
+                settings.simulated_chain,
+                settings.coinbase.clone(),
+                Duration::from_millis(settings.refresh_interval_ms),
+                Arc::clone(&feed),
+                Arc::clone(&metrics),
+                Arc::clone(&source_status),
+            );
+            manager.publish(true);
+            std::thread::Builder::new()
+                .name("sluice-jobs".into())
+                .spawn(move || manager.run(blocks_rx, stop))?
+        } else {
+            let manager = jobmanager::nodes::NodeJobManager::connect(
+                settings.nodes.clone(),
+                settings.network,
+                settings.coinbase.clone(),
+                settings.node_policy,
+                Arc::clone(&feed),
+                Arc::clone(&metrics),
+                Arc::clone(&source_status),
+            )
+            .map_err(StartError::Nodes)?;
+            std::thread::Builder::new()
+                .name("sluice-jobs".into())
+                .spawn(move || manager.run(blocks_rx, stop))?
+        };
 
         let shared = Arc::new(Shared {
             limits: ConnectionLimits::new(
@@ -167,6 +199,7 @@ impl Engine {
             addresses,
             metrics,
             feed,
+            source_status,
             shutdown,
             cores,
             jobmanager: Some(jobmanager),

@@ -11,7 +11,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::chain::CoinbaseConfig;
 use crate::metrics::Metrics;
+use crate::node::client::SubmitResult;
 use crate::server::feed::JobFeed;
+use crate::server::jobmanager::{BlockRecord, SourceStatus};
 use crate::server::now_ms;
 use crate::session::BlockFound;
 use crate::source::simulated::{SimulatedChain, SimulatedChainConfig};
@@ -22,7 +24,11 @@ pub struct SimulatedJobManager {
     pub refresh: Duration,
     pub feed: Arc<JobFeed>,
     pub metrics: Arc<Metrics>,
+    pub status: Arc<SourceStatus>,
 }
+
+/// How the block log names the simulated chain.
+const SIMULATED_NODE: &str = "simulated chain";
 
 fn now_secs() -> u64 {
     now_ms() / 1000
@@ -35,6 +41,7 @@ impl SimulatedJobManager {
         refresh: Duration,
         feed: Arc<JobFeed>,
         metrics: Arc<Metrics>,
+        status: Arc<SourceStatus>,
     ) -> SimulatedJobManager {
         SimulatedJobManager {
             chain: SimulatedChain::new(config, now_secs()),
@@ -42,6 +49,7 @@ impl SimulatedJobManager {
             refresh,
             feed,
             metrics,
+            status,
         }
     }
 
@@ -73,7 +81,21 @@ impl SimulatedJobManager {
             match blocks.recv_timeout(wait) {
                 Ok(block) => {
                     let raw = block.assemble();
-                    match self.chain.submit_block(&raw, now_secs()) {
+                    let outcome = self.chain.submit_block(&raw, now_secs());
+                    self.status.record_block(BlockRecord {
+                        hash: block.hash.to_string(),
+                        height: block.job.height,
+                        worker: block.worker.to_string(),
+                        found_ms: now_ms(),
+                        results: vec![(
+                            SIMULATED_NODE.to_owned(),
+                            match &outcome {
+                                Ok(_) => SubmitResult::Accepted,
+                                Err(reason) => SubmitResult::Rejected(reason.to_string()),
+                            },
+                        )],
+                    });
+                    match outcome {
                         Ok(accepted) => {
                             self.metrics.blocks_accepted.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(height = accepted.height, hash = %block.hash, worker = %block.worker, "block accepted by the simulated chain");

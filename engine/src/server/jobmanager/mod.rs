@@ -1,0 +1,149 @@
+//! The job source of a running engine, on threads of its own: where jobs come from and where found
+//! blocks go.
+//!
+//! - [`simulated`]: the embedded simulated chain of `sluice run` with no node;
+//! - [`nodes`]: real bitcoind-compatible nodes: templates from the best healthy node, new blocks by
+//!   ZMQ or polling, failover and return;
+//! - [`submit`]: a found block goes to every node at once, retried, with one outcome per node.
+//!
+//! Both sources publish into the [`JobFeed`](crate::server::feed::JobFeed) and report into a
+//! [`SourceStatus`], which `/status` shows: node health and the recent blocks with their outcomes.
+
+pub mod nodes;
+pub mod simulated;
+pub mod submit;
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use crate::node::client::SubmitResult;
+
+/// Found blocks kept for `/status`, newest last.
+pub const RECENT_BLOCKS: usize = 32;
+
+/// A found block and what each node made of it.
+#[derive(Debug, Clone)]
+pub struct BlockRecord {
+    /// As nodes print it.
+    pub hash: String,
+    pub height: u64,
+    pub worker: String,
+    pub found_ms: u64,
+    /// One entry per node: its name and its answer.
+    pub results: Vec<(String, SubmitResult)>,
+}
+
+impl BlockRecord {
+    /// Some node took it (or already had it).
+    pub fn accepted(&self) -> bool {
+        self.results
+            .iter()
+            .any(|(_, r)| matches!(r, SubmitResult::Accepted | SubmitResult::Duplicate))
+    }
+}
+
+/// How one node stands, as `/status` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStatus {
+    pub name: String,
+    pub healthy: bool,
+    /// Templates come from this node.
+    pub source: bool,
+    /// `None` without a ZMQ endpoint; else whether the subscription is up.
+    pub zmq_live: Option<bool>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    nodes: Vec<NodeStatus>,
+    blocks: VecDeque<BlockRecord>,
+    template_source_switches: u64,
+}
+
+/// What the job source reports; written by its threads, read by `/status`.
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    inner: Mutex<Inner>,
+}
+
+impl SourceStatus {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take the status page down with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_nodes(&self, nodes: Vec<NodeStatus>) {
+        self.lock().nodes = nodes;
+    }
+
+    pub fn count_switch(&self) {
+        self.lock().template_source_switches += 1;
+    }
+
+    pub fn record_block(&self, record: BlockRecord) {
+        let mut inner = self.lock();
+        if inner.blocks.len() == RECENT_BLOCKS {
+            inner.blocks.pop_front();
+        }
+        inner.blocks.push_back(record);
+    }
+
+    pub fn recent_blocks(&self) -> Vec<BlockRecord> {
+        self.lock().blocks.iter().cloned().collect()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let inner = self.lock();
+        let nodes: Vec<_> = inner
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({"name": n.name, "healthy": n.healthy, "source": n.source,
+                    "zmq_live": n.zmq_live, "last_error": n.last_error})
+            })
+            .collect();
+        let blocks: Vec<_> = inner
+            .blocks
+            .iter()
+            .map(|b| {
+                let results: Vec<_> = b
+                    .results
+                    .iter()
+                    .map(|(node, r)| {
+                        serde_json::json!({"node": node, "result": r.kind(), "reason": r.reason()})
+                    })
+                    .collect();
+                serde_json::json!({"hash": b.hash, "height": b.height, "worker": b.worker,
+                    "found_ms": b.found_ms, "accepted": b.accepted(), "results": results})
+            })
+            .collect();
+        serde_json::json!({"nodes": nodes, "template_source_switches": inner.template_source_switches,
+            "recent_blocks": blocks})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_log_keeps_the_newest_blocks_up_to_its_bound() {
+        let status = SourceStatus::default();
+        for height in 0..(RECENT_BLOCKS as u64 + 5) {
+            status.record_block(BlockRecord {
+                hash: format!("{height:064x}"),
+                height,
+                worker: "w".into(),
+                found_ms: 0,
+                results: vec![("n".into(), SubmitResult::Accepted)],
+            });
+        }
+        let blocks = status.recent_blocks();
+        assert_eq!(blocks.len(), RECENT_BLOCKS);
+        assert_eq!(blocks[0].height, 5);
+        assert_eq!(blocks.last().unwrap().height, RECENT_BLOCKS as u64 + 4);
+        let json = status.to_json();
+        assert_eq!(json["recent_blocks"][0]["results"][0]["result"], "accepted");
+    }
+}
