@@ -393,3 +393,93 @@ fn start_up_errors_name_the_key_to_fix() {
     let err = refused_start(&cookie);
     assert!(err.contains("nodes[0].rpc_cookie_file"), "{err}");
 }
+
+#[test]
+fn sluice_run_takes_nodes_from_the_command_line() {
+    let (node1, node2) = start_pair(true);
+    let payout = node1.cli_ok(&["getnewaddress"]);
+    let url = |n: &RegtestNode| {
+        n.rpc_url()
+            .replace("http://", &format!("http://{}:{}@", n.user(), n.password()))
+    };
+    let (url1, url2) = (url(&node1), url(&node2));
+    let zmq = node1.zmq_endpoint().unwrap();
+    let engine = EngineProcess::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--payout-address",
+        payout.as_str().unwrap(),
+        "--node",
+        &url1,
+        "--zmq",
+        &zmq,
+        "--node",
+        &url2,
+    ]);
+    let mut miner = miner_on(&engine);
+    assert_eq!(work_prev(&miner), best(&node1));
+    let status = engine.status();
+    let nodes = status["job_source"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{status}");
+    assert_eq!(nodes[0]["source"], true);
+    assert!(
+        !nodes[0]["name"]
+            .as_str()
+            .unwrap()
+            .contains(node1.password()),
+        "credentials stay out of /status"
+    );
+    eventually(Duration::from_secs(5), || {
+        (engine.status()["job_source"]["nodes"][0]["zmq_live"] == true).then_some(())
+    })
+    .expect("--zmq pairs with the first --node");
+    let (hash, _) = mine_outside(&node2);
+    assert!(clean_work_on(&mut miner, &hash, Duration::from_secs(2)).is_some());
+}
+
+#[test]
+fn a_stale_share_that_is_a_block_still_goes_to_every_node() {
+    let (node1, node2) = start_pair(true);
+    let payout = node1.cli_ok(&["getnewaddress"]);
+    let engine = EngineProcess::start_with_config(
+        &config(
+            payout.as_str().unwrap(),
+            &[(&node1, true), (&node2, false)],
+            "",
+        ),
+        &[],
+    );
+    let mut miner = miner_on(&engine);
+    let share = miner.find_share(miner.difficulty, true, None);
+    // The network moves on before the miner submits.
+    let (tip, _) = mine_outside(&node2);
+    assert!(clean_work_on(&mut miner, &tip, Duration::from_secs(2)).is_some());
+    let reply = miner.submit(&share);
+    assert_eq!(support::miner::error_code(&reply), 21, "stale: {reply}");
+    let hash = share.hash.to_string();
+    let results = eventually(Duration::from_secs(10), || {
+        submitted_block_results(&engine, &hash)
+    })
+    .expect("the stale block is submitted all the same");
+    // A valid block that does not extend the best chain: each node keeps it on a side branch and
+    // says so, and the reason is on record per node.
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_eq!(r["result"], "rejected", "{results:?}");
+        assert_eq!(r["reason"], "inconclusive", "{results:?}");
+    }
+    let tips = node1.cli_ok(&["getchaintips"]);
+    let side = tips
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["hash"] == hash.as_str())
+        .unwrap_or_else(|| panic!("our block is a side branch of the node: {tips}"));
+    assert_eq!(side["height"], 102);
+    assert_eq!(best(&node1), tip);
+}

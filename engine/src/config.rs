@@ -740,5 +740,36 @@ mod tests {
         assert!(bad("[limits]\nmax_line_length = 0\n").starts_with("limits.max_line_length:"));
         assert!(bad("[pool]\ncoinbase_tag = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\n")
             .starts_with("pool.coinbase_tag:"));
+        assert!(bad("[[nodes]]\nurl = \"node:8332\"\n").starts_with("nodes[0].url:"));
+        assert!(bad("[[nodes]]\nurl = \"http://n:1\"\nrpc_user = \"u\"\n")
+            .starts_with("nodes[0].rpc_user:"));
+        assert!(bad(
+            "[[nodes]]\nurl = \"http://n:1\"\nrpc_user = \"u\"\nrpc_password = \"p\"\nrpc_cookie_file = \"/c\"\n"
+        )
+        .starts_with("nodes[0].rpc_cookie_file:"));
+        assert!(
+            bad("[[nodes]]\nurl = \"http://n:1\"\n[[nodes]]\nurl = \"http://n:2\"\nzmq_hashblock = \"udp://x\"\n")
+                .starts_with("nodes[1].zmq_hashblock:")
+        );
+        assert!(bad("[jobs]\npoll_interval_ms = 0\n").starts_with("jobs.poll_interval_ms:"));
+        assert!(bad("[jobs]\nsubmit_attempts = 0\n").starts_with("jobs.submit_attempts:"));
+    }
+
+    #[test]
+    fn nodes_are_ordered_by_priority_then_file_order() {
+        let config = FileConfig::from_toml(
+            "[[nodes]]\nurl = \"http://a:1\"\npriority = 2\n[[nodes]]\nurl = \"http://u:p@b:1\"\npriority = 1\n[[nodes]]\nurl = \"http://c:1\"\npriority = 2\n",
+        )
+        .unwrap();
+        let nodes = config.settings().unwrap().nodes;
+        let order: Vec<_> = nodes.iter().map(|n| n.key.as_str()).collect();
+        assert_eq!(order, ["nodes[1]", "nodes[0]", "nodes[2]"]);
+        assert_eq!(
+            nodes[0].endpoint.auth,
+            Auth::UserPassword {
+                user: "u".into(),
+                password: "p".into()
+            }
+        );
     }
 }

@@ -99,8 +99,13 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => {
             match FileConfig::load(&file).and_then(|c| c.settings()) {
                 Ok(s) => {
+                    let source = if s.nodes.is_empty() {
+                        "the simulated chain".to_owned()
+                    } else {
+                        format!("{} node(s), not contacted by this check", s.nodes.len())
+                    };
                     println!(
-                        "{}: ok ({} listener(s), network {}, {} engine thread(s))",
+                        "{}: ok ({} listener(s), network {}, {} engine thread(s), jobs from {source})",
                         file.display(),
                         s.listeners.len(),
                         s.network,

@@ -216,6 +216,7 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::rpc::scripted;
 
     #[test]
     fn submitblock_answers_are_classified() {
@@ -232,6 +233,64 @@ mod tests {
         assert_eq!(
             (r.kind(), r.reason()),
             ("rejected", Some("bad-txnmrklroot"))
+        );
+    }
+
+    fn node_at(addr: &str) -> Node {
+        Node::new(
+            NodeSettings {
+                key: "nodes[0]".into(),
+                endpoint: Endpoint::parse(&format!("http://{addr}"), Auth::None).unwrap(),
+                zmq_hashblock: None,
+                priority: 0,
+            },
+            Duration::from_secs(5),
+        )
+    }
+
+    fn chain_info(chain: &str, ibd: bool) -> String {
+        format!(
+            r#"{{"result":{{"chain":"{chain}","blocks":100,"headers":900000,"initialblockdownload":{ibd},"bestblockhash":"00"}},"error":null,"id":1}}"#
+        )
+    }
+
+    #[test]
+    fn a_node_in_initial_block_download_is_a_problem_that_may_clear() {
+        // The regtest node of the tests never reports initial block download: a scripted node does.
+        let (addr, _peer) = scripted::serve(vec![scripted::http(200, &chain_info("main", true))]);
+        let problem = node_at(&addr).check(Network::Bitcoin).unwrap_err();
+        assert!(!problem.fatal);
+        assert!(
+            problem.message.starts_with("nodes[0]: ")
+                && problem
+                    .message
+                    .contains("initial block download (block 100 of 900000)"),
+            "{problem}"
+        );
+        // GBT's own "still downloading" error says the same.
+        let (addr, _peer) = scripted::serve(vec![
+            scripted::http(200, &chain_info("main", false)),
+            scripted::http(
+                500,
+                r#"{"result":null,"error":{"code":-10,"message":"Bitcoin is downloading blocks..."},"id":2}"#,
+            ),
+        ]);
+        let problem = node_at(&addr).check(Network::Bitcoin).unwrap_err();
+        assert!(!problem.fatal);
+        assert!(
+            problem.message.contains("initial block download"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn a_node_on_another_chain_is_fatal_and_names_pool_network() {
+        let (addr, _peer) = scripted::serve(vec![scripted::http(200, &chain_info("test", false))]);
+        let problem = node_at(&addr).check(Network::Bitcoin).unwrap_err();
+        assert!(problem.fatal);
+        assert!(
+            problem.message.contains("\"test\"") && problem.message.contains("pool.network"),
+            "{problem}"
         );
     }
 

@@ -333,6 +333,11 @@ impl NodeJobManager {
                     {
                         tracing::debug!(%hash, "hashblock");
                         self.publish();
+                        if self.published_prev.as_deref() != Some(hash.as_str()) {
+                            // The template did not build on the announced block yet (or the
+                            // node failed): poll at the fast rate until it does.
+                            self.next_poll = Instant::now() + self.policy.poll_interval;
+                        }
                     }
                 }
             },
