@@ -67,11 +67,31 @@ listen = "127.0.0.1:0"
     toml
 }
 
+/// Sluice on `node1` (with its ZMQ publisher when it has one) then `node2`, paying an address of
+/// `node1`'s wallet; the engine and that address.
+fn sluice_on(node1: &RegtestNode, node2: &RegtestNode, jobs: &str) -> (EngineProcess, String) {
+    let payout = node1.cli_ok(&["getnewaddress"]);
+    let payout = payout.as_str().unwrap().to_owned();
+    let zmq = node1.zmq_endpoint().is_some();
+    let engine = EngineProcess::start_with_config(
+        &config(&payout, &[(node1, zmq), (node2, false)], jobs),
+        &[],
+    );
+    (engine, payout)
+}
+
 fn miner_on(engine: &EngineProcess) -> Miner {
     let mut miner = Miner::connect(engine.addr());
     // The handshake waits for the first job.
     miner.handshake();
     miner
+}
+
+/// Waits for the first node's ZMQ subscription to be up.
+fn zmq_live(engine: &EngineProcess) -> Option<()> {
+    eventually(Duration::from_secs(5), || {
+        (engine.status()["job_source"]["nodes"][0]["zmq_live"] == true).then_some(())
+    })
 }
 
 /// The previous block of the miner's current work, as nodes print it.
@@ -110,12 +130,8 @@ fn submitted_block_results(engine: &EngineProcess, hash: &str) -> Option<Vec<Val
 #[test]
 fn a_share_at_the_network_target_becomes_the_nodes_best_block() {
     let (node1, node2) = start_pair(true);
-    let payout = node1.cli_ok(&["getnewaddress"]);
-    let payout = payout.as_str().unwrap();
-    let engine = EngineProcess::start_with_config(
-        &config(payout, &[(&node1, true), (&node2, false)], ""),
-        &[],
-    );
+    let (engine, payout) = sluice_on(&node1, &node2, "");
+    let payout = payout.as_str();
     let mut miner = miner_on(&engine);
     let tip = best(&node1);
     assert_eq!(work_prev(&miner), tip, "the work builds on the node's tip");
@@ -177,21 +193,14 @@ fn mine_outside(node: &RegtestNode) -> (String, Instant) {
 #[test]
 fn a_block_mined_elsewhere_reaches_miners_within_a_second_by_zmq() {
     let (node1, node2) = start_pair(true);
-    let payout = node1.cli_ok(&["getnewaddress"]);
     // Polling is all but off, so only ZMQ can deliver within the second.
-    let engine = EngineProcess::start_with_config(
-        &config(
-            payout.as_str().unwrap(),
-            &[(&node1, true), (&node2, false)],
-            "poll_interval_ms = 60000\nzmq_check_interval_secs = 60\n",
-        ),
-        &[],
+    let (engine, _) = sluice_on(
+        &node1,
+        &node2,
+        "poll_interval_ms = 60000\nzmq_check_interval_secs = 60\n",
     );
     let mut miner = miner_on(&engine);
-    eventually(Duration::from_secs(5), || {
-        (engine.status()["job_source"]["nodes"][0]["zmq_live"] == true).then_some(())
-    })
-    .expect("the ZMQ subscription comes up");
+    zmq_live(&engine).expect("the ZMQ subscription comes up");
 
     let mut latencies = Vec::new();
     for _ in 0..5 {
@@ -216,15 +225,11 @@ fn a_block_mined_elsewhere_reaches_miners_within_a_second_by_zmq() {
 #[test]
 fn with_zmq_off_polling_finds_a_new_block_within_the_poll_interval() {
     let (node1, node2) = start_pair(false);
-    let payout = node1.cli_ok(&["getnewaddress"]);
     let poll = Duration::from_millis(200);
-    let engine = EngineProcess::start_with_config(
-        &config(
-            payout.as_str().unwrap(),
-            &[(&node1, false), (&node2, false)],
-            &format!("poll_interval_ms = {}\n", poll.as_millis()),
-        ),
-        &[],
+    let (engine, _) = sluice_on(
+        &node1,
+        &node2,
+        &format!("poll_interval_ms = {}\n", poll.as_millis()),
     );
     let mut miner = miner_on(&engine);
     let mut latencies = Vec::new();
@@ -434,10 +439,7 @@ fn sluice_run_takes_nodes_from_the_command_line() {
             .contains(node1.password()),
         "credentials stay out of /status"
     );
-    eventually(Duration::from_secs(5), || {
-        (engine.status()["job_source"]["nodes"][0]["zmq_live"] == true).then_some(())
-    })
-    .expect("--zmq pairs with the first --node");
+    zmq_live(&engine).expect("--zmq pairs with the first --node");
     let (hash, _) = mine_outside(&node2);
     assert!(clean_work_on(&mut miner, &hash, Duration::from_secs(2)).is_some());
 }
@@ -445,15 +447,7 @@ fn sluice_run_takes_nodes_from_the_command_line() {
 #[test]
 fn a_stale_share_that_is_a_block_still_goes_to_every_node() {
     let (node1, node2) = start_pair(true);
-    let payout = node1.cli_ok(&["getnewaddress"]);
-    let engine = EngineProcess::start_with_config(
-        &config(
-            payout.as_str().unwrap(),
-            &[(&node1, true), (&node2, false)],
-            "",
-        ),
-        &[],
-    );
+    let (engine, _) = sluice_on(&node1, &node2, "");
     let mut miner = miner_on(&engine);
     let share = miner.find_share(miner.difficulty, true, None);
     // The network moves on before the miner submits.
