@@ -110,7 +110,6 @@ impl NodeJobManager {
         nodes.sort_by_key(|n| n.priority);
         let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
         let now = Instant::now();
-        let mut problems = Vec::new();
         let mut slots = Vec::new();
         for settings in nodes {
             let zmq_live = settings.zmq_hashblock.as_ref().map(|_| false);
@@ -123,7 +122,6 @@ impl NodeJobManager {
                 Err(problem) if problem.fatal => return Err(problem.message),
                 Err(problem) => {
                     tracing::warn!(node = %node.settings.name(), "{problem}");
-                    problems.push(problem.message.clone());
                     (false, Some(problem.message))
                 }
             };
@@ -153,6 +151,12 @@ impl NodeJobManager {
         };
         manager.source = manager.best_healthy();
         if manager.source.is_none() || !manager.publish() {
+            // Every node's own problem, including a template that failed after its check passed.
+            let problems: Vec<&str> = manager
+                .slots
+                .iter()
+                .filter_map(|s| s.last_error.as_deref())
+                .collect();
             return Err(format!(
                 "no node can give work:\n  {}",
                 if problems.is_empty() {
