@@ -36,6 +36,7 @@ pub struct FileConfig {
     pub simulated_chain: SimulatedChainSection,
     /// Real nodes; none means the simulated chain.
     pub nodes: Vec<NodeSection>,
+    pub redis: RedisSection,
     pub admin: AdminSection,
     pub statsd: StatsdSection,
 }
@@ -51,6 +52,7 @@ impl Default for FileConfig {
             jobs: JobsSection::default(),
             simulated_chain: SimulatedChainSection::default(),
             nodes: Vec::new(),
+            redis: RedisSection::default(),
             admin: AdminSection::default(),
             statsd: StatsdSection::default(),
         }
@@ -271,6 +273,76 @@ impl Default for SimulatedChainSection {
             block_interval_secs: d.block_interval_secs,
             transactions: d.transactions,
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// The control plane of `sluice jobmanager` and `sluice stratum` (`redis://host:port`); unused
+    /// by `sluice run`.
+    pub url: Option<String>,
+    /// Every key starts with this; fleets sharing one Redis use different prefixes.
+    pub prefix: String,
+    /// This process's id in the fleet; unset, `ROLE-HOST-PID`.
+    pub id: Option<String>,
+    /// A service disappears from the registry this long after its last heartbeat.
+    pub service_ttl_secs: f64,
+    /// The jobmanager lease: a standby leads at most this long (and a quarter) after the leader died.
+    pub lease_secs: f64,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        RedisSection {
+            url: None,
+            prefix: "sluice".into(),
+            id: None,
+            service_ttl_secs: 10.0,
+            lease_secs: 2.0,
+        }
+    }
+}
+
+impl FileConfig {
+    /// The plane settings for a role, with the URL the flag gave or the file's.
+    pub fn plane(&self, role: &str) -> Result<crate::plane::PlaneSettings, ConfigError> {
+        let r = &self.redis;
+        let url = r.url.clone().ok_or_else(|| {
+            invalid(
+                "redis.url",
+                format!(
+                    "`sluice {role}` needs Redis: give --redis redis://HOST:PORT or set redis.url"
+                ),
+            )
+        })?;
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "redis.url",
+                format!("{url:?} is not a Redis URL: use redis://HOST:PORT"),
+            ));
+        }
+        if r.prefix.is_empty() || r.prefix.contains([' ', '\n']) {
+            return Err(invalid("redis.prefix", "must be a non-empty word"));
+        }
+        let service_ttl = secs_to_ms("redis.service_ttl_secs", r.service_ttl_secs)?;
+        let lease = secs_to_ms("redis.lease_secs", r.lease_secs)?;
+        if lease < 200 {
+            return Err(invalid("redis.lease_secs", "must be at least 0.2"));
+        }
+        Ok(crate::plane::PlaneSettings {
+            url,
+            prefix: r.prefix.clone(),
+            id: r
+                .id
+                .clone()
+                .unwrap_or_else(|| crate::plane::default_id(role)),
+            service_ttl: Duration::from_millis(service_ttl),
+            lease: Duration::from_millis(lease),
+        })
     }
 }
 

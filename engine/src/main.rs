@@ -27,10 +27,26 @@ enum Command {
     /// Check or print configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// The share-validating engine of a fleet, fed through Redis (not built yet: issue 5).
-    Stratum,
-    /// The fleet's job source on real nodes, publishing through Redis (not built yet: issues 4 and 5).
-    Jobmanager,
+    /// The share-validating engine of a fleet: jobs from Redis, found blocks to Redis.
+    Stratum(Box<RoleArgs>),
+    /// The fleet's job source (nodes, or the simulated chain): publishes jobs through Redis while
+    /// it holds the lease, submits the fleet's found blocks.
+    Jobmanager(Box<RoleArgs>),
+}
+
+#[derive(clap::Args)]
+struct RoleArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// The Redis control plane, e.g. redis://127.0.0.1:6379 (or redis.url in the file).
+    #[arg(long, env = "SLUICE_REDIS")]
+    redis: Option<String>,
+    /// Key prefix in Redis (or redis.prefix).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// This process's id in the fleet (or redis.id; default ROLE-HOST-PID).
+    #[arg(long)]
+    id: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -123,11 +139,9 @@ fn main() -> ExitCode {
             print!("{}", include_str!("../../sluice.example.toml"));
             ExitCode::SUCCESS
         }
-        Command::Stratum | Command::Jobmanager => {
-            eprintln!("sluice: this role needs the Redis control plane, which is not built yet; use `sluice run`");
-            ExitCode::from(2)
-        }
         Command::Run(args) => run(*args),
+        Command::Stratum(args) => role("stratum", *args),
+        Command::Jobmanager(args) => role("jobmanager", *args),
     }
 }
 
@@ -215,7 +229,7 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     signal
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -223,27 +237,131 @@ fn run(args: RunArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// The configuration file (or the defaults) with the flags applied; the error is printed.
+fn load_config(args: &RunArgs) -> Result<FileConfig, ExitCode> {
     let mut config = match &args.config {
         Some(path) => match FileConfig::load(path) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
-                return ExitCode::FAILURE;
+                return Err(ExitCode::FAILURE);
             }
         },
         None => FileConfig::default(),
     };
     if args.zmq.len() > args.nodes.len() {
         eprintln!("sluice: each --zmq belongs to the --node at the same position: give a --node for every --zmq");
-        return ExitCode::FAILURE;
+        return Err(ExitCode::FAILURE);
     }
-    apply_flags(&mut config, &args);
-    let settings = match config.settings() {
+    apply_flags(&mut config, args);
+    Ok(config)
+}
+
+fn settings_of(config: &FileConfig) -> Result<sluice::config::Settings, ExitCode> {
+    config.settings().map_err(|e| {
+        eprintln!("sluice: configuration: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `sluice stratum` and `sluice jobmanager`.
+fn role(name: &str, args: RoleArgs) -> ExitCode {
+    init_logging();
+    let mut config = match load_config(&args.run) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(url) = args.redis {
+        config.redis.url = Some(url);
+    }
+    if let Some(p) = args.prefix {
+        config.redis.prefix = p;
+    }
+    if let Some(id) = args.id {
+        config.redis.id = Some(id);
+    }
+    let settings = match settings_of(&config) {
         Ok(s) => s,
+        Err(code) => return code,
+    };
+    let plane = match config.plane(name) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("sluice: configuration: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let signals = block_signals();
+    let admin = settings.admin;
+    if name == "jobmanager" {
+        let jm = match sluice::roles::Jobmanager::start(settings, plane) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("sluice ready jobmanager id={}", jm.id);
+        let signal = wait_for_signal(&signals);
+        tracing::info!(signal, "shutting down: giving up the lease");
+        jm.shutdown();
+    } else {
+        let stratum = match sluice::roles::Stratum::start(settings, plane) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let admin_addr = match admin {
+            None => None,
+            Some(a) => match sluice::admin::start(
+                a,
+                stratum.engine.metrics.clone(),
+                stratum.engine.feed.clone(),
+                stratum.engine.source_status.clone(),
+            ) {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    eprintln!("sluice: cannot bind the admin listener {a}: {e}");
+                    stratum.shutdown();
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        let addrs: Vec<String> = stratum
+            .engine
+            .addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        println!(
+            "sluice ready stratum={} admin={} id={}",
+            addrs.join(","),
+            admin_addr.map_or("off".to_owned(), |a| a.to_string()),
+            stratum.id
+        );
+        let signal = wait_for_signal(&signals);
+        tracing::info!(
+            signal,
+            "shutting down: sending client.reconnect to every miner"
+        );
+        stratum.shutdown();
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging();
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let settings = match settings_of(&config) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let signals = block_signals();
     let admin = settings.admin;

@@ -75,6 +75,8 @@ pub struct Metrics {
     pub blocks_accepted: AtomicU64,
     pub blocks_rejected: AtomicU64,
     pub jobs_published: AtomicU64,
+    /// Jobs from Redis refused: a fencing token below the highest seen, or a malformed message.
+    pub jobs_refused: AtomicU64,
     pub closed: [AtomicU64; CLOSE_REASONS.len()],
     pub started: Instant,
     /// (seconds since start, total accepted difficulty) samples for the hashrate estimate.
@@ -91,6 +93,7 @@ impl Metrics {
             blocks_accepted: AtomicU64::new(0),
             blocks_rejected: AtomicU64::new(0),
             jobs_published: AtomicU64::new(0),
+            jobs_refused: AtomicU64::new(0),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
             started: Instant::now(),
             samples: Mutex::new(Default::default()),
@@ -275,6 +278,12 @@ impl Metrics {
             "counter",
             "Jobs published to the engine.",
             &one(self.jobs_published.load(Relaxed).to_string()),
+        );
+        metric(
+            "sluice_jobs_refused_total",
+            "counter",
+            "Jobs from Redis refused: a stale fencing token or a malformed message.",
+            &one(self.jobs_refused.load(Relaxed).to_string()),
         );
         out
     }

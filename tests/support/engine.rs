@@ -111,9 +111,18 @@ impl EngineProcess {
         Self::spawn(&args, Some(dir))
     }
 
+    /// `sluice ROLE` (`stratum` or `jobmanager`) with these arguments.
+    pub fn start_role(role: &str, args: &[&str]) -> EngineProcess {
+        Self::spawn_command(role, args, None)
+    }
+
     fn spawn(args: &[&str], dir: Option<tempdir::TempDir>) -> EngineProcess {
+        Self::spawn_command("run", args, dir)
+    }
+
+    fn spawn_command(command: &str, args: &[&str], dir: Option<tempdir::TempDir>) -> EngineProcess {
         let mut child = Command::new(sluice_binary())
-            .arg("run")
+            .arg(command)
             .args(args)
             .env("RUST_LOG", "info,sluice=debug")
             .stdout(Stdio::piped())
@@ -142,12 +151,12 @@ impl EngineProcess {
             ready
                 .split_whitespace()
                 .find_map(|f| f.strip_prefix(&format!("{name}=")))
-                .unwrap()
+                .unwrap_or("")
                 .to_owned()
         };
         let stratum = field("stratum")
             .split(',')
-            .map(|a| a.parse().unwrap())
+            .filter_map(|a| a.parse().ok())
             .collect();
         let admin = field("admin").parse().ok();
         EngineProcess {
@@ -192,6 +201,12 @@ impl EngineProcess {
             .trim()
             .parse()
             .unwrap()
+    }
+
+    /// Kills the process outright (SIGKILL): no goodbye, no lease released.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the process to end.

@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod miner;
 pub mod node;
+pub mod redis_server;
 
 use std::path::PathBuf;
 

@@ -13,7 +13,7 @@ use crate::stratum::message;
 use crate::units::{ExtranonceSizes, JobId, Target, TargetError};
 
 /// The parts a job is made of, whether from a template or from a recorded block.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobParts {
     pub height: u64,
     /// The previous block's hash in header (internal) byte order.

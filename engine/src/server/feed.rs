@@ -53,3 +53,18 @@ impl JobFeed {
         Ok(job)
     }
 }
+
+/// Where a job source puts its jobs: the engine's own feed (`sluice run`), or Redis for the fleet
+/// (`sluice jobmanager`).
+pub trait JobSink: Send + Sync {
+    /// Publishes a job of `parts`; `clean` when it is on a new previous block.
+    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), String>;
+}
+
+impl JobSink for JobFeed {
+    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), String> {
+        self.publish(parts, clean)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
@@ -23,7 +23,8 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::session::BlockFound;
 use feed::JobFeed;
-use jobmanager::SourceStatus;
+use feed::JobSink;
+use jobmanager::{CandidateBlock, SourceStatus};
 use limits::ConnectionLimits;
 
 /// Found blocks waiting for the job source: far more than can ever be pending at once.
@@ -74,7 +75,8 @@ pub struct Engine {
     pub source_status: Arc<SourceStatus>,
     shutdown: watch::Sender<bool>,
     cores: Vec<JoinHandle<()>>,
-    jobmanager: Option<JoinHandle<()>>,
+    /// The job source's threads (or, with a plane, the Redis threads).
+    background: Vec<JoinHandle<()>>,
     stop_jobmanager: Arc<AtomicBool>,
 }
 
@@ -95,12 +97,23 @@ pub enum StartError {
     /// Every node's problem, each naming the key to fix.
     #[error("{0}")]
     Nodes(String),
+    #[error("{0}")]
+    Plane(String),
 }
 
 impl Engine {
     /// Checks the nodes (or starts the embedded simulated chain), publishes the first job, binds
     /// the listeners and starts the cores.
-    pub fn start(mut settings: Settings) -> Result<Engine, StartError> {
+    pub fn start(settings: Settings) -> Result<Engine, StartError> {
+        Engine::start_with(settings, None)
+    }
+
+    /// As [`start`](Self::start); with a plane, jobs come from Redis and found blocks go there (the
+    /// `sluice stratum` role) instead of from an embedded job source.
+    pub fn start_with(
+        mut settings: Settings,
+        plane: Option<crate::plane::PlaneSettings>,
+    ) -> Result<Engine, StartError> {
         // Connections past the open-file limit would wait in the listen backlog instead of being
         // refused: keep the connection limit under it.
         if let Some(files) = open_file_limit() {
@@ -135,38 +148,56 @@ impl Engine {
         let metrics = Arc::new(Metrics::new(threads));
         let feed = Arc::new(JobFeed::new(threads, settings.job_history));
         let source_status = Arc::new(SourceStatus::default());
-        let (blocks_tx, blocks_rx) = crossbeam_channel::bounded(BLOCK_QUEUE);
+        let (blocks_tx, blocks_rx) = crossbeam_channel::bounded::<Box<BlockFound>>(BLOCK_QUEUE);
         let stop_jobmanager = Arc::new(AtomicBool::new(false));
-        let stop = Arc::clone(&stop_jobmanager);
-        // Work exists before the first miner connects: both sources publish before returning.
-        let jobmanager = if settings.nodes.is_empty() {
-            let manager = jobmanager::simulated::SimulatedJobManager::new(
-                settings.simulated_chain,
-                settings.coinbase.clone(),
-                Duration::from_millis(settings.refresh_interval_ms),
-                Arc::clone(&feed),
-                Arc::clone(&metrics),
-                Arc::clone(&source_status),
-            );
-            manager.publish(true);
-            std::thread::Builder::new()
-                .name("sluice-jobs".into())
-                .spawn(move || manager.run(blocks_rx, stop))?
-        } else {
-            let manager = jobmanager::nodes::NodeJobManager::connect(
-                settings.nodes.clone(),
-                settings.network,
-                settings.coinbase.clone(),
-                settings.node_policy,
-                Arc::clone(&feed),
-                Arc::clone(&metrics),
-                Arc::clone(&source_status),
-            )
-            .map_err(StartError::Nodes)?;
-            std::thread::Builder::new()
-                .name("sluice-jobs".into())
-                .spawn(move || manager.run(blocks_rx, stop))?
-        };
+        let mut background = Vec::new();
+        match &plane {
+            None => {
+                // Blocks are assembled off the cores, then go to the job source.
+                let (candidates_tx, candidates_rx) = crossbeam_channel::bounded(BLOCK_QUEUE);
+                background.push(
+                    std::thread::Builder::new()
+                        .name("sluice-assemble".into())
+                        .spawn(move || {
+                            for found in blocks_rx {
+                                if candidates_tx
+                                    .send(CandidateBlock::assemble(&found))
+                                    .is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        })?,
+                );
+                // Work exists before the first miner connects: the source publishes before
+                // returning.
+                background.push(jobmanager::start_source(
+                    &settings,
+                    Arc::clone(&feed) as Arc<dyn JobSink>,
+                    Arc::clone(&metrics),
+                    Arc::clone(&source_status),
+                    candidates_rx,
+                    Arc::clone(&stop_jobmanager),
+                )?);
+            }
+            Some(plane) => {
+                let extranonce = settings.coinbase.extranonce;
+                background.push(
+                    crate::plane::jobs::start_subscriber(
+                        plane.clone(),
+                        Arc::clone(&feed),
+                        extranonce,
+                        Arc::clone(&metrics),
+                        Arc::clone(&stop_jobmanager),
+                    )
+                    .map_err(StartError::Plane)?,
+                );
+                background.push(crate::plane::blocks::spawn_forwarder(
+                    plane.clone(),
+                    blocks_rx,
+                )?);
+            }
+        }
 
         let shared = Arc::new(Shared {
             limits: ConnectionLimits::new(
@@ -202,7 +233,7 @@ impl Engine {
             source_status,
             shutdown,
             cores,
-            jobmanager: Some(jobmanager),
+            background,
             stop_jobmanager,
         })
     }
@@ -215,7 +246,7 @@ impl Engine {
         }
         self.stop_jobmanager
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(j) = self.jobmanager.take() {
+        for j in self.background.drain(..) {
             let _ = j.join();
         }
     }

@@ -14,9 +14,80 @@ pub mod simulated;
 pub mod submit;
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::server::feed::JobSink;
+use crate::server::StartError;
 
 use crate::node::client::SubmitResult;
+
+/// A found block, assembled, on its way to the nodes (from this process's cores, or from an engine
+/// of the fleet through Redis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateBlock {
+    /// As nodes print it.
+    pub hash: String,
+    pub height: u64,
+    pub worker: String,
+    /// The serialized block, as `submitblock` takes it (before hex).
+    pub raw: Vec<u8>,
+}
+
+impl CandidateBlock {
+    pub fn assemble(found: &crate::session::BlockFound) -> CandidateBlock {
+        CandidateBlock {
+            hash: found.hash.to_string(),
+            height: found.job.height,
+            worker: found.worker.to_string(),
+            raw: found.assemble(),
+        }
+    }
+}
+
+/// Starts the configured job source, the simulated chain or the nodes, publishing into `sink` and
+/// taking found blocks from `blocks`: checks the nodes and publishes the first job before it
+/// returns.
+pub fn start_source(
+    settings: &Settings,
+    sink: Arc<dyn JobSink>,
+    metrics: Arc<Metrics>,
+    status: Arc<SourceStatus>,
+    blocks: Receiver<CandidateBlock>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, StartError> {
+    let thread = std::thread::Builder::new().name("sluice-jobs".into());
+    if settings.nodes.is_empty() {
+        let manager = simulated::SimulatedJobManager::new(
+            settings.simulated_chain,
+            settings.coinbase.clone(),
+            Duration::from_millis(settings.refresh_interval_ms),
+            sink,
+            metrics,
+            status,
+        );
+        manager.publish(true);
+        Ok(thread.spawn(move || manager.run(blocks, stop))?)
+    } else {
+        let manager = nodes::NodeJobManager::connect(
+            settings.nodes.clone(),
+            settings.network,
+            settings.coinbase.clone(),
+            settings.node_policy,
+            sink,
+            metrics,
+            status,
+        )
+        .map_err(StartError::Nodes)?;
+        Ok(thread.spawn(move || manager.run(blocks, stop))?)
+    }
+}
 
 /// Found blocks kept for `/status`, newest last.
 pub const RECENT_BLOCKS: usize = 32;
@@ -59,6 +130,8 @@ struct Inner {
     nodes: Vec<NodeStatus>,
     blocks: VecDeque<BlockRecord>,
     template_source_switches: u64,
+    /// Where block records also go (the jobmanager role writes them to Redis).
+    block_sink: Option<crossbeam_channel::Sender<BlockRecord>>,
 }
 
 /// What the job source reports; written by its threads, read by `/status`.
@@ -81,8 +154,19 @@ impl SourceStatus {
         self.lock().template_source_switches += 1;
     }
 
+    /// Sends every block record to `sink` as well (bounded; a full sink drops the copy, never
+    /// the record here).
+    pub fn set_block_sink(&self, sink: crossbeam_channel::Sender<BlockRecord>) {
+        self.lock().block_sink = Some(sink);
+    }
+
     pub fn record_block(&self, record: BlockRecord) {
         let mut inner = self.lock();
+        if let Some(sink) = &inner.block_sink {
+            if sink.try_send(record.clone()).is_err() {
+                tracing::error!(hash = %record.hash, "block record queue full: not written to Redis");
+            }
+        }
         if inner.blocks.len() == RECENT_BLOCKS {
             inner.blocks.pop_front();
         }

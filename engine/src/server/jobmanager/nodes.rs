@@ -28,10 +28,9 @@ use crate::hex;
 use crate::metrics::Metrics;
 use crate::node::client::{Node, NodeProblem, NodeSettings};
 use crate::node::zmq::{self, SubscriberEvent};
-use crate::server::feed::JobFeed;
+use crate::server::feed::JobSink;
 use crate::server::jobmanager::submit::{self, SubmitPolicy};
-use crate::server::jobmanager::{NodeStatus, SourceStatus};
-use crate::session::BlockFound;
+use crate::server::jobmanager::{CandidateBlock, NodeStatus, SourceStatus};
 
 /// Timing and retry settings of the node job source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +81,7 @@ pub struct NodeJobManager {
     network: Network,
     coinbase: CoinbaseConfig,
     policy: NodePolicy,
-    feed: Arc<JobFeed>,
+    feed: Arc<dyn JobSink>,
     metrics: Arc<Metrics>,
     status: Arc<SourceStatus>,
     events_tx: Sender<Event>,
@@ -101,7 +100,7 @@ impl NodeJobManager {
         network: Network,
         coinbase: CoinbaseConfig,
         policy: NodePolicy,
-        feed: Arc<JobFeed>,
+        feed: Arc<dyn JobSink>,
         metrics: Arc<Metrics>,
         status: Arc<SourceStatus>,
     ) -> Result<NodeJobManager, String> {
@@ -245,15 +244,16 @@ impl NodeJobManager {
                 }
             };
             let clean = self.published_prev.as_deref() != Some(&template.previousblockhash);
-            match self.feed.publish(parts, clean) {
-                Ok(job) => {
+            let height = parts.height;
+            match self.feed.publish_job(parts, clean) {
+                Ok(()) => {
                     self.metrics.jobs_published.fetch_add(1, Ordering::Relaxed);
                     self.published_prev = Some(template.previousblockhash);
                     self.last_published = Instant::now();
                     if clean {
-                        tracing::info!(job = %job.id, height = job.height, node = %self.slots[index].node.settings.key, "new block: clean job published");
+                        tracing::info!(height, node = %self.slots[index].node.settings.key, "new block: clean job published");
                     } else {
-                        tracing::debug!(job = %job.id, height = job.height, "job refreshed");
+                        tracing::debug!(height, "job refreshed");
                     }
                     return true;
                 }
@@ -399,7 +399,7 @@ impl NodeJobManager {
     }
 
     /// Runs until `stop` is set: starts the ZMQ subscribers and the submitter, then watches the tip.
-    pub fn run(mut self, blocks: Receiver<Box<BlockFound>>, stop: Arc<AtomicBool>) {
+    pub fn run(mut self, blocks: Receiver<CandidateBlock>, stop: Arc<AtomicBool>) {
         let mut subscribers: Vec<JoinHandle<()>> = Vec::new();
         for (index, slot) in self.slots.iter().enumerate() {
             let Some(endpoint) = slot.node.settings.zmq_hashblock.clone() else {

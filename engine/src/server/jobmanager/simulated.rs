@@ -12,17 +12,16 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::chain::CoinbaseConfig;
 use crate::metrics::Metrics;
 use crate::node::client::SubmitResult;
-use crate::server::feed::JobFeed;
-use crate::server::jobmanager::{BlockRecord, SourceStatus};
+use crate::server::feed::JobSink;
+use crate::server::jobmanager::{BlockRecord, CandidateBlock, SourceStatus};
 use crate::server::now_ms;
-use crate::session::BlockFound;
 use crate::source::simulated::{SimulatedChain, SimulatedChainConfig};
 
 pub struct SimulatedJobManager {
     pub chain: SimulatedChain,
     pub coinbase: CoinbaseConfig,
     pub refresh: Duration,
-    pub feed: Arc<JobFeed>,
+    pub feed: Arc<dyn JobSink>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<SourceStatus>,
 }
@@ -39,7 +38,7 @@ impl SimulatedJobManager {
         config: SimulatedChainConfig,
         coinbase: CoinbaseConfig,
         refresh: Duration,
-        feed: Arc<JobFeed>,
+        feed: Arc<dyn JobSink>,
         metrics: Arc<Metrics>,
         status: Arc<SourceStatus>,
     ) -> SimulatedJobManager {
@@ -57,10 +56,10 @@ impl SimulatedJobManager {
     pub fn publish(&self, clean: bool) {
         let template = self.chain.template(now_secs());
         match template.job_parts(&self.coinbase) {
-            Ok(parts) => match self.feed.publish(parts, clean) {
-                Ok(job) => {
+            Ok(parts) => match self.feed.publish_job(parts, clean) {
+                Ok(()) => {
                     self.metrics.jobs_published.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(job = %job.id, height = job.height, clean, "job published");
+                    tracing::debug!(height = self.chain.height() + 1, clean, "job published");
                 }
                 Err(e) => tracing::error!(error = %e, "could not build a job"),
             },
@@ -71,7 +70,7 @@ impl SimulatedJobManager {
     }
 
     /// Runs until `stop` is set or every block sender is gone.
-    pub fn run(mut self, blocks: Receiver<Box<BlockFound>>, stop: Arc<AtomicBool>) {
+    pub fn run(mut self, blocks: Receiver<CandidateBlock>, stop: Arc<AtomicBool>) {
         let mut next_refresh = Instant::now() + self.refresh;
         while !stop.load(Ordering::Relaxed) {
             // Wake at least every 100 ms to notice `stop` and the block timer.
@@ -80,12 +79,11 @@ impl SimulatedJobManager {
                 .min(Duration::from_millis(100));
             match blocks.recv_timeout(wait) {
                 Ok(block) => {
-                    let raw = block.assemble();
-                    let outcome = self.chain.submit_block(&raw, now_secs());
+                    let outcome = self.chain.submit_block(&block.raw, now_secs());
                     self.status.record_block(BlockRecord {
-                        hash: block.hash.to_string(),
-                        height: block.job.height,
-                        worker: block.worker.to_string(),
+                        hash: block.hash.clone(),
+                        height: block.height,
+                        worker: block.worker.clone(),
                         found_ms: now_ms(),
                         results: vec![(
                             SIMULATED_NODE.to_owned(),

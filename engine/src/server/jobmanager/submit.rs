@@ -13,9 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::hex;
 use crate::metrics::Metrics;
 use crate::node::client::{Node, NodeSettings, SubmitResult};
-use crate::server::jobmanager::{BlockRecord, SourceStatus};
+use crate::server::jobmanager::{BlockRecord, CandidateBlock, SourceStatus};
 use crate::server::now_ms;
-use crate::session::BlockFound;
 
 /// How submission behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +72,7 @@ pub fn submit_everywhere(
 pub fn run_submitter(
     settings: Vec<NodeSettings>,
     policy: SubmitPolicy,
-    blocks: Receiver<Box<BlockFound>>,
+    blocks: Receiver<CandidateBlock>,
     status: Arc<SourceStatus>,
     metrics: Arc<Metrics>,
     after: Sender<()>,
@@ -83,14 +82,12 @@ pub fn run_submitter(
         .map(|s| Node::new(s, policy.rpc_timeout))
         .collect();
     for block in blocks.iter() {
-        let raw = block.assemble();
-        let hex = hex::encode(&raw);
-        let hash = block.hash.to_string();
+        let hex = hex::encode(&block.raw);
         let results = submit_everywhere(&mut nodes, &hex, policy);
         let record = BlockRecord {
-            hash,
-            height: block.job.height,
-            worker: block.worker.to_string(),
+            hash: block.hash,
+            height: block.height,
+            worker: block.worker,
             found_ms: now_ms(),
             results: nodes
                 .iter()

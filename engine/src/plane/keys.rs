@@ -1,0 +1,105 @@
+//! The Redis layout, version [`LAYOUT_VERSION`]. Every key starts with the configured prefix; none is
+//! unbounded (a TTL, a cap or a stream MAXLEN), and nothing ever lists keys with `KEYS` or `SCAN`.
+//!
+//! | key | type | what | bound |
+//! |---|---|---|---|
+//! | `P:layout` | string | the layout version; a process refuses a different one | one value |
+//! | `P:services` | sorted set | service id → expiry (ms); the registry's index | pruned by score on every heartbeat |
+//! | `P:svc:ID` | hash | id, role, addr, version, started_ms, heartbeat_ms, load | TTL (`service_ttl`) |
+//! | `P:jm:leader` | string | `ID|TOKEN` of the leading jobmanager | TTL (the lease) |
+//! | `P:jm:token` | counter | the last fencing token handed out | one value |
+//! | `P:job:latest` | string | the last job message (binary, `wire`) | TTL 1 h, rewritten per job |
+//! | `P:jobs` | pub/sub channel | every job message as published | not stored |
+//! | `P:blocks:found` | stream | blocks found by engines, for the leader to submit | MAXLEN ~ 10,000 |
+//! | `P:blocks:cursor` | string | the last `blocks:found` entry a leader took | one value |
+//! | `P:blocks` | stream | each found block with every node's answer | MAXLEN ~ 10,000 |
+
+use redis::Connection;
+
+/// Bumped whenever a key's meaning or encoding changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Entries kept in each block stream.
+pub const BLOCK_STREAM_MAXLEN: usize = 10_000;
+
+/// How long the latest job survives its last rewrite (a fleet with no leader for an hour has no
+/// current work to hand out anyway).
+pub const LATEST_JOB_TTL_MS: u64 = 3_600_000;
+
+/// The key names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    pub fn layout(&self) -> String {
+        self.key("layout")
+    }
+    pub fn services(&self) -> String {
+        self.key("services")
+    }
+    pub fn service(&self, id: &str) -> String {
+        self.key(&format!("svc:{id}"))
+    }
+    pub fn leader(&self) -> String {
+        self.key("jm:leader")
+    }
+    pub fn token(&self) -> String {
+        self.key("jm:token")
+    }
+    pub fn latest_job(&self) -> String {
+        self.key("job:latest")
+    }
+    pub fn jobs_channel(&self) -> String {
+        self.key("jobs")
+    }
+    pub fn blocks_found(&self) -> String {
+        self.key("blocks:found")
+    }
+    pub fn blocks_cursor(&self) -> String {
+        self.key("blocks:cursor")
+    }
+    pub fn blocks(&self) -> String {
+        self.key("blocks")
+    }
+}
+
+/// Why a process will not use this Redis.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("Redis at this prefix holds layout version {found}, this build speaks {LAYOUT_VERSION}: upgrade every process of the fleet together, or use another prefix")]
+    Version { found: String },
+    #[error("cannot reach Redis: {0}")]
+    Redis(String),
+}
+
+/// Writes the layout version if the prefix is new, and refuses a different one.
+pub fn check_layout(con: &mut Connection, keys: &Keys) -> Result<(), LayoutError> {
+    let redis_err = |e: redis::RedisError| LayoutError::Redis(e.to_string());
+    let _: Option<String> = redis::cmd("SET")
+        .arg(keys.layout())
+        .arg(LAYOUT_VERSION)
+        .arg("NX")
+        .query(con)
+        .map_err(redis_err)?;
+    let found: String = redis::cmd("GET")
+        .arg(keys.layout())
+        .query(con)
+        .map_err(redis_err)?;
+    if found == LAYOUT_VERSION.to_string() {
+        Ok(())
+    } else {
+        Err(LayoutError::Version { found })
+    }
+}

@@ -1,0 +1,128 @@
+//! Jobmanager leadership: one lease in Redis (`P:jm:leader` = `ID|TOKEN`, with a TTL) held by the
+//! leader and renewed well within its TTL. Every time the lease changes hands the new holder gets a
+//! larger fencing token (`INCR P:jm:token`): jobs carry it, Redis refuses a publish whose holder no
+//! longer owns the lease, and engines ignore a job whose token is below the highest they have seen.
+//!
+//! A standby tries to take the lease every quarter of its length, so it leads at most one lease and
+//! a quarter after the leader died. A leader that cannot renew (Redis unreachable, lease taken)
+//! steps down at once, before its lease could have lapsed anywhere else.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::plane::{connect, Keys, PlaneSettings};
+
+/// Takes or renews the lease: returns the holder's token, or -1 when another holds it.
+const ACQUIRE: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local id, token = string.match(current, '^(.*)|(%d+)$')
+  if id == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(token)
+  end
+  return -1
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+return token
+"#;
+
+/// Gives the lease up if this process holds it.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// The leadership state other threads read: the token while leading, 0 while not.
+#[derive(Debug, Default)]
+pub struct Leadership {
+    token: AtomicU64,
+}
+
+impl Leadership {
+    /// The fencing token while this process leads.
+    pub fn token(&self) -> Option<u64> {
+        match self.token.load(Ordering::Acquire) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+}
+
+/// Runs the lease loop on its own thread; `on_change` hears every change of state (`Some(token)` on
+/// taking the lease, `None` on losing it).
+pub fn spawn(
+    settings: PlaneSettings,
+    leadership: Arc<Leadership>,
+    mut on_change: impl FnMut(Option<u64>) + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sluice-lease".into())
+        .spawn(move || {
+            let keys = Keys::new(&settings.prefix);
+            let acquire = redis::Script::new(ACQUIRE);
+            let lease_ms = settings.lease.as_millis() as u64;
+            let attempt_every = settings.lease / 4;
+            let mut con = None;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                if con.is_none() {
+                    con = connect(&settings.url).ok();
+                }
+                let result = match con.as_mut() {
+                    Some(c) => acquire
+                        .key(keys.leader())
+                        .key(keys.token())
+                        .arg(&settings.id)
+                        .arg(lease_ms)
+                        .invoke::<i64>(c)
+                        .map_err(|e| e.to_string()),
+                    None => Err("cannot connect".to_owned()),
+                };
+                let now_token = match result {
+                    Ok(t) if t > 0 => t as u64,
+                    Ok(_) => 0,
+                    Err(e) => {
+                        con = None;
+                        if leadership.token().is_some() {
+                            tracing::warn!(error = %e, "cannot renew the jobmanager lease: stepping down");
+                        }
+                        0
+                    }
+                };
+                let before = leadership.token.swap(now_token, Ordering::AcqRel);
+                if before != now_token {
+                    if now_token == 0 {
+                        tracing::warn!(token = before, "no longer the leading jobmanager");
+                        on_change(None);
+                    } else {
+                        tracing::info!(token = now_token, "leading jobmanager");
+                        on_change(Some(now_token));
+                    }
+                }
+                // Sleep in short steps so `stop` is noticed.
+                let wake = started + attempt_every;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < wake {
+                    std::thread::sleep(
+                        wake.saturating_duration_since(Instant::now())
+                            .min(Duration::from_millis(50)),
+                    );
+                }
+            }
+            // Hand over at once on a clean stop rather than after the lease lapses.
+            if let (Some(token), Some(c)) = (leadership.token(), con.as_mut()) {
+                let _ = redis::Script::new(RELEASE)
+                    .key(keys.leader())
+                    .arg(format!("{}|{token}", settings.id))
+                    .invoke::<i64>(c);
+                leadership.token.store(0, Ordering::Release);
+                on_change(None);
+            }
+        })
+}

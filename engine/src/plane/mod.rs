@@ -1,0 +1,64 @@
+//! The Redis control plane: how jobmanagers and stratum engines of one fleet find each other, agree
+//! on one publishing jobmanager, and pass jobs and found blocks (design section 6).
+//!
+//! - [`keys`]: the layout (every key, its type and bound) and its version;
+//! - [`lease`]: jobmanager leadership, a lease with a fencing token;
+//! - [`registry`]: each process's service hash, refreshed under a TTL;
+//! - [`jobs`]: the leader publishes jobs (fenced in Redis), engines take them (fenced again by token);
+//! - [`blocks`]: engines hand found blocks to the leader, which records each node's answer;
+//! - [`wire`]: the binary job message.
+//!
+//! Everything here is blocking (the `redis` crate's synchronous client) and runs on threads of its
+//! own: never on an engine core.
+
+pub mod blocks;
+pub mod jobs;
+pub mod keys;
+pub mod lease;
+pub mod registry;
+pub mod wire;
+
+use std::time::Duration;
+
+pub use keys::{Keys, LAYOUT_VERSION};
+
+/// How a process reaches the plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaneSettings {
+    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`.
+    pub url: String,
+    /// Every key starts with this and a colon.
+    pub prefix: String,
+    /// This process's id in the registry and the lease; unique in the fleet.
+    pub id: String,
+    /// A service hash lives this long without a refresh.
+    pub service_ttl: Duration,
+    /// The leader's lease; a standby takes over at most this long after the leader died (plus one
+    /// of its attempts, a quarter of this).
+    pub lease: Duration,
+}
+
+/// Redis calls time out after this: a hung Redis must not hold a thread forever.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Opens a connection with timeouts set.
+pub fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(url)?;
+    let con = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+    con.set_read_timeout(Some(REDIS_TIMEOUT))?;
+    con.set_write_timeout(Some(REDIS_TIMEOUT))?;
+    Ok(con)
+}
+
+/// A default process id: host name and pid, unique enough across a fleet's hosts.
+pub fn default_id(role: &str) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "host".to_owned()
+    };
+    format!("{role}-{host}-{}", std::process::id())
+}

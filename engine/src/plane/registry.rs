@@ -1,0 +1,142 @@
+//! Service discovery: every process keeps a hash `P:svc:ID` (id, role, address, version, start time,
+//! load) alive under a TTL and its id in the sorted set `P:services`, scored by when it expires. A
+//! process that stops refreshing disappears on its own; listing reads the index by score, never
+//! `KEYS`. Each heartbeat also prunes expired ids from the index, so it stays as small as the fleet.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::plane::{connect, Keys, PlaneSettings};
+use crate::server::now_ms;
+
+/// What a process says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub role: String,
+    /// Where it serves (the stratum listeners, or empty for a jobmanager).
+    pub address: String,
+    pub version: String,
+    pub started_ms: u64,
+}
+
+/// Load figures refreshed with every heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Load {
+    pub connections: u64,
+    pub hashrate: f64,
+    pub shares_per_second: f64,
+    /// Role-specific state, e.g. `leader` or `standby`.
+    pub state: String,
+}
+
+/// One heartbeat: the hash, its TTL and the index entry, in one transaction.
+pub fn heartbeat(
+    con: &mut redis::Connection,
+    keys: &Keys,
+    settings: &PlaneSettings,
+    info: &ServiceInfo,
+    load: &Load,
+) -> redis::RedisResult<()> {
+    let now = now_ms();
+    let ttl = settings.service_ttl.as_millis() as u64;
+    let key = keys.service(&settings.id);
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(&key)
+        .arg("id")
+        .arg(&settings.id)
+        .arg("role")
+        .arg(&info.role)
+        .arg("address")
+        .arg(&info.address)
+        .arg("version")
+        .arg(&info.version)
+        .arg("started_ms")
+        .arg(info.started_ms)
+        .arg("heartbeat_ms")
+        .arg(now)
+        .arg("connections")
+        .arg(load.connections)
+        .arg("hashrate")
+        .arg(load.hashrate)
+        .arg("shares_per_second")
+        .arg(load.shares_per_second)
+        .arg("state")
+        .arg(&load.state)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(ttl)
+        .ignore()
+        .cmd("ZADD")
+        .arg(keys.services())
+        .arg(now + ttl)
+        .arg(&settings.id)
+        .ignore()
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(keys.services())
+        .arg("-inf")
+        .arg(now)
+        .ignore()
+        .query(con)
+}
+
+/// Removes this process from the registry (a clean stop).
+pub fn deregister(con: &mut redis::Connection, keys: &Keys, id: &str) -> redis::RedisResult<()> {
+    redis::pipe()
+        .cmd("DEL")
+        .arg(keys.service(id))
+        .ignore()
+        .cmd("ZREM")
+        .arg(keys.services())
+        .arg(id)
+        .ignore()
+        .query(con)
+}
+
+/// Registers at once (so a process is listed by the time it says it is ready), then heartbeats
+/// every third of the TTL on a thread of its own until `stop`; then deregisters.
+pub fn spawn(
+    settings: PlaneSettings,
+    info: ServiceInfo,
+    load: impl Fn() -> Load + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let keys = Keys::new(&settings.prefix);
+    let every = settings.service_ttl / 3;
+    let id = settings.id.clone();
+    let beat_keys = keys.clone();
+    let beat = move |con: &mut Option<redis::Connection>| {
+        if con.is_none() {
+            *con = connect(&settings.url).ok();
+        }
+        if let Some(c) = con.as_mut() {
+            if let Err(e) = heartbeat(c, &beat_keys, &settings, &info, &load()) {
+                tracing::warn!(error = %e, "registry heartbeat failed");
+                *con = None;
+            }
+        }
+    };
+    let mut con = None;
+    beat(&mut con);
+    std::thread::Builder::new()
+        .name("sluice-registry".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut slept = Duration::ZERO;
+                while slept < every && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    slept += Duration::from_millis(50);
+                }
+                if !stop.load(Ordering::Relaxed) {
+                    beat(&mut con);
+                }
+            }
+            if let Some(c) = con.as_mut() {
+                let _ = deregister(c, &keys, &id);
+            }
+        })
+}

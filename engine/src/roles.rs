@@ -1,0 +1,200 @@
+//! The fleet roles a `sluice` process can take, wired from their parts (layer 4 of the design, kept
+//! in the library so the binary stays a thin CLI):
+//!
+//! - [`Jobmanager`]: the configured job source (nodes, or the simulated chain) publishing into Redis
+//!   while it holds the lease; found blocks read from Redis, submitted, and recorded there;
+//! - [`Stratum`]: an engine whose jobs come from Redis and whose found blocks go there.
+//!
+//! Both register in the service registry and deregister on a clean stop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::plane::jobs::RedisJobSink;
+use crate::plane::lease::{self, Leadership};
+use crate::plane::registry::{self, Load, ServiceInfo};
+use crate::plane::{blocks, connect, Keys, PlaneSettings};
+use crate::server::feed::JobSink;
+use crate::server::jobmanager::{self, BlockRecord, SourceStatus};
+use crate::server::{now_ms, Engine, StartError};
+
+/// Block records queued for Redis.
+const BLOCK_RECORD_QUEUE: usize = 1024;
+
+/// A running jobmanager.
+pub struct Jobmanager {
+    pub id: String,
+    pub leadership: Arc<Leadership>,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<SourceStatus>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Jobmanager {
+    /// Checks Redis's layout, starts the job source (checking the nodes), then the lease, the
+    /// found-block reader, the block recorder and the registry heartbeat.
+    pub fn start(settings: Settings, plane: PlaneSettings) -> Result<Jobmanager, StartError> {
+        let keys = Keys::new(&plane.prefix);
+        let mut con = connect(&plane.url).map_err(|e| {
+            StartError::Plane(format!(
+                "redis.url: cannot reach Redis at {}: {e}",
+                plane.url
+            ))
+        })?;
+        crate::plane::keys::check_layout(&mut con, &keys)
+            .map_err(|e| StartError::Plane(format!("redis.prefix {:?}: {e}", plane.prefix)))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let leadership = Arc::new(Leadership::default());
+        let metrics = Arc::new(Metrics::new(1));
+        let status = Arc::new(SourceStatus::default());
+        let sink = Arc::new(RedisJobSink::new(plane.clone(), Arc::clone(&leadership)));
+        let mut threads = Vec::new();
+
+        let (records_tx, records_rx) =
+            crossbeam_channel::bounded::<BlockRecord>(BLOCK_RECORD_QUEUE);
+        status.set_block_sink(records_tx);
+        let (submit_tx, submit_rx) = crossbeam_channel::bounded(BLOCK_RECORD_QUEUE);
+        threads.push(jobmanager::start_source(
+            &settings,
+            Arc::clone(&sink) as Arc<dyn JobSink>,
+            Arc::clone(&metrics),
+            Arc::clone(&status),
+            submit_rx,
+            Arc::clone(&stop),
+        )?);
+        threads.push(blocks::spawn_reader(
+            plane.clone(),
+            Arc::clone(&leadership),
+            submit_tx,
+            Arc::clone(&stop),
+        )?);
+        let recorder_plane = plane.clone();
+        let recorder_stop = Arc::clone(&stop);
+        threads.push(
+            std::thread::Builder::new()
+                .name("sluice-plane-record".into())
+                .spawn(move || {
+                    let keys = Keys::new(&recorder_plane.prefix);
+                    let mut con = None;
+                    while !recorder_stop.load(Ordering::Relaxed) {
+                        let Ok(record) =
+                            records_rx.recv_timeout(std::time::Duration::from_millis(100))
+                        else {
+                            continue;
+                        };
+                        // A record waits for Redis a while, then goes to the log only.
+                        for _ in 0..50 {
+                            if con.is_none() {
+                                con = connect(&recorder_plane.url).ok();
+                            }
+                            match con.as_mut().map(|c| blocks::record(c, &keys, &record)) {
+                                Some(Ok(_)) => break,
+                                _ => {
+                                    con = None;
+                                    std::thread::sleep(std::time::Duration::from_millis(200));
+                                }
+                            }
+                        }
+                    }
+                })?,
+        );
+        let lease_sink = Arc::clone(&sink);
+        threads.push(lease::spawn(
+            plane.clone(),
+            Arc::clone(&leadership),
+            move |token| lease_sink.on_leadership(token),
+            Arc::clone(&stop),
+        )?);
+        let load_leadership = Arc::clone(&leadership);
+        threads.push(registry::spawn(
+            plane.clone(),
+            ServiceInfo {
+                role: "jobmanager".into(),
+                address: String::new(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_ms: now_ms(),
+            },
+            move || Load {
+                state: match load_leadership.token() {
+                    Some(t) => format!("leader token={t}"),
+                    None => "standby".into(),
+                },
+                ..Load::default()
+            },
+            Arc::clone(&stop),
+        )?);
+        Ok(Jobmanager {
+            id: plane.id,
+            leadership,
+            metrics,
+            status,
+            stop,
+            threads,
+        })
+    }
+
+    /// Gives the lease up, deregisters and stops every thread.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running stratum engine of the fleet.
+pub struct Stratum {
+    pub engine: Engine,
+    pub id: String,
+    stop: Arc<AtomicBool>,
+    registry: Option<JoinHandle<()>>,
+}
+
+impl Stratum {
+    pub fn start(settings: Settings, plane: PlaneSettings) -> Result<Stratum, StartError> {
+        let engine = Engine::start_with(settings, Some(plane.clone()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::clone(&engine.metrics);
+        let address = engine
+            .addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let registry = registry::spawn(
+            plane.clone(),
+            ServiceInfo {
+                role: "stratum".into(),
+                address,
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_ms: now_ms(),
+            },
+            move || Load {
+                connections: metrics.connections(),
+                hashrate: metrics.hashrate(),
+                shares_per_second: 0.0,
+                state: "serving".into(),
+            },
+            Arc::clone(&stop),
+        )?;
+        Ok(Stratum {
+            engine,
+            id: plane.id,
+            stop,
+            registry: Some(registry),
+        })
+    }
+
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.registry.take() {
+            let _ = r.join();
+        }
+        self.engine.shutdown();
+    }
+}

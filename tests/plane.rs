@@ -1,0 +1,246 @@
+//! The Redis control plane with real processes: a `redis-server` the test starts, two
+//! `sluice jobmanager` (simulated chains) and two `sluice stratum` engines, and test miners.
+//!
+//! Proved through the wire and Redis only:
+//! - exactly one jobmanager leads; engines started after it have work at once;
+//! - killing the leader: the standby publishes, and miners on both engines get its work, within
+//!   3 s;
+//! - a job carrying a stale fencing token is refused by the engines;
+//! - the registry lists every live process without `KEYS`, and a dead one drops out with its TTL;
+//! - a block found on an engine reaches the leader and is recorded with its result in `P:blocks`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::engine::{eventually, EngineProcess};
+use support::miner::Miner;
+use support::redis_server::RedisServer;
+
+const PREFIX: &str = "pool7";
+
+/// `sluice ROLE` on this Redis under the test prefix, with the test config and `extra` flags.
+fn role(redis: &RedisServer, role: &str, id: &str, extra: &[&str]) -> EngineProcess {
+    let url = redis.url();
+    let config = config_file();
+    let mut args = vec![
+        "--redis",
+        url.as_str(),
+        "--prefix",
+        PREFIX,
+        "--id",
+        id,
+        "--config",
+        config.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    EngineProcess::start_role(role, &args)
+}
+
+/// A jobmanager on its own simulated chain: blocks only from miners, every share at difficulty
+/// 1e-6 has a fair chance to be one.
+fn jobmanager(redis: &RedisServer, id: &str) -> EngineProcess {
+    role(
+        redis,
+        "jobmanager",
+        id,
+        &["--block-interval", "0", "--network-difficulty", "0.00001"],
+    )
+}
+
+fn stratum(redis: &RedisServer, id: &str) -> EngineProcess {
+    role(redis, "stratum", id, &[])
+}
+
+/// A lease of 1 s and a service TTL of 1 s keep the test short; the defaults are 2 s and 10 s.
+fn config_file() -> String {
+    let dir = std::env::temp_dir().join(format!("sluice-plane-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sluice.toml");
+    std::fs::write(
+        &path,
+        "[redis]\nlease_secs = 1.0\nservice_ttl_secs = 1.0\n[engine]\nthreads = 1\npin_threads = false\n[vardiff]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:0\"\nstart_difficulty = 0.000001\nmin_difficulty = 0.000001\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn leader(con: &mut redis::Connection) -> Option<String> {
+    redis::cmd("GET")
+        .arg(format!("{PREFIX}:jm:leader"))
+        .query::<Option<String>>(con)
+        .unwrap()
+}
+
+fn live_services(con: &mut redis::Connection) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    redis::cmd("ZRANGEBYSCORE")
+        .arg(format!("{PREFIX}:services"))
+        .arg(now)
+        .arg("+inf")
+        .query(con)
+        .unwrap()
+}
+
+#[test]
+fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let mut jm_a = jobmanager(&redis, "jm-a");
+    let leading =
+        eventually(Duration::from_secs(5), || leader(&mut con)).expect("a jobmanager leads");
+    assert!(leading.starts_with("jm-a|"), "{leading}");
+    let mut jm_b = jobmanager(&redis, "jm-b");
+    let e1 = stratum(&redis, "engine-1");
+    let e2 = stratum(&redis, "engine-2");
+
+    // Engines that start after the leader have its work at once.
+    let mut m1 = Miner::connect(e1.addr());
+    m1.handshake();
+    let mut m2 = Miner::connect(e2.addr());
+    m2.handshake();
+    let first_prev = m1.work.as_ref().unwrap().prev_hash;
+    assert_eq!(m2.work.as_ref().unwrap().prev_hash, first_prev);
+
+    let mut services = live_services(&mut con);
+    services.sort();
+    assert_eq!(services, ["engine-1", "engine-2", "jm-a", "jm-b"]);
+    let role: String = redis::cmd("HGET")
+        .arg(format!("{PREFIX}:svc:engine-1"))
+        .arg("role")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(role, "stratum");
+    let state: String = redis::cmd("HGET")
+        .arg(format!("{PREFIX}:svc:jm-b"))
+        .arg("state")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(state, "standby");
+
+    // The leader dies without a word. Nothing else publishes (no block, refresh 30 s away), so
+    // the next notify on each engine is the standby's first job.
+    m1.notifications.clear();
+    m2.notifications.clear();
+    let job_before = m1.work.as_ref().unwrap().job_id.clone();
+    jm_a.kill();
+    let died = Instant::now();
+    for (name, miner) in [("engine-1", &mut m1), ("engine-2", &mut m2)] {
+        let moved = eventually(Duration::from_secs(3), || {
+            miner.wait_for("mining.notify", Duration::from_millis(100))
+        });
+        assert!(
+            moved.is_some(),
+            "miners on {name} get the standby's work within 3 s of the leader's death\n{}",
+            jm_b.log()
+        );
+    }
+    let took = died.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_ne!(m1.work.as_ref().unwrap().job_id, job_before);
+    let leading = leader(&mut con).expect("a leader");
+    assert!(leading.starts_with("jm-b|"), "{leading}");
+    let token_b: u64 = leading.rsplit('|').next().unwrap().parse().unwrap();
+    assert!(token_b >= 2);
+
+    // A job from the deposed leader (its older token) reaches Redis's channel, as it could
+    // through a partition: the engines refuse it.
+    let latest: Vec<u8> = redis::cmd("GET")
+        .arg(format!("{PREFIX}:job:latest"))
+        .query(&mut con)
+        .unwrap();
+    let mut stale = sluice::plane::wire::JobMessage::decode(&latest).unwrap();
+    assert_eq!(stale.token, token_b);
+    stale.token = token_b - 1;
+    stale.sequence += 1000;
+    stale.clean = true;
+    stale.parts.prev_hash = [0x5a; 32];
+    let refused_before = e1.metric("sluice_jobs_refused_total");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{PREFIX}:jobs"))
+        .arg(stale.encode())
+        .query(&mut con)
+        .unwrap();
+    eventually(Duration::from_secs(3), || {
+        (e1.metric("sluice_jobs_refused_total") > refused_before
+            && e2.metric("sluice_jobs_refused_total") >= 1.0)
+            .then_some(())
+    })
+    .expect("both engines refuse the stale token");
+    let mut notify = m1.wait_for("mining.notify", Duration::from_millis(500));
+    while let Some(n) = notify {
+        assert_ne!(
+            m1.work.as_ref().unwrap().prev_hash,
+            [0x5a; 32],
+            "no miner works on the stale job: {n}"
+        );
+        notify = m1.wait_for("mining.notify", Duration::from_millis(200));
+    }
+
+    // The dead jobmanager drops out of the registry with its TTL; the others stay.
+    eventually(Duration::from_secs(5), || {
+        (!live_services(&mut con).contains(&"jm-a".to_owned())).then_some(())
+    })
+    .expect("jm-a leaves the registry");
+    let mut services = live_services(&mut con);
+    services.sort();
+    assert_eq!(services, ["engine-1", "engine-2", "jm-b"]);
+    assert_eq!(jm_b.terminate().code(), Some(0));
+    // A clean stop gives the lease up and deregisters at once.
+    assert_eq!(leader(&mut con), None);
+    assert!(!live_services(&mut con).contains(&"jm-b".to_owned()));
+}
+
+#[test]
+fn a_block_found_on_an_engine_is_submitted_by_the_leader_and_recorded() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _jm = jobmanager(&redis, "jm-a");
+    eventually(Duration::from_secs(5), || leader(&mut con)).expect("a leader");
+    let engine = stratum(&redis, "engine-1");
+    let mut miner = Miner::connect(engine.addr());
+    miner.handshake();
+    let share = loop {
+        let share = miner.find_share(miner.difficulty, true, None);
+        if miner.is_block(&share) {
+            break share;
+        }
+        assert_eq!(miner.submit(&share)["result"], true);
+    };
+    assert_eq!(miner.submit(&share)["result"], true);
+    let hash = share.hash.to_string();
+    type Entries = Vec<(String, Vec<(String, String)>)>;
+    let entry = eventually(Duration::from_secs(10), || {
+        let entries: Entries = redis::cmd("XRANGE")
+            .arg(format!("{PREFIX}:blocks"))
+            .arg("-")
+            .arg("+")
+            .query(&mut con)
+            .ok()?;
+        entries
+            .into_iter()
+            .map(|(_, fields)| fields)
+            .find(|f| f.iter().any(|(k, v)| k == "hash" && v == &hash))
+    })
+    .unwrap_or_else(|| panic!("block {hash} recorded in {PREFIX}:blocks"));
+    let field = |name: &str| {
+        entry
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(field("accepted"), "1", "{entry:?}");
+    let results: serde_json::Value = serde_json::from_str(&field("results")).unwrap();
+    assert_eq!(results[0]["node"], "simulated chain");
+    assert_eq!(results[0]["result"], "accepted");
+    // The leader's chain moved on: clean work reaches the miner.
+    let moved = eventually(Duration::from_secs(5), || {
+        let n = miner.wait_for("mining.notify", Duration::from_millis(100))?;
+        (n["params"][8] == true).then_some(())
+    });
+    assert!(moved.is_some());
+}
