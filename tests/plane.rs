@@ -53,13 +53,20 @@ fn stratum(redis: &RedisServer, id: &str) -> EngineProcess {
 }
 
 /// A lease of 1 s and a service TTL of 1 s keep the test short; the defaults are 2 s and 10 s.
+/// Each process gets its own file and share spool.
 fn config_file() -> String {
-    let dir = std::env::temp_dir().join(format!("sluice-plane-{}", std::process::id()));
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-plane-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("sluice.toml");
     std::fs::write(
         &path,
-        "[redis]\nlease_secs = 1.0\nservice_ttl_secs = 1.0\n[engine]\nthreads = 1\npin_threads = false\n[vardiff]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:0\"\nstart_difficulty = 0.000001\nmin_difficulty = 0.000001\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        format!("[redis]\nlease_secs = 1.0\nservice_ttl_secs = 1.0\n[share_log]\nbatch_interval_ms = 50\nspool_path = \"{}\"\n[engine]\nthreads = 1\npin_threads = false\n[vardiff]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:0\"\nstart_difficulty = 0.000001\nmin_difficulty = 0.000001\n[admin]\nlisten = \"127.0.0.1:0\"\n", dir.join("shares.spool").display()),
     )
     .unwrap();
     path.to_str().unwrap().to_owned()
@@ -243,4 +250,116 @@ fn a_block_found_on_an_engine_is_submitted_by_the_leader_and_recorded() {
         (n["params"][8] == true).then_some(())
     });
     assert!(moved.is_some());
+}
+
+type Entries = Vec<(String, Vec<(String, String)>)>;
+
+fn shares_in_stream(con: &mut redis::Connection) -> Vec<std::collections::HashMap<String, String>> {
+    let entries: Entries = redis::cmd("XRANGE")
+        .arg(format!("{PREFIX}:shares"))
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields.into_iter().collect())
+        .collect()
+}
+
+#[test]
+fn with_redis_away_for_10_s_mining_goes_on_and_every_share_is_logged_exactly_once() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    // No share is a block: the chain's difficulty is far above the shares'.
+    let _jm = role(
+        &redis,
+        "jobmanager",
+        "jm-a",
+        &["--block-interval", "0", "--network-difficulty", "1000"],
+    );
+    eventually(Duration::from_secs(5), || leader(&mut con)).expect("a leader");
+    let engine = stratum(&redis, "engine-1");
+    let mut miner = Miner::connect(engine.addr());
+    miner.handshake();
+
+    let mut accepted = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    let mut mine_for = |miner: &mut Miner, how_long: Duration| {
+        let until = Instant::now() + how_long;
+        while Instant::now() < until {
+            let share = miner.find_share(miner.difficulty, true, None);
+            let reply = miner.submit(&share);
+            assert_eq!(reply["result"], true, "{reply}");
+            assert!(accepted.insert(share.hash.to_string()));
+            if accepted.len() % 10 == 0 {
+                // A duplicate now and then: rejected verdicts are logged too.
+                assert_eq!(support::miner::error_code(&miner.submit(&share)), 22);
+                duplicates += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    mine_for(&mut miner, Duration::from_secs(2));
+    redis.pause();
+    // Mining goes on while Redis is away.
+    mine_for(&mut miner, Duration::from_secs(10));
+    redis.resume();
+    mine_for(&mut miner, Duration::from_secs(2));
+    assert!(accepted.len() > 50, "{} shares", accepted.len());
+
+    let logged = eventually(Duration::from_secs(20), || {
+        let shares = shares_in_stream(&mut con);
+        (shares.len() == accepted.len() + duplicates).then_some(shares)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} accepted and {duplicates} duplicates submitted, {} in the stream\n{}",
+            accepted.len(),
+            shares_in_stream(&mut con).len(),
+            engine.log()
+        )
+    });
+    let mut in_stream = std::collections::HashSet::new();
+    let mut rejected = 0;
+    for share in &logged {
+        match share["verdict"].as_str() {
+            "accepted" => assert!(
+                in_stream.insert(share["hash"].clone()),
+                "logged twice: {share:?}"
+            ),
+            _ => {
+                assert_eq!(share["reason"], "duplicate");
+                rejected += 1;
+            }
+        }
+        assert_eq!(share["engine"], "engine-1");
+        assert_eq!(share["worker"], support::miner::WORKER);
+        assert_eq!(share["agent"], "sluice-test-miner/1.0");
+    }
+    assert_eq!(in_stream, accepted, "every accepted share, once");
+    assert_eq!(rejected, duplicates);
+    assert!(engine.metric("sluice_share_log_total{kind=\"spooled_batches\"}") > 0.0);
+    assert!(engine.metric("sluice_share_log_total{kind=\"replayed_batches\"}") > 0.0);
+    assert_eq!(
+        engine.metric("sluice_share_log_total{kind=\"dropped\"}"),
+        0.0
+    );
+
+    // The per-minute rollups count the same shares.
+    let now_minute = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60;
+    let mut rolled = 0;
+    for minute in now_minute - 2..=now_minute {
+        let n: Option<u64> = redis::cmd("HGET")
+            .arg(format!("{PREFIX}:roll:{minute}"))
+            .arg(format!("{}|accepted", support::miner::WORKER))
+            .query(&mut con)
+            .unwrap();
+        rolled += n.unwrap_or(0);
+    }
+    assert_eq!(rolled as usize, accepted.len());
 }

@@ -37,6 +37,7 @@ pub struct FileConfig {
     /// Real nodes; none means the simulated chain.
     pub nodes: Vec<NodeSection>,
     pub redis: RedisSection,
+    pub share_log: ShareLogSection,
     pub admin: AdminSection,
     pub statsd: StatsdSection,
 }
@@ -53,6 +54,7 @@ impl Default for FileConfig {
             simulated_chain: SimulatedChainSection::default(),
             nodes: Vec::new(),
             redis: RedisSection::default(),
+            share_log: ShareLogSection::default(),
             admin: AdminSection::default(),
             statsd: StatsdSection::default(),
         }
@@ -304,7 +306,59 @@ impl Default for RedisSection {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShareLogSection {
+    /// Records per batch written to Redis (at most).
+    pub batch_size: usize,
+    /// A batch goes out at least this often.
+    pub batch_interval_ms: u64,
+    /// `P:shares` is trimmed to about this many entries.
+    pub stream_maxlen: usize,
+    /// Where batches wait while Redis is away.
+    pub spool_path: String,
+    /// The spool's bound; past it, batches are dropped and counted.
+    pub max_spool_bytes: u64,
+}
+
+impl Default for ShareLogSection {
+    fn default() -> Self {
+        ShareLogSection {
+            batch_size: 500,
+            batch_interval_ms: 100,
+            stream_maxlen: 1_000_000,
+            spool_path: "sluice-shares.spool".into(),
+            max_spool_bytes: 1 << 30,
+        }
+    }
+}
+
 impl FileConfig {
+    /// The share log's settings (used by `sluice stratum`).
+    pub fn share_log(&self) -> Result<crate::plane::sharelog::ShareLogSettings, ConfigError> {
+        let l = &self.share_log;
+        for (key, v) in [
+            ("share_log.batch_size", l.batch_size as u64),
+            ("share_log.batch_interval_ms", l.batch_interval_ms),
+            ("share_log.stream_maxlen", l.stream_maxlen as u64),
+            ("share_log.max_spool_bytes", l.max_spool_bytes),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if l.spool_path.is_empty() {
+            return Err(invalid("share_log.spool_path", "give a file path"));
+        }
+        Ok(crate::plane::sharelog::ShareLogSettings {
+            batch_size: l.batch_size,
+            batch_interval: Duration::from_millis(l.batch_interval_ms),
+            stream_maxlen: l.stream_maxlen,
+            spool_path: l.spool_path.clone().into(),
+            max_spool_bytes: l.max_spool_bytes,
+        })
+    }
+
     /// The plane settings for a role, with the URL the flag gave or the file's.
     pub fn plane(&self, role: &str) -> Result<crate::plane::PlaneSettings, ConfigError> {
         let r = &self.redis;

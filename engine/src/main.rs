@@ -308,7 +308,14 @@ fn role(name: &str, args: RoleArgs) -> ExitCode {
         tracing::info!(signal, "shutting down: giving up the lease");
         jm.shutdown();
     } else {
-        let stratum = match sluice::roles::Stratum::start(settings, plane) {
+        let share_log = match config.share_log() {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("sluice: configuration: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let stratum = match sluice::roles::Stratum::start(settings, plane, share_log) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("sluice: {e}");

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -77,6 +77,8 @@ pub struct Metrics {
     pub jobs_published: AtomicU64,
     /// Jobs from Redis refused: a fencing token below the highest seen, or a malformed message.
     pub jobs_refused: AtomicU64,
+    /// The share log's counters (stratum role only).
+    pub share_log: Arc<crate::plane::sharelog::ShareLogStats>,
     pub closed: [AtomicU64; CLOSE_REASONS.len()],
     pub started: Instant,
     /// (seconds since start, total accepted difficulty) samples for the hashrate estimate.
@@ -94,6 +96,7 @@ impl Metrics {
             blocks_rejected: AtomicU64::new(0),
             jobs_published: AtomicU64::new(0),
             jobs_refused: AtomicU64::new(0),
+            share_log: Arc::default(),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
             started: Instant::now(),
             samples: Mutex::new(Default::default()),
@@ -284,6 +287,30 @@ impl Metrics {
             "counter",
             "Jobs from Redis refused: a stale fencing token or a malformed message.",
             &one(self.jobs_refused.load(Relaxed).to_string()),
+        );
+        let log = &self.share_log;
+        metric(
+            "sluice_share_log_total",
+            "counter",
+            "Share log: records written to Redis, batches spooled and replayed, records dropped.",
+            &[
+                (
+                    "{kind=\"written\"}".into(),
+                    log.written.load(Relaxed).to_string(),
+                ),
+                (
+                    "{kind=\"spooled_batches\"}".into(),
+                    log.spooled_batches.load(Relaxed).to_string(),
+                ),
+                (
+                    "{kind=\"replayed_batches\"}".into(),
+                    log.replayed_batches.load(Relaxed).to_string(),
+                ),
+                (
+                    "{kind=\"dropped\"}".into(),
+                    log.dropped.load(Relaxed).to_string(),
+                ),
+            ],
         );
         out
     }

@@ -156,8 +156,12 @@ pub struct Stratum {
 }
 
 impl Stratum {
-    pub fn start(settings: Settings, plane: PlaneSettings) -> Result<Stratum, StartError> {
-        let engine = Engine::start_with(settings, Some(plane.clone()))?;
+    pub fn start(
+        settings: Settings,
+        plane: PlaneSettings,
+        share_log: crate::plane::sharelog::ShareLogSettings,
+    ) -> Result<Stratum, StartError> {
+        let engine = Engine::start_with(settings, Some((plane.clone(), share_log)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::clone(&engine.metrics);
         let address = engine

@@ -63,9 +63,32 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing answers, as when Redis hangs
+    /// or the network drops its packets. Its data stays.
+    pub fn pause(&self) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGSTOP);
+        }
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGCONT);
+        }
+    }
+
     /// Kills the server (its data goes with it: nothing is persisted).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process (a paused server must be able to die).
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGCONT);
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

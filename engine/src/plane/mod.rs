@@ -6,6 +6,7 @@
 //! - [`registry`]: each process's service hash, refreshed under a TTL;
 //! - [`jobs`]: the leader publishes jobs (fenced in Redis), engines take them (fenced again by token);
 //! - [`blocks`]: engines hand found blocks to the leader, which records each node's answer;
+//! - [`sharelog`]: every share verdict to a stream in idempotent batches, spooled while Redis is away;
 //! - [`wire`]: the binary job message.
 //!
 //! Everything here is blocking (the `redis` crate's synchronous client) and runs on threads of its
@@ -16,6 +17,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lease;
 pub mod registry;
+pub mod sharelog;
 pub mod wire;
 
 use std::time::Duration;

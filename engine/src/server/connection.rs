@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_uring::net::TcpStream;
 
 use crate::config::Listener;
+use crate::plane::sharelog::LoggedShare;
 use crate::proxy::{self, ProxyHeader};
 use crate::server::core::Core;
 use crate::server::limits::IpPermit;
@@ -207,6 +208,23 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Option<&'s
                     }
                     if let Ok(mut h) = metrics.submit_latency_ns.lock() {
                         let _ = h.record(started.elapsed().as_nanos().max(1) as u64);
+                    }
+                    if let Some(log) = &shared.share_log {
+                        let share = LoggedShare {
+                            record,
+                            session: *session.extranonce1(),
+                            client: conn.client.ip(),
+                            user_agent: session.user_agent_shared(),
+                            at_ms: ctx.now_ms,
+                        };
+                        // The core never waits on the log: a full queue costs the record.
+                        if log.try_send(share).is_err() {
+                            shared
+                                .metrics
+                                .share_log
+                                .dropped
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
                 Event::Block(block) => {

@@ -63,6 +63,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub limits: Arc<ConnectionLimits>,
     pub blocks: crossbeam_channel::Sender<Box<BlockFound>>,
+    /// The share log writer's queue (the stratum role only).
+    pub share_log: Option<crossbeam_channel::Sender<crate::plane::sharelog::LoggedShare>>,
 }
 
 /// A running engine.
@@ -112,7 +114,10 @@ impl Engine {
     /// `sluice stratum` role) instead of from an embedded job source.
     pub fn start_with(
         mut settings: Settings,
-        plane: Option<crate::plane::PlaneSettings>,
+        plane: Option<(
+            crate::plane::PlaneSettings,
+            crate::plane::sharelog::ShareLogSettings,
+        )>,
     ) -> Result<Engine, StartError> {
         // Connections past the open-file limit would wait in the listen backlog instead of being
         // refused: keep the connection limit under it.
@@ -151,6 +156,7 @@ impl Engine {
         let (blocks_tx, blocks_rx) = crossbeam_channel::bounded::<Box<BlockFound>>(BLOCK_QUEUE);
         let stop_jobmanager = Arc::new(AtomicBool::new(false));
         let mut background = Vec::new();
+        let mut share_log = None;
         match &plane {
             None => {
                 // Blocks are assembled off the cores, then go to the job source.
@@ -180,7 +186,17 @@ impl Engine {
                     Arc::clone(&stop_jobmanager),
                 )?);
             }
-            Some(plane) => {
+            Some((plane, log)) => {
+                let (shares_tx, shares_rx) =
+                    crossbeam_channel::bounded(crate::plane::sharelog::SHARE_QUEUE);
+                share_log = Some(shares_tx);
+                background.push(crate::plane::sharelog::spawn_writer(
+                    plane.clone(),
+                    log.clone(),
+                    shares_rx,
+                    Arc::clone(&metrics.share_log),
+                    Arc::clone(&stop_jobmanager),
+                )?);
                 let extranonce = settings.coinbase.extranonce;
                 background.push(
                     crate::plane::jobs::start_subscriber(
@@ -208,6 +224,7 @@ impl Engine {
             feed: Arc::clone(&feed),
             metrics: Arc::clone(&metrics),
             blocks: blocks_tx,
+            share_log,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut cores = Vec::new();

@@ -185,7 +185,8 @@ pub struct Session {
     /// The subscription id sent in `mining.subscribe`'s answer (hex).
     session_id: u64,
     subscribed: bool,
-    user_agent: Option<Box<str>>,
+    /// Shared with every share record of the session, so logging a share copies a pointer.
+    user_agent: Option<Arc<str>>,
     workers: Vec<Worker>,
     version_mask: u32,
     extranonce_subscribed: bool,
@@ -268,6 +269,11 @@ impl Session {
         self.user_agent.as_deref()
     }
 
+    /// The user agent, shared (for share records).
+    pub fn user_agent_shared(&self) -> Option<Arc<str>> {
+        self.user_agent.clone()
+    }
+
     pub fn is_authorized(&self) -> bool {
         !self.workers.is_empty()
     }
@@ -322,7 +328,7 @@ impl Session {
                         while !ua.is_char_boundary(end) {
                             end -= 1;
                         }
-                        Box::from(&ua[..end])
+                        Arc::from(&ua[..end])
                     });
                     message::write_subscribe_result(
                         out,
