@@ -292,6 +292,9 @@ pub struct RedisSection {
     pub service_ttl_secs: f64,
     /// The jobmanager lease: a standby leads at most this long (and a quarter) after the leader died.
     pub lease_secs: f64,
+    /// A miner may resume its session (same extranonce1, difficulty, workers) on any engine this
+    /// long after it was last saved.
+    pub session_ttl_secs: f64,
 }
 
 impl Default for RedisSection {
@@ -302,6 +305,7 @@ impl Default for RedisSection {
             id: None,
             service_ttl_secs: 10.0,
             lease_secs: 2.0,
+            session_ttl_secs: 600.0,
         }
     }
 }
@@ -396,6 +400,10 @@ impl FileConfig {
                 .unwrap_or_else(|| crate::plane::default_id(role)),
             service_ttl: Duration::from_millis(service_ttl),
             lease: Duration::from_millis(lease),
+            session_ttl: Duration::from_millis(secs_to_ms(
+                "redis.session_ttl_secs",
+                r.session_ttl_secs,
+            )?),
         })
     }
 }

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub jobs_published: AtomicU64,
     /// Jobs from Redis refused: a fencing token below the highest seen, or a malformed message.
     pub jobs_refused: AtomicU64,
+    /// Sessions resumed from the fleet's store.
+    pub sessions_resumed: AtomicU64,
     /// The share log's counters (stratum role only).
     pub share_log: Arc<crate::plane::sharelog::ShareLogStats>,
     pub closed: [AtomicU64; CLOSE_REASONS.len()],
@@ -96,6 +98,7 @@ impl Metrics {
             blocks_rejected: AtomicU64::new(0),
             jobs_published: AtomicU64::new(0),
             jobs_refused: AtomicU64::new(0),
+            sessions_resumed: AtomicU64::new(0),
             share_log: Arc::default(),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
             started: Instant::now(),
@@ -287,6 +290,12 @@ impl Metrics {
             "counter",
             "Jobs from Redis refused: a stale fencing token or a malformed message.",
             &one(self.jobs_refused.load(Relaxed).to_string()),
+        );
+        metric(
+            "sluice_sessions_resumed_total",
+            "counter",
+            "Sessions resumed from the fleet's session store.",
+            &one(self.sessions_resumed.load(Relaxed).to_string()),
         );
         let log = &self.share_log;
         metric(

@@ -6,6 +6,7 @@
 //! - [`registry`]: each process's service hash, refreshed under a TTL;
 //! - [`jobs`]: the leader publishes jobs (fenced in Redis), engines take them (fenced again by token);
 //! - [`blocks`]: engines hand found blocks to the leader, which records each node's answer;
+//! - [`sessions`]: engine slots (fleet-unique extranonce1) and the session store for resume;
 //! - [`sharelog`]: every share verdict to a stream in idempotent batches, spooled while Redis is away;
 //! - [`wire`]: the binary job message.
 //!
@@ -17,6 +18,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lease;
 pub mod registry;
+pub mod sessions;
 pub mod sharelog;
 pub mod wire;
 
@@ -38,6 +40,8 @@ pub struct PlaneSettings {
     /// The leader's lease; a standby takes over at most this long after the leader died (plus one
     /// of its attempts, a quarter of this).
     pub lease: Duration,
+    /// A saved session lives this long after its last save.
+    pub session_ttl: Duration,
 }
 
 /// Redis calls time out after this: a hung Redis must not hold a thread forever.

@@ -137,9 +137,8 @@ pub async fn serve(
     let writer = tokio_uring::spawn(write_loop(Rc::clone(&conn), Rc::clone(&core)));
 
     // Bytes that came with the PROXY header.
-    if let Some(reason) = handle_input(&core, &conn, &mut framer) {
-        conn.close(&core, Some(reason));
-    }
+    let mut resume = Resume::NotYet;
+    process(&core, &conn, &mut framer, &mut resume).await;
     while !conn.is_closed() {
         let (result, b) = conn.stream.read(buf).await;
         buf = b;
@@ -147,13 +146,12 @@ pub async fn serve(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 framer.push(&buf[..n]);
-                if let Some(reason) = handle_input(&core, &conn, &mut framer) {
-                    conn.close(&core, Some(reason));
-                }
+                process(&core, &conn, &mut framer, &mut resume).await;
             }
         }
     }
     conn.close(&core, None);
+    save_session(&core, &conn);
     core.unregister(&conn);
     let _ = writer.await;
 }
@@ -179,8 +177,73 @@ async fn read_proxy_header(
     }
 }
 
-/// Feeds every complete line to the session. Returns why the connection must close, if it must.
-fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Option<&'static str> {
+/// Whether the connection may still resume a saved session (only before its first subscribe,
+/// and only once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    NotYet,
+    Done,
+}
+
+/// What reading the buffered lines came to.
+enum Input {
+    Continue,
+    Close(&'static str),
+    /// A subscribe with this session id waits (put back in the framer) for the session store.
+    Resume(String),
+}
+
+/// Feeds the buffered lines to the session, stopping once to look up a session to resume.
+async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: &mut Resume) {
+    loop {
+        match handle_input(core, conn, framer, *resume) {
+            Input::Continue => return,
+            Input::Close(reason) => {
+                conn.close(core, Some(reason));
+                return;
+            }
+            Input::Resume(id) => {
+                *resume = Resume::Done;
+                let Some(store) = &core.shared.sessions else {
+                    continue;
+                };
+                if let Some(saved) = store.lookup(&id, SESSION_LOOKUP_DEADLINE).await {
+                    let own = *conn.session.borrow().extranonce1();
+                    let resumed = conn.session.borrow_mut().resume(&saved);
+                    match resumed {
+                        Ok(()) => {
+                            core.swap_extranonce(&own, &saved.extranonce1);
+                            core.shared
+                                .metrics
+                                .sessions_resumed
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::debug!(session = %id, "session resumed");
+                        }
+                        Err(why) => tracing::debug!(session = %id, why, "session not resumed"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes the session to the fleet's store (the stratum role), for a resume elsewhere.
+fn save_session(core: &Core, conn: &Conn) {
+    let Some(store) = &core.shared.sessions else {
+        return;
+    };
+    let session = conn.session.borrow();
+    if session.is_authorized() {
+        store.save(session.session_id(), session.snapshot());
+    }
+}
+
+/// The longest a subscribe waits for the session store before the miner gets a new session.
+const SESSION_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Feeds every complete line to the session, until the connection must close or a subscribe
+/// asks to resume a session.
+fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resume) -> Input {
     let shared = &core.shared;
     let book = shared.feed.load();
     let mut session = conn.session.borrow_mut();
@@ -188,11 +251,28 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Option<&'s
     let mut events = core.events.borrow_mut();
     let metrics = &shared.metrics.cores[core.index];
     let mut close = None;
+    let mut save = false;
     while let Some(line) = framer.next_line() {
         let Ok(line) = line else {
             close = Some("line-too-long");
             break;
         };
+        if resume == Resume::NotYet && shared.sessions.is_some() && !session.is_subscribed() {
+            if let Ok(message) = crate::stratum::parse(line) {
+                if let crate::stratum::Request::Subscribe {
+                    session_id: Some(id),
+                    ..
+                } = message.request
+                {
+                    let id = id.into_owned();
+                    framer.put_back();
+                    drop(out);
+                    conn.flush();
+                    return Input::Resume(id);
+                }
+            }
+        }
+        let was_authorized = session.is_authorized();
         let started = Instant::now();
         let ctx = Context {
             book: &book,
@@ -238,9 +318,10 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Option<&'s
                         );
                     }
                 }
-                Event::Difficulty(_) => {}
+                Event::Difficulty(_) => save = true,
             }
         }
+        save |= !was_authorized && session.is_authorized();
         if let Flow::Close(reason) = flow {
             close = Some(reason.as_str());
             break;
@@ -251,7 +332,15 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Option<&'s
     }
     drop(out);
     conn.flush();
-    close
+    if save {
+        if let Some(store) = &shared.sessions {
+            store.save(session.session_id(), session.snapshot());
+        }
+    }
+    match close {
+        Some(reason) => Input::Close(reason),
+        None => Input::Continue,
+    }
 }
 
 async fn write_loop(conn: Rc<Conn>, core: Rc<Core>) {

@@ -33,11 +33,19 @@ struct ExtranonceAllocator {
 }
 
 impl ExtranonceAllocator {
-    fn new(core: usize, cores: usize, size: usize) -> ExtranonceAllocator {
-        let space: u128 = 1u128 << (8 * size);
+    /// With an engine slot (the Redis plane), the first byte of every value is the slot, so values
+    /// are unique across the fleet; the cores share the rest.
+    fn new(core: usize, cores: usize, size: usize, slot: Option<u8>) -> ExtranonceAllocator {
+        let (space, offset): (u128, u64) = match slot {
+            Some(slot) if size >= 2 => (
+                1u128 << (8 * (size - 1)),
+                u64::from(slot) << (8 * (size - 1)),
+            ),
+            _ => (1u128 << (8 * size), 0),
+        };
         let span = (space / cores as u128).min(u64::MAX as u128) as u64;
         ExtranonceAllocator {
-            base: core as u64 * span,
+            base: offset + core as u64 * span,
             span,
             size,
             next: 0,
@@ -55,6 +63,13 @@ impl ExtranonceAllocator {
             if self.in_use.insert(value) {
                 return Extranonce1::from_counter(value, self.size);
             }
+        }
+    }
+
+    fn claim(&mut self, e: &Extranonce1) {
+        let value = crate::session::extranonce1_value(e);
+        if value >= self.base && value - self.base < self.span {
+            self.in_use.insert(value);
         }
     }
 
@@ -78,6 +93,15 @@ pub struct Core {
 impl Core {
     pub fn allocate_extranonce(&self) -> Option<Extranonce1> {
         self.extranonces.borrow_mut().allocate()
+    }
+
+    /// A resumed session takes its saved extranonce1: the value allocated for the connection goes
+    /// back, and the saved one is held if it is in this core's slice (one from another engine is
+    /// unique by its slot byte).
+    pub fn swap_extranonce(&self, allocated: &Extranonce1, resumed: &Extranonce1) {
+        let mut a = self.extranonces.borrow_mut();
+        a.release(allocated);
+        a.claim(resumed);
     }
 
     pub fn next_connection_id(&self) -> u64 {
@@ -138,6 +162,7 @@ pub fn run(
             index,
             shared.settings.threads,
             shared.settings.coinbase.extranonce.extranonce1(),
+            shared.extranonce_slot,
         )),
         shared,
         conns: RefCell::new(HashMap::new()),

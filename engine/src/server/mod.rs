@@ -65,6 +65,10 @@ pub struct Shared {
     pub blocks: crossbeam_channel::Sender<Box<BlockFound>>,
     /// The share log writer's queue (the stratum role only).
     pub share_log: Option<crossbeam_channel::Sender<crate::plane::sharelog::LoggedShare>>,
+    /// The fleet's session store (the stratum role only).
+    pub sessions: Option<Arc<crate::plane::sessions::SessionStore>>,
+    /// This engine's slot in the fleet: the first byte of every extranonce1 (the stratum role).
+    pub extranonce_slot: Option<u8>,
 }
 
 /// A running engine.
@@ -157,6 +161,8 @@ impl Engine {
         let stop_jobmanager = Arc::new(AtomicBool::new(false));
         let mut background = Vec::new();
         let mut share_log = None;
+        let mut sessions = None;
+        let mut extranonce_slot = None;
         match &plane {
             None => {
                 // Blocks are assembled off the cores, then go to the job source.
@@ -187,6 +193,25 @@ impl Engine {
                 )?);
             }
             Some((plane, log)) => {
+                if settings.coinbase.extranonce.extranonce1() < 2 {
+                    return Err(StartError::Plane(
+                        "pool.extranonce1_size: a fleet engine needs at least 2 bytes (one is its slot)"
+                            .into(),
+                    ));
+                }
+                let (slot, slot_thread) =
+                    crate::plane::sessions::lease_slot(plane, Arc::clone(&stop_jobmanager))
+                        .map_err(StartError::Plane)?;
+                tracing::info!(slot, "engine slot leased: extranonce1 values start with it");
+                extranonce_slot = Some(slot);
+                background.push(slot_thread);
+                let (store, store_thread) = crate::plane::sessions::spawn_store(
+                    plane.clone(),
+                    plane.session_ttl,
+                    Arc::clone(&stop_jobmanager),
+                )?;
+                sessions = Some(store);
+                background.push(store_thread);
                 let (shares_tx, shares_rx) =
                     crossbeam_channel::bounded(crate::plane::sharelog::SHARE_QUEUE);
                 share_log = Some(shares_tx);
@@ -225,6 +250,8 @@ impl Engine {
             metrics: Arc::clone(&metrics),
             blocks: blocks_tx,
             share_log,
+            sessions,
+            extranonce_slot,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut cores = Vec::new();

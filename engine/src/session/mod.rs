@@ -177,6 +177,24 @@ struct SentJob {
     difficulty: f64,
 }
 
+/// What a miner's session carries to another connection (on any engine of the fleet): kept in
+/// Redis under the session id, applied by [`Session::resume`] before the miner's subscribe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedSession {
+    pub extranonce1: Extranonce1,
+    pub difficulty: Difficulty,
+    pub version_mask: u32,
+    pub workers: Vec<String>,
+}
+
+/// An extranonce1 as the number its bytes spell (big-endian): the session id.
+pub fn extranonce1_value(e: &Extranonce1) -> u64 {
+    let mut b = [0u8; 8];
+    let bytes = e.as_bytes();
+    b[8 - bytes.len()..].copy_from_slice(bytes);
+    u64::from_be_bytes(b)
+}
+
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct Session {
@@ -269,6 +287,59 @@ impl Session {
         self.user_agent.as_deref()
     }
 
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed
+    }
+
+    /// The session id miners send back to resume (the extranonce1's value, in hex).
+    pub fn session_id(&self) -> String {
+        format!("{:x}", self.session_id)
+    }
+
+    /// What another connection needs to resume this session.
+    pub fn snapshot(&self) -> SavedSession {
+        SavedSession {
+            extranonce1: self.extranonce1,
+            difficulty: self.difficulty,
+            version_mask: self.version_mask,
+            workers: self.workers.iter().map(|w| w.name.to_string()).collect(),
+        }
+    }
+
+    /// Takes over a saved session before the miner subscribes: its extranonce1 (so work and
+    /// shares stay valid for the miner), difficulty, version mask and authorized workers, each
+    /// checked again against this listener's configuration. The subscribe that follows answers
+    /// with the saved extranonce1, then sends the difficulty and a job at once.
+    pub fn resume(&mut self, saved: &SavedSession) -> Result<(), &'static str> {
+        if self.subscribed {
+            return Err("already subscribed");
+        }
+        if saved.extranonce1.as_bytes().len() != self.config.extranonce.extranonce1() {
+            return Err("extranonce1 size differs");
+        }
+        let mut workers = Vec::new();
+        for name in saved.workers.iter().take(self.config.limits.max_workers) {
+            let worker = parse_worker(
+                name,
+                self.config.network,
+                self.config.allow_free_worker_names,
+            )
+            .map_err(|_| "a saved worker is not valid here")?;
+            workers.push(worker);
+        }
+        self.extranonce1 = saved.extranonce1;
+        self.session_id = extranonce1_value(&saved.extranonce1);
+        self.version_mask = saved.version_mask & self.config.version_mask;
+        self.difficulty = clamp(
+            saved.difficulty,
+            self.config.min_difficulty,
+            self.config.max_difficulty,
+        );
+        self.difficulty_pending = true;
+        self.workers = workers;
+        Ok(())
+    }
+
     /// The user agent, shared (for share records).
     pub fn user_agent_shared(&self) -> Option<Arc<str>> {
         self.user_agent.clone()
@@ -337,6 +408,15 @@ impl Session {
                         &self.extranonce1,
                         self.config.extranonce.extranonce2(),
                     );
+                    // A resumed session is authorized already: work at once.
+                    if !self.workers.is_empty() {
+                        if let Some(job) = ctx.book.current() {
+                            let job = Arc::clone(job);
+                            self.push_job(&job, out);
+                        } else {
+                            self.send_pending_difficulty(out);
+                        }
+                    }
                 }
             }
             Request::Authorize { worker, password } => {
