@@ -79,6 +79,8 @@ pub struct Metrics {
     pub jobs_refused: AtomicU64,
     /// Sessions resumed from the fleet's store.
     pub sessions_resumed: AtomicU64,
+    /// Jobs from Redis: publish (jobmanager's clock) to applied here, in µs.
+    pub plane_job_latency_us: Mutex<Histogram<u64>>,
     /// The share log's counters (stratum role only).
     pub share_log: Arc<crate::plane::sharelog::ShareLogStats>,
     pub closed: [AtomicU64; CLOSE_REASONS.len()],
@@ -99,6 +101,9 @@ impl Metrics {
             jobs_published: AtomicU64::new(0),
             jobs_refused: AtomicU64::new(0),
             sessions_resumed: AtomicU64::new(0),
+            plane_job_latency_us: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+            ),
             share_log: Arc::default(),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
             started: Instant::now(),
@@ -166,6 +171,18 @@ impl Metrics {
                 .expect("same bounds");
         }
         all
+    }
+
+    /// Jobmanager-to-engine latency of jobs from Redis in seconds: (p50, p99, max, count).
+    pub fn plane_job_latency(&self) -> (f64, f64, f64, u64) {
+        let h = self.plane_job_latency_us.lock().expect("metrics lock");
+        let s = |v: u64| v as f64 / 1e6;
+        (
+            s(h.value_at_quantile(0.5)),
+            s(h.value_at_quantile(0.99)),
+            s(h.max()),
+            h.len(),
+        )
     }
 
     /// Submit latency quantiles in seconds: (p50, p99, p999, count).
@@ -290,6 +307,18 @@ impl Metrics {
             "counter",
             "Jobs from Redis refused: a stale fencing token or a malformed message.",
             &one(self.jobs_refused.load(Relaxed).to_string()),
+        );
+        let (p50, p99, max, count) = self.plane_job_latency();
+        metric(
+            "sluice_plane_job_latency_seconds",
+            "summary",
+            "Jobs from Redis: from the jobmanager's publish to this engine's feed.",
+            &[
+                ("{quantile=\"0.5\"}".into(), p50.to_string()),
+                ("{quantile=\"0.99\"}".into(), p99.to_string()),
+                ("{quantile=\"1\"}".into(), max.to_string()),
+                ("_count".into(), count.to_string()),
+            ],
         );
         metric(
             "sluice_sessions_resumed_total",

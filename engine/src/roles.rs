@@ -178,11 +178,25 @@ impl Stratum {
                 version: env!("CARGO_PKG_VERSION").into(),
                 started_ms: now_ms(),
             },
-            move || Load {
-                connections: metrics.connections(),
-                hashrate: metrics.hashrate(),
-                shares_per_second: 0.0,
-                state: "serving".into(),
+            {
+                // Shares per second over the time since the last heartbeat.
+                let mut last = (std::time::Instant::now(), metrics.shares_accepted());
+                move || {
+                    let now = (std::time::Instant::now(), metrics.shares_accepted());
+                    let secs = now.0.duration_since(last.0).as_secs_f64();
+                    let rate = if secs > 0.0 {
+                        (now.1 - last.1) as f64 / secs
+                    } else {
+                        0.0
+                    };
+                    last = now;
+                    Load {
+                        connections: metrics.connections(),
+                        hashrate: metrics.hashrate(),
+                        shares_per_second: rate,
+                        state: "serving".into(),
+                    }
+                }
             },
             Arc::clone(&stop),
         )?;

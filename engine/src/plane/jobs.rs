@@ -24,6 +24,13 @@ use crate::plane::{connect, Keys, PlaneSettings};
 use crate::server::feed::{JobFeed, JobSink};
 use crate::units::ExtranonceSizes;
 
+/// Microseconds since the Unix epoch.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// Writes the latest job and publishes it, only while `ARGV[1]` (`ID|TOKEN`) holds the lease.
 const PUBLISH_FENCED: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -75,6 +82,7 @@ impl RedisJobSink {
         let message = JobMessage {
             token,
             sequence: state.sequence,
+            published_us: now_us(),
             clean,
             parts,
         }
@@ -171,6 +179,9 @@ impl Follower {
         }
         self.token = message.token;
         self.sequence = message.sequence;
+        if let Ok(mut h) = metrics.plane_job_latency_us.lock() {
+            let _ = h.record(now_us().saturating_sub(message.published_us).max(1));
+        }
         // A new leader may publish on the block the old one did without `clean`: the previous
         // block decides, whoever sent the job.
         let clean = message.clean

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `P:layout` | string | the layout version; a process refuses a different one | one value |
 //! | `P:services` | sorted set | service id → expiry (ms); the registry's index | pruned by score on every heartbeat |
-//! | `P:svc:ID` | hash | id, role, addr, version, started_ms, heartbeat_ms, load | TTL (`service_ttl`) |
+//! | `P:svc:ID` | hash | id, role, address, version, started_ms, heartbeat_ms, connections, hashrate, shares_per_second, state | TTL (`service_ttl`) |
 //! | `P:jm:leader` | string | `ID|TOKEN` of the leading jobmanager | TTL (the lease) |
 //! | `P:jm:token` | counter | the last fencing token handed out | one value |
 //! | `P:job:latest` | string | the last job message (binary, `wire`) | TTL 1 h, rewritten per job |
@@ -13,6 +13,12 @@
 //! | `P:blocks:found` | stream | blocks found by engines, for the leader to submit | MAXLEN ~ 10,000 |
 //! | `P:blocks:cursor` | string | the last `blocks:found` entry a leader took | one value |
 //! | `P:blocks` | stream | each found block with every node's answer | MAXLEN ~ 10,000 |
+//! | `P:slot:N` | string | the engine holding slot N, the first byte of its extranonce1 values | TTL (`service_ttl`) |
+//! | `P:session:ID` | hash | a session to resume: extranonce1, difficulty, version_mask, workers, engine, updated_ms | TTL (`session_ttl`) |
+//! | `P:sessions` | sorted set | session id → expiry (ms) | pruned on every save |
+//! | `P:shares` | stream | one entry per share verdict (`sharelog::FIELDS`) | MAXLEN ~ `share_log.stream_maxlen` |
+//! | `P:shares:hwm:ENGINE:EPOCH` | string | the last share batch written by one run of an engine | TTL 7 days |
+//! | `P:roll:MINUTE` | hash | per worker `W|accepted`, `W|rejected`, `W|difficulty` (accepted shares' assigned difficulty) | TTL 2 days |
 
 use redis::Connection;
 
@@ -72,6 +78,25 @@ impl Keys {
     }
     pub fn blocks(&self) -> String {
         self.key("blocks")
+    }
+    pub fn slot(&self, n: u32) -> String {
+        self.key(&format!("slot:{n}"))
+    }
+    pub fn session(&self, id: &str) -> String {
+        self.key(&format!("session:{id}"))
+    }
+    pub fn sessions(&self) -> String {
+        self.key("sessions")
+    }
+    pub fn shares(&self) -> String {
+        self.key("shares")
+    }
+    pub fn shares_hwm(&self, engine: &str, epoch: u64) -> String {
+        self.key(&format!("shares:hwm:{engine}:{epoch}"))
+    }
+    /// The rollup hash of one minute (unix seconds / 60).
+    pub fn rollup(&self, minute: u64) -> String {
+        self.key(&format!("roll:{minute}"))
     }
 }
 

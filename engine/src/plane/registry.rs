@@ -102,14 +102,14 @@ pub fn deregister(con: &mut redis::Connection, keys: &Keys, id: &str) -> redis::
 pub fn spawn(
     settings: PlaneSettings,
     info: ServiceInfo,
-    load: impl Fn() -> Load + Send + 'static,
+    mut load: impl FnMut() -> Load + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let keys = Keys::new(&settings.prefix);
     let every = settings.service_ttl / 3;
     let id = settings.id.clone();
     let beat_keys = keys.clone();
-    let beat = move |con: &mut Option<redis::Connection>| {
+    let mut beat = move |con: &mut Option<redis::Connection>| {
         if con.is_none() {
             *con = connect(&settings.url).ok();
         }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::hex;
-use crate::plane::{connect, PlaneSettings};
+use crate::plane::{connect, Keys, PlaneSettings};
 use crate::server::now_ms;
 use crate::session::SavedSession;
 use crate::units::{Difficulty, Extranonce1};
@@ -76,7 +76,7 @@ pub fn lease_slot(
             settings.prefix
         ));
     }
-    let key = format!("{}:slot:{slot}", settings.prefix);
+    let key = Keys::new(&settings.prefix).slot(slot as u32);
     let (url, id) = (settings.url.clone(), settings.id.clone());
     let handle = std::thread::Builder::new()
         .name("sluice-slot".into())
@@ -155,7 +155,7 @@ fn load(
     id: &str,
 ) -> redis::RedisResult<Option<SavedSession>> {
     let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(format!("{prefix}:session:{id}"))
+        .arg(Keys::new(prefix).session(id))
         .query(con)?;
     let parse = || -> Option<SavedSession> {
         let mut en1 = vec![0u8; fields.get("extranonce1")?.len() / 2];
@@ -177,8 +177,8 @@ fn store(
     id: &str,
     saved: &SavedSession,
 ) -> redis::RedisResult<()> {
-    let key = format!("{}:session:{id}", settings.prefix);
-    let index = format!("{}:sessions", settings.prefix);
+    let keys = Keys::new(&settings.prefix);
+    let (key, index) = (keys.session(id), keys.sessions());
     let now = now_ms();
     let ttl_ms = ttl.as_millis() as u64;
     redis::pipe()

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::{Deserialize, Serialize};
 
-use crate::plane::{connect, PlaneSettings};
+use crate::plane::{connect, Keys, PlaneSettings};
 use crate::server::now_ms;
 use crate::session::ShareRecord;
 use crate::units::Extranonce1;
@@ -60,8 +60,8 @@ pub struct ShareLogSettings {
     pub max_spool_bytes: u64,
 }
 
-/// The stream entry's fields, in the order records carry their values. The batch script reads
-/// `ts`, `verdict`, `worker` and `assigned` at offsets 0, 3, 5 and 6.
+/// The stream entry's fields, in the order records carry their values. The rollups read `ts`,
+/// `verdict`, `worker` and `assigned` at offsets 0, 3, 5 and 6.
 pub const FIELDS: [&str; 15] = [
     "ts", "engine", "batch", "verdict", "reason", "worker", "assigned", "actual", "job", "height",
     "session", "client", "agent", "block", "hash",
@@ -76,37 +76,61 @@ struct Batch {
     records: Vec<Vec<String>>,
 }
 
-/// Writes a batch unless its sequence is at or below the high-water mark. Rollup hashes live two
-/// days, high-water marks a week (longer than any spool waits).
+/// Writes a batch unless its sequence is at or below the high-water mark: every record to the
+/// stream, then the batch's rollups, summed per (minute, worker, counter) before they are sent.
+/// Rollup hashes live two days, high-water marks a week (longer than any spool waits).
+///
+/// ARGV: seq, maxlen, prefix, field count F, record count R, rollup count U, the F field names,
+/// the R records of F values each, then U rollups of (minute, field, increment).
 const WRITE_BATCH: &str = r#"
 local hwm = tonumber(redis.call('GET', KEYS[2]) or '0')
 local seq = tonumber(ARGV[1])
 if seq <= hwm then return -1 end
-local n = tonumber(ARGV[4])
-local base = 5 + n
-local count = (#ARGV - base + 1) / n
-for i = 0, count - 1 do
-  local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
-  for j = 1, n do
-    args[#args + 1] = ARGV[4 + j]
-    args[#args + 1] = ARGV[base + i * n + j - 1]
+local f = tonumber(ARGV[4])
+local records = tonumber(ARGV[5])
+local rollups = tonumber(ARGV[6])
+local base = 7 + f
+local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
+for j = 1, f do
+  args[6 + 2 * j - 1] = ARGV[6 + j]
+end
+for i = 0, records - 1 do
+  for j = 1, f do
+    args[6 + 2 * j] = ARGV[base + i * f + j - 1]
   end
   redis.call(unpack(args))
-  local at = base + i * n
-  local minute = math.floor(tonumber(ARGV[at + 0]) / 60000)
-  local rollup = ARGV[3] .. ':roll:' .. minute
-  local worker = ARGV[at + 5]
-  if ARGV[at + 3] == 'accepted' then
-    redis.call('HINCRBY', rollup, worker .. '|accepted', 1)
-    redis.call('HINCRBYFLOAT', rollup, worker .. '|difficulty', ARGV[at + 6])
-  else
-    redis.call('HINCRBY', rollup, worker .. '|rejected', 1)
-  end
-  redis.call('EXPIRE', rollup, 172800)
+end
+local at = base + records * f
+for u = 0, rollups - 1 do
+  local key = ARGV[3] .. ':roll:' .. ARGV[at + 3 * u]
+  redis.call('HINCRBYFLOAT', key, ARGV[at + 3 * u + 1], ARGV[at + 3 * u + 2])
+  redis.call('EXPIRE', key, 172800)
 end
 redis.call('SET', KEYS[2], seq, 'EX', 604800)
-return count
+return records
 "#;
+
+/// A batch's rollup increments: (minute, `worker|counter`) → increment.
+fn rollups(batch: &Batch) -> std::collections::BTreeMap<(u64, String), f64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for r in &batch.records {
+        let minute = r[0].parse::<u64>().unwrap_or(0) / 60_000;
+        let worker = &r[5];
+        if r[3] == "accepted" {
+            *sums
+                .entry((minute, format!("{worker}|accepted")))
+                .or_insert(0.0) += 1.0;
+            *sums
+                .entry((minute, format!("{worker}|difficulty")))
+                .or_insert(0.0) += r[6].parse::<f64>().unwrap_or(0.0);
+        } else {
+            *sums
+                .entry((minute, format!("{worker}|rejected")))
+                .or_insert(0.0) += 1.0;
+        }
+    }
+    sums
+}
 
 /// Counters of the share log, for metrics and tests.
 #[derive(Debug, Default)]
@@ -167,14 +191,17 @@ impl Writer {
         if self.con.is_none() {
             self.con = Some(connect(&self.settings.url).map_err(|e| e.to_string())?);
         }
+        let sums = rollups(batch);
         let mut invocation = self.script.prepare_invoke();
         invocation
-            .key(format!("{}:shares", self.settings.prefix))
+            .key(Keys::new(&self.settings.prefix).shares())
             .key(self.hwm_key(batch.epoch))
             .arg(batch.seq)
             .arg(self.log.stream_maxlen)
             .arg(&self.settings.prefix)
-            .arg(FIELDS.len());
+            .arg(FIELDS.len())
+            .arg(batch.records.len())
+            .arg(sums.len());
         for name in FIELDS {
             invocation.arg(name);
         }
@@ -182,6 +209,9 @@ impl Writer {
             for value in record {
                 invocation.arg(value);
             }
+        }
+        for ((minute, field), increment) in &sums {
+            invocation.arg(minute).arg(field).arg(increment);
         }
         let con = self.con.as_mut().expect("connected above");
         match invocation.invoke::<i64>(con) {
@@ -384,12 +414,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_batch_script_reads_the_fields_where_they_are() {
+    fn rollups_read_the_fields_where_they_are_and_sum_per_minute() {
         assert_eq!(
             [FIELDS[0], FIELDS[3], FIELDS[5], FIELDS[6]],
             ["ts", "verdict", "worker", "assigned"]
         );
-        assert!(WRITE_BATCH.contains("ARGV[at + 0]") && WRITE_BATCH.contains("ARGV[at + 6]"));
+        let record = |ts: u64, verdict: &str, worker: &str, assigned: f64| {
+            let mut r = vec![String::new(); FIELDS.len()];
+            r[0] = ts.to_string();
+            r[3] = verdict.into();
+            r[5] = worker.into();
+            r[6] = assigned.to_string();
+            r
+        };
+        let batch = Batch {
+            epoch: 1,
+            seq: 1,
+            records: vec![
+                record(60_000, "accepted", "w", 2.0),
+                record(119_999, "accepted", "w", 3.0),
+                record(120_000, "accepted", "w", 5.0),
+                record(60_001, "rejected", "w", 2.0),
+            ],
+        };
+        let sums = rollups(&batch);
+        assert_eq!(sums[&(1, "w|accepted".into())], 2.0);
+        assert_eq!(sums[&(1, "w|difficulty".into())], 5.0);
+        assert_eq!(sums[&(1, "w|rejected".into())], 1.0);
+        assert_eq!(sums[&(2, "w|difficulty".into())], 5.0);
     }
 
     #[test]

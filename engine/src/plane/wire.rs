@@ -5,7 +5,8 @@
 //! hex) to every engine; engines need them to assemble a block. Decoding is total: any bytes give a
 //! job or a [`WireError`], never a panic, and every length is checked against what is left.
 //!
-//! Layout (integers little-endian): magic `SLJ1`, token u64, sequence u64, clean u8, height u64,
+//! Layout (integers little-endian): magic `SLJ1`, token u64, sequence u64, published_us u64 (the
+//! publisher's clock, microseconds since the Unix epoch), clean u8, height u64,
 //! prev_hash [32], version u32, nbits u32, ntime u32, mintime u32, extranonce1 size u8, extranonce2
 //! size u8, coinb1 (u32 length + bytes), coinb2 (u32 + bytes), txid count u32 then txids [32] each,
 //! transactions (u32 + bytes), witness flag u8 then the reserved value [32] when 1.
@@ -26,6 +27,9 @@ pub struct JobMessage {
     pub token: u64,
     /// Increases with every job one leader publishes.
     pub sequence: u64,
+    /// When the jobmanager published it (its clock, µs since the epoch): engines measure the
+    /// fan-out's latency with it.
+    pub published_us: u64,
     pub clean: bool,
     pub parts: JobParts,
 }
@@ -58,6 +62,7 @@ impl JobMessage {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.token.to_le_bytes());
         out.extend_from_slice(&self.sequence.to_le_bytes());
+        out.extend_from_slice(&self.published_us.to_le_bytes());
         out.push(u8::from(self.clean));
         out.extend_from_slice(&p.height.to_le_bytes());
         out.extend_from_slice(&p.prev_hash);
@@ -90,6 +95,7 @@ impl JobMessage {
         }
         let token = r.u64("token")?;
         let sequence = r.u64("sequence")?;
+        let published_us = r.u64("published_us")?;
         let clean = match r.u8("clean")? {
             0 => false,
             1 => true,
@@ -127,6 +133,7 @@ impl JobMessage {
         Ok(JobMessage {
             token,
             sequence,
+            published_us,
             clean,
             parts: JobParts {
                 height,
@@ -193,6 +200,7 @@ mod tests {
         JobMessage {
             token: 7,
             sequence: 42,
+            published_us: 1_700_000_000_000_000,
             clean: true,
             parts: JobParts {
                 height: 840_000,
@@ -240,7 +248,7 @@ mod tests {
         }
         let mut huge = bytes;
         // The txid count claims more than the message holds.
-        let at = 4 + 8 + 8 + 1 + 8 + 32 + 16 + 2 + 4 + 3 + 4 + 2;
+        let at = 4 + 8 + 8 + 8 + 1 + 8 + 32 + 16 + 2 + 4 + 3 + 4 + 2;
         huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
             JobMessage::decode(&huge),

@@ -1,0 +1,97 @@
+//! Opening the connection to the fleet's Redis, and the clock every age and window is measured by.
+
+use std::time::Duration;
+
+use crate::error::{CtlError, Result};
+
+/// A hung Redis must not hang an operator's terminal (or a script) for long.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A connection and the URL it came from, so later failures can name it.
+pub struct Redis {
+    pub con: redis::Connection,
+    pub url: String,
+}
+
+impl Redis {
+    pub fn open(url: &str) -> Result<Redis> {
+        let unreachable = |e: redis::RedisError| CtlError::Unreachable {
+            url: url.to_owned(),
+            error: e.to_string(),
+        };
+        // A URL Redis' client cannot parse is the operator's typo, not an outage.
+        let client = redis::Client::open(url).map_err(|e| {
+            CtlError::Usage(format!(
+                "{:?} is not a Redis URL ({e}): use redis://HOST:PORT[/DB] or unix:///PATH",
+                redact(url)
+            ))
+        })?;
+        let con = client
+            .get_connection_with_timeout(REDIS_TIMEOUT)
+            .map_err(unreachable)?;
+        con.set_read_timeout(Some(REDIS_TIMEOUT))
+            .map_err(unreachable)?;
+        con.set_write_timeout(Some(REDIS_TIMEOUT))
+            .map_err(unreachable)?;
+        Ok(Redis {
+            con,
+            url: url.to_owned(),
+        })
+    }
+
+    /// Runs one command, classifying its failure.
+    pub fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T> {
+        cmd.query(&mut self.con)
+            .map_err(|e| CtlError::from_redis(&self.url, e))
+    }
+
+    /// Runs a pipeline, classifying its failure.
+    pub fn query_pipe<T: redis::FromRedisValue>(&mut self, pipe: &redis::Pipeline) -> Result<T> {
+        pipe.query(&mut self.con)
+            .map_err(|e| CtlError::from_redis(&self.url, e))
+    }
+
+    /// Now, in ms, by Redis's clock (`TIME`). Expiry scores and heartbeats are written by the
+    /// fleet's clocks; Redis's is the one reference every operator shares, so a laptop with a
+    /// skewed clock still sees the same live services and windows as everyone else.
+    pub fn now_ms(&mut self) -> Result<u64> {
+        let (secs, micros): (u64, u64) = self.query(&redis::cmd("TIME"))?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+}
+
+/// The URL without its password, for messages that may land in logs or tickets.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact("redis://:s3cret@10.0.0.1:6379/2"),
+            "redis://:***@10.0.0.1:6379/2"
+        );
+        assert_eq!(
+            redact("redis://ops:s3cret@host:6379"),
+            "redis://ops:***@host:6379"
+        );
+        assert_eq!(redact("redis://ops@host:6379"), "redis://ops@host:6379");
+        assert_eq!(redact("unix:///run/redis.sock"), "unix:///run/redis.sock");
+    }
+}

@@ -1,0 +1,77 @@
+//! What can go wrong, and the exit code each failure maps to. Scripts branch on the code, so each
+//! kind of failure keeps its own: 1 for usage and things not found, 2 when Redis cannot be reached,
+//! 3 when Redis holds a layout this build cannot read.
+
+use std::fmt;
+
+use crate::connect::redact;
+use crate::layout::LAYOUT_VERSION;
+
+#[derive(Debug)]
+pub enum CtlError {
+    /// Bad arguments, a missing setting, or something asked for that does not exist.
+    Usage(String),
+    /// The prefix holds no fleet at all.
+    NoFleet { prefix: String },
+    /// Redis did not answer (refused, timed out, dropped).
+    Unreachable { url: String, error: String },
+    /// The fleet speaks another layout version.
+    Layout { prefix: String, found: String },
+    /// Redis answered, but not as the layout says it should (a wrong type, a script error).
+    Redis(String),
+    /// Writing to stdout failed (other than a closed pipe, which is not an error).
+    Output(std::io::Error),
+}
+
+impl CtlError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Usage(_) | CtlError::NoFleet { .. } | CtlError::Redis(_) => 1,
+            CtlError::Output(_) => 1,
+            CtlError::Unreachable { .. } => 2,
+            CtlError::Layout { .. } => 3,
+        }
+    }
+
+    /// Classifies a failed command: a lost connection is "unreachable" (exit 2) wherever it
+    /// happens, so a script need not care whether Redis went away before or during the command.
+    pub fn from_redis(url: &str, e: redis::RedisError) -> CtlError {
+        if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+        {
+            CtlError::Unreachable {
+                url: url.to_owned(),
+                error: e.to_string(),
+            }
+        } else {
+            CtlError::Redis(e.to_string())
+        }
+    }
+}
+
+impl fmt::Display for CtlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CtlError::Usage(m) => write!(f, "{m}"),
+            CtlError::NoFleet { prefix } => write!(
+                f,
+                "no Sluice fleet under prefix {prefix:?} ({prefix}:layout is missing); check --prefix or SLUICE_PREFIX"
+            ),
+            CtlError::Unreachable { url, error } => write!(
+                f,
+                "cannot reach Redis at {}: {error}; set --redis or SLUICE_REDIS",
+                redact(url)
+            ),
+            CtlError::Layout { prefix, found } => write!(
+                f,
+                "Redis under prefix {prefix:?} holds layout version {found}, this sluicectl reads version {LAYOUT_VERSION}: the fleet and sluicectl must be upgraded together"
+            ),
+            CtlError::Redis(m) => write!(f, "Redis answered with an error: {m}"),
+            CtlError::Output(e) => write!(f, "cannot write the output: {e}"),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CtlError>;

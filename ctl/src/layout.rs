@@ -1,0 +1,99 @@
+//! The Redis layout sluicectl reads (version [`LAYOUT_VERSION`], ARCHITECTURE.md "Redis layout"),
+//! and the check that the fleet under a prefix speaks it. sluicectl only reads: unlike a Sluice
+//! process it never writes `P:layout`, so pointing it at the wrong prefix changes nothing.
+
+use crate::connect::Redis;
+use crate::error::{CtlError, Result};
+
+/// The layout version this build reads; `engine/src/plane/keys.rs` has the writer's.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The share log's stream fields (`engine/src/plane/sharelog.rs`), in the order they are written.
+pub const SHARE_FIELDS: [&str; 15] = [
+    "ts", "engine", "batch", "verdict", "reason", "worker", "assigned", "actual", "job", "height",
+    "session", "client", "agent", "block", "hash",
+];
+
+/// The key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    pub fn layout(&self) -> String {
+        self.key("layout")
+    }
+    pub fn services(&self) -> String {
+        self.key("services")
+    }
+    pub fn service(&self, id: &str) -> String {
+        self.key(&format!("svc:{id}"))
+    }
+    pub fn leader(&self) -> String {
+        self.key("jm:leader")
+    }
+    pub fn token(&self) -> String {
+        self.key("jm:token")
+    }
+    pub fn blocks(&self) -> String {
+        self.key("blocks")
+    }
+    pub fn shares(&self) -> String {
+        self.key("shares")
+    }
+    /// The per-minute rollup of the minute starting at `minute * 60` unix seconds.
+    pub fn rollup(&self, minute: u64) -> String {
+        self.key(&format!("roll:{minute}"))
+    }
+}
+
+/// Refuses a prefix without a fleet or with another layout version.
+pub fn check(redis: &mut Redis, keys: &Keys) -> Result<()> {
+    let found: Option<String> = redis.query(redis::cmd("GET").arg(keys.layout()))?;
+    match found {
+        None => Err(CtlError::NoFleet {
+            prefix: keys.prefix().to_owned(),
+        }),
+        Some(v) if v == LAYOUT_VERSION.to_string() => Ok(()),
+        Some(found) => Err(CtlError::Layout {
+            prefix: keys.prefix().to_owned(),
+            found,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sluicectl does not link the engine, so this is what notices when the writer's layout moves
+    /// and this reader has not followed.
+    #[test]
+    fn the_layout_is_the_engines() {
+        assert_eq!(LAYOUT_VERSION, sluice::plane::LAYOUT_VERSION);
+        assert_eq!(SHARE_FIELDS, sluice::plane::sharelog::FIELDS);
+        let ours = Keys::new("pool");
+        let theirs = sluice::plane::Keys::new("pool");
+        assert_eq!(ours.layout(), theirs.layout());
+        assert_eq!(ours.services(), theirs.services());
+        assert_eq!(ours.service("e-1"), theirs.service("e-1"));
+        assert_eq!(ours.leader(), theirs.leader());
+        assert_eq!(ours.token(), theirs.token());
+        assert_eq!(ours.blocks(), theirs.blocks());
+    }
+}

@@ -1,0 +1,247 @@
+//! sluicectl, the operators' CLI for a Sluice fleet: what runs, who leads, which blocks were found,
+//! the shares as they come, and per-worker rates, all read from the fleet's Redis (layout version
+//! 1, ARCHITECTURE.md). It only reads: nothing here changes the fleet.
+//!
+//! Exit codes: 0 ok; 1 usage, not found, or no fleet under the prefix; 2 Redis unreachable;
+//! 3 the fleet speaks another layout version.
+
+mod cmd;
+mod connect;
+mod error;
+mod format;
+mod layout;
+mod output;
+mod stream;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use cmd::services::Role;
+use cmd::shares::{Filter, Verdict};
+use cmd::Ctx;
+use connect::Redis;
+use error::{CtlError, Result};
+use layout::Keys;
+
+#[derive(Parser)]
+#[command(
+    name = "sluicectl",
+    version,
+    about = "Look into a Sluice fleet through its Redis control plane",
+    after_help = "Exit codes: 0 ok, 1 usage or not found, 2 Redis unreachable, 3 layout version mismatch."
+)]
+struct Cli {
+    /// The fleet's Redis, e.g. redis://127.0.0.1:6379
+    // The URL may carry a password: help must not print it.
+    #[arg(
+        long,
+        env = "SLUICE_REDIS",
+        hide_env_values = true,
+        value_name = "URL",
+        global = true
+    )]
+    redis: Option<String>,
+    /// Key prefix of the fleet (redis.prefix in its configuration)
+    #[arg(
+        long,
+        env = "SLUICE_PREFIX",
+        default_value = "sluice",
+        value_name = "P",
+        global = true
+    )]
+    prefix: String,
+    /// Print one JSON document on stdout instead of tables (one object per line with --follow)
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every live process of the fleet
+    Services {
+        #[command(subcommand)]
+        command: ServicesCommand,
+    },
+    /// The jobmanagers and which one holds the lease
+    Jobmanager {
+        #[command(subcommand)]
+        command: LsOnly,
+    },
+    /// The stratum engines
+    Engine {
+        #[command(subcommand)]
+        command: LsOnly,
+    },
+    /// Blocks the fleet found and what each node answered
+    Blocks {
+        #[command(subcommand)]
+        command: BlocksCommand,
+    },
+    /// Share verdicts from the share log
+    Shares {
+        #[command(subcommand)]
+        command: SharesCommand,
+    },
+    /// Per-worker shares and hash rate over the last minutes
+    Stats {
+        /// The window, in minutes (including the one under way)
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=cmd::stats::MAX_MINUTES))]
+        minutes: u64,
+    },
+    /// Print a shell completion script (needs no Redis)
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServicesCommand {
+    /// List the live services
+    Ls {
+        /// Only services of this role
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LsOnly {
+    /// List them
+    Ls,
+}
+
+#[derive(Subcommand)]
+enum BlocksCommand {
+    /// List the newest blocks first
+    Ls {
+        /// How many blocks
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000u64))]
+        limit: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SharesCommand {
+    /// The newest shares, oldest first; or, with --follow, each new share as it is written
+    Tail {
+        /// Only this worker's shares (the full name, as the miner authorized)
+        #[arg(long)]
+        worker: Option<String>,
+        /// Only accepted or only rejected shares
+        #[arg(long, value_enum)]
+        verdict: Option<Verdict>,
+        /// Keep printing new shares until interrupted
+        #[arg(long, short, conflicts_with = "count")]
+        follow: bool,
+        /// How many shares
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=cmd::shares::SCAN_LIMIT as u64))]
+        count: u64,
+    },
+}
+
+/// The shells clap_complete writes scripts for that operators use.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+fn completions(shell: Shell) -> Result<()> {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sluicectl", &mut script);
+    output::print(&String::from_utf8_lossy(&script))
+}
+
+/// Connects and checks the layout: every command but `completions` starts here.
+fn context(cli: &Cli) -> Result<Ctx> {
+    let url = cli
+        .redis
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            CtlError::Usage(
+                "no Redis given: pass --redis redis://HOST:PORT or set SLUICE_REDIS".to_owned(),
+            )
+        })?;
+    let mut redis = Redis::open(url)?;
+    let keys = Keys::new(&cli.prefix);
+    layout::check(&mut redis, &keys)?;
+    Ok(Ctx {
+        redis,
+        keys,
+        json: cli.json,
+    })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        return completions(shell);
+    }
+    let mut ctx = context(&cli)?;
+    match cli.command {
+        Command::Services {
+            command: ServicesCommand::Ls { role },
+        } => cmd::services::ls(&mut ctx, role, "services"),
+        Command::Engine {
+            command: LsOnly::Ls,
+        } => cmd::services::ls(&mut ctx, Some(Role::Stratum), "engines"),
+        Command::Jobmanager {
+            command: LsOnly::Ls,
+        } => cmd::jobmanager::ls(&mut ctx),
+        Command::Blocks {
+            command: BlocksCommand::Ls { limit },
+        } => cmd::blocks::ls(&mut ctx, limit as usize),
+        Command::Shares {
+            command:
+                SharesCommand::Tail {
+                    worker,
+                    verdict,
+                    follow,
+                    count,
+                },
+        } => {
+            let filter = Filter { worker, verdict };
+            if follow {
+                cmd::shares::follow(&mut ctx, &filter)
+            } else {
+                cmd::shares::tail(&mut ctx, &filter, count as usize)
+            }
+        }
+        Command::Stats { minutes } => cmd::stats::show(&mut ctx, minutes),
+        Command::Completions { .. } => unreachable!("handled before connecting"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap exits 2 on a usage error; here 2 means "Redis unreachable", so usage is 1.
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // Output cut short by a closed pipe (`| head`) is what the reader asked for.
+        Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluicectl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

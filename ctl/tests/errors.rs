@@ -1,0 +1,174 @@
+//! How sluicectl fails, by exit code and message: Redis unreachable (2), another layout version
+//! (3), no fleet under the prefix or no Redis given (1), usage errors (1); and what works without
+//! Redis (completions) or from the environment alone.
+
+mod support;
+
+use support::{claim_layout, free_port, sluicectl, sluicectl_env, RedisServer};
+
+/// Every command that reads the fleet.
+const COMMANDS: [&[&str]; 7] = [
+    &["services", "ls"],
+    &["engine", "ls"],
+    &["jobmanager", "ls"],
+    &["blocks", "ls"],
+    &["shares", "tail"],
+    &["shares", "tail", "--follow"],
+    &["stats"],
+];
+
+#[test]
+fn unreachable_redis_exits_2_and_says_how_to_set_it() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    for cmd in COMMANDS {
+        let mut args = vec!["--redis", url.as_str()];
+        args.extend_from_slice(cmd);
+        let run = sluicectl_env(&args, &[]);
+        assert_eq!(run.code, 2, "{cmd:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .starts_with(&format!("sluicectl: cannot reach Redis at {url}: ")),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr
+                .trim_end()
+                .ends_with("; set --redis or SLUICE_REDIS"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stdout, "", "nothing on stdout, even with --json");
+    }
+}
+
+#[test]
+fn the_password_in_the_url_stays_out_of_the_message() {
+    let url = format!("redis://ops:hunter2@127.0.0.1:{}/0", free_port());
+    let run = sluicectl_env(&["--redis", &url, "services", "ls", "--json"], &[]);
+    assert_eq!(run.code, 2);
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("redis://ops:***@127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn another_layout_version_exits_3_and_names_it() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let _: () = redis::cmd("SET")
+        .arg("v2:layout")
+        .arg(2)
+        .query(&mut con)
+        .unwrap();
+    for cmd in COMMANDS {
+        let mut args = cmd.to_vec();
+        args.push("--json");
+        let run = sluicectl(&redis, "v2", &args);
+        assert_eq!(run.code, 3, "{cmd:?}: {}", run.stderr);
+        assert_eq!(
+            run.stderr,
+            "sluicectl: Redis under prefix \"v2\" holds layout version 2, this sluicectl reads version 1: the fleet and sluicectl must be upgraded together\n"
+        );
+        assert_eq!(run.stdout, "");
+    }
+}
+
+#[test]
+fn a_prefix_without_a_layout_exits_1_and_stays_untouched() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    // Another fleet next door is not this one.
+    claim_layout(&mut con, "sluice");
+    for cmd in COMMANDS {
+        let run = sluicectl(&redis, "nofleet", cmd);
+        assert_eq!(run.code, 1, "{cmd:?}: {}", run.stderr);
+        assert!(
+            run.stderr.starts_with(
+                "sluicectl: no Sluice fleet under prefix \"nofleet\" (nofleet:layout is missing)"
+            ),
+            "{}",
+            run.stderr
+        );
+    }
+    // Unlike a Sluice process, sluicectl never claims a prefix.
+    let layout: Option<String> = redis::cmd("GET")
+        .arg("nofleet:layout")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(layout, None);
+}
+
+#[test]
+fn no_redis_given_exits_1_and_says_how_to_give_it() {
+    let run = sluicectl_env(&["services", "ls"], &[]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        run.stderr,
+        "sluicectl: no Redis given: pass --redis redis://HOST:PORT or set SLUICE_REDIS\n"
+    );
+    let run = sluicectl_env(&["--redis", "http://127.0.0.1:1", "services", "ls"], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("is not a Redis URL"), "{}", run.stderr);
+}
+
+#[test]
+fn the_environment_stands_in_for_the_flags() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    claim_layout(&mut con, "envpool");
+    let url = redis.url();
+    let env = [("SLUICE_REDIS", url.as_str()), ("SLUICE_PREFIX", "envpool")];
+    let doc = sluicectl_env(&["services", "ls", "--json"], &env).json();
+    assert_eq!(doc["prefix"], "envpool");
+    assert_eq!(doc["services"], serde_json::json!([]));
+    // A flag wins over the environment.
+    let run = sluicectl_env(&["--prefix", "other", "services", "ls"], &env);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // The default prefix is `sluice`.
+    let run = sluicectl_env(&["--redis", &url, "engine", "ls", "--json"], &[]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("prefix \"sluice\""), "{}", run.stderr);
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    for args in [
+        &["frobnicate"][..],
+        &[],
+        &["services"],
+        &["services", "ls", "--role", "miner"],
+        &["shares", "tail", "--follow", "--count", "5"],
+        &["completions", "powershell"],
+    ] {
+        let run = sluicectl_env(args, &[]);
+        assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
+    }
+    let run = sluicectl_env(&["--help"], &[]);
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("Exit codes"), "{}", run.stdout);
+    let run = sluicectl_env(&["--version"], &[]);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout,
+        format!("sluicectl {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn completions_need_no_redis() {
+    for (shell, marker) in [
+        ("bash", "complete -F _sluicectl"),
+        ("zsh", "#compdef sluicectl"),
+        ("fish", "complete -c sluicectl"),
+    ] {
+        let run = sluicectl_env(&["completions", shell], &[]);
+        assert_eq!(run.code, 0, "{shell}: {}", run.stderr);
+        assert!(run.stdout.contains(marker), "{shell}:\n{}", run.stdout);
+        // The subcommands are in the script.
+        assert!(run.stdout.contains("jobmanager") && run.stdout.contains("stats"));
+    }
+}
