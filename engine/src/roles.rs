@@ -164,6 +164,7 @@ impl Stratum {
         let engine = Engine::start_with(settings, Some((plane.clone(), share_log)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::clone(&engine.metrics);
+        let control = Arc::clone(&engine.control);
         let address = engine
             .addresses
             .iter()
@@ -194,7 +195,11 @@ impl Stratum {
                         connections: metrics.connections(),
                         hashrate: metrics.hashrate(),
                         shares_per_second: rate,
-                        state: "serving".into(),
+                        state: if control.draining.load(Ordering::Acquire) {
+                            "draining".into()
+                        } else {
+                            "serving".into()
+                        },
                     }
                 }
             },

@@ -18,6 +18,8 @@
 //! | `P:sessions` | sorted set | session id → expiry (ms) | pruned on every save |
 //! | `P:shares` | stream | one entry per share verdict (`sharelog::FIELDS`) | MAXLEN ~ `share_log.stream_maxlen` |
 //! | `P:shares:hwm:ENGINE:EPOCH` | string | the last share batch written by one run of an engine | TTL 7 days |
+//! | `P:cmd:ENGINE` | stream | commands from sluicectl: id, cmd (drain, undrain, kick), arg, sent_ms | MAXLEN ~ 1,000 |
+//! | `P:ack:ID` | string | the engine's JSON answer to command ID | TTL 1 h |
 //! | `P:roll:MINUTE` | hash | per worker `W|accepted`, `W|rejected`, `W|difficulty` (accepted shares' assigned difficulty) | TTL 2 days |
 
 use redis::Connection;
@@ -93,6 +95,14 @@ impl Keys {
     }
     pub fn shares_hwm(&self, engine: &str, epoch: u64) -> String {
         self.key(&format!("shares:hwm:{engine}:{epoch}"))
+    }
+    /// One engine's command stream (from sluicectl).
+    pub fn commands(&self, engine: &str) -> String {
+        self.key(&format!("cmd:{engine}"))
+    }
+    /// The acknowledgement of one command.
+    pub fn ack(&self, command: &str) -> String {
+        self.key(&format!("ack:{command}"))
     }
     /// The rollup hash of one minute (unix seconds / 60).
     pub fn rollup(&self, minute: u64) -> String {

@@ -8,12 +8,14 @@
 //! - [`blocks`]: engines hand found blocks to the leader, which records each node's answer;
 //! - [`sessions`]: engine slots (fleet-unique extranonce1) and the session store for resume;
 //! - [`sharelog`]: every share verdict to a stream in idempotent batches, spooled while Redis is away;
+//! - [`commands`]: drain, undrain and kick from sluicectl, acknowledged through Redis;
 //! - [`wire`]: the binary job message.
 //!
 //! Everything here is blocking (the `redis` crate's synchronous client) and runs on threads of its
 //! own: never on an engine core.
 
 pub mod blocks;
+pub mod commands;
 pub mod jobs;
 pub mod keys;
 pub mod lease;

@@ -38,6 +38,8 @@ pub struct Conn {
     pub out: RefCell<Vec<u8>>,
     wake_writer: Notify,
     closed: Cell<bool>,
+    /// Close once the output is written (a drained miner gets its `client.reconnect` first).
+    closing: Cell<Option<&'static str>>,
 }
 
 impl Conn {
@@ -65,6 +67,16 @@ impl Conn {
 
     pub fn pending_output(&self) -> usize {
         self.out.borrow().len()
+    }
+
+    /// Closes the connection once everything queued for the miner is written.
+    pub fn close_after_flush(&self, core: &Core, reason: &'static str) {
+        if self.pending_output() == 0 {
+            self.close(core, Some(reason));
+        } else {
+            self.closing.set(Some(reason));
+            self.wake_writer.notify_one();
+        }
     }
 }
 
@@ -132,6 +144,7 @@ pub async fn serve(
         out: RefCell::new(Vec::new()),
         wake_writer: Notify::new(),
         closed: Cell::new(false),
+        closing: Cell::new(None),
     });
     core.register(Rc::clone(&conn));
     let writer = tokio_uring::spawn(write_loop(Rc::clone(&conn), Rc::clone(&core)));
@@ -347,6 +360,9 @@ async fn write_loop(conn: Rc<Conn>, core: Rc<Core>) {
     let mut spare: Vec<u8> = Vec::new();
     loop {
         if conn.out.borrow().is_empty() {
+            if let Some(reason) = conn.closing.take() {
+                conn.close(&core, Some(reason));
+            }
             if conn.is_closed() {
                 break;
             }

@@ -219,6 +219,17 @@ async fn accept_loop(
             }
         };
         let metrics = &core.shared.metrics;
+        if core
+            .shared
+            .control
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // Draining: the balancer sends this miner to another engine.
+            metrics.count_close("draining");
+            drop(stream);
+            continue;
+        }
         let Ok(total) = core.shared.limits.acquire_total() else {
             metrics.count_close("limit-total");
             continue;
@@ -291,12 +302,43 @@ async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         let now = now_ms();
-        for conn in core.connections() {
+        let conns = core.connections();
+        for conn in &conns {
             let flow = conn.session.borrow_mut().tick(now, &mut events);
             events.clear();
             if let Flow::Close(reason) = flow {
                 conn.close(&core, Some(reason.as_str()));
             }
+        }
+        obey_control(&core, &conns);
+    }
+}
+
+/// Carries out sluicectl's commands on this core: kicks, and a wave of the drain.
+fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
+    use std::sync::atomic::Ordering;
+    let control = &core.shared.control;
+    for kick in control.kicks() {
+        for conn in conns {
+            if !conn.is_closed() && conn.session.borrow().session_id() == kick.session_id {
+                conn.close(core, Some("kicked"));
+                kick.kicked.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+    if control.draining.load(Ordering::Acquire) {
+        // A tenth of the connections a second, at least one: miners move in waves.
+        let live: Vec<&Rc<Conn>> = conns.iter().filter(|c| !c.is_closed()).collect();
+        let wave = live.len().div_ceil(10).max(1);
+        let target = core.shared.settings.reconnect_to.as_ref();
+        for conn in live.into_iter().take(wave) {
+            message::write_reconnect(
+                &mut conn.out.borrow_mut(),
+                target.map(|(host, port, _)| (host.as_str(), *port)),
+                target.map_or(0, |t| t.2),
+            );
+            conn.flush();
+            conn.close_after_flush(core, "drained");
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct Shared {
     pub sessions: Option<Arc<crate::plane::sessions::SessionStore>>,
     /// This engine's slot in the fleet: the first byte of every extranonce1 (the stratum role).
     pub extranonce_slot: Option<u8>,
+    /// Drain state and kicks from sluicectl (the stratum role; idle otherwise).
+    pub control: Arc<crate::plane::commands::Control>,
 }
 
 /// A running engine.
@@ -79,6 +81,8 @@ pub struct Engine {
     pub feed: Arc<JobFeed>,
     /// Node health and recent blocks, for `/status`.
     pub source_status: Arc<SourceStatus>,
+    /// Drain state, for the registry.
+    pub control: Arc<crate::plane::commands::Control>,
     shutdown: watch::Sender<bool>,
     cores: Vec<JoinHandle<()>>,
     /// The job source's threads (or, with a plane, the Redis threads).
@@ -163,6 +167,7 @@ impl Engine {
         let mut share_log = None;
         let mut sessions = None;
         let mut extranonce_slot = None;
+        let control = Arc::new(crate::plane::commands::Control::default());
         match &plane {
             None => {
                 // Blocks are assembled off the cores, then go to the job source.
@@ -212,6 +217,12 @@ impl Engine {
                 )?;
                 sessions = Some(store);
                 background.push(store_thread);
+                background.push(crate::plane::commands::spawn(
+                    plane.clone(),
+                    Arc::clone(&control),
+                    Arc::clone(&metrics),
+                    Arc::clone(&stop_jobmanager),
+                )?);
                 let (shares_tx, shares_rx) =
                     crossbeam_channel::bounded(crate::plane::sharelog::SHARE_QUEUE);
                 share_log = Some(shares_tx);
@@ -252,6 +263,7 @@ impl Engine {
             share_log,
             sessions,
             extranonce_slot,
+            control: Arc::clone(&control),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut cores = Vec::new();
@@ -275,6 +287,7 @@ impl Engine {
             metrics,
             feed,
             source_status,
+            control,
             shutdown,
             cores,
             background,

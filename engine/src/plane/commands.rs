@@ -1,0 +1,207 @@
+//! Commands from `sluicectl` to one engine, answered through Redis.
+//!
+//! `sluicectl` appends `{id, cmd, arg, sent_ms}` to the stream `P:cmd:ENGINE` (MAXLEN ~ 1,000); the
+//! engine reads it from the moment it started (a command sent while it was down is stale and never
+//! runs), carries the command out, and answers with `SET P:ack:ID <json> EX 3600`:
+//! `{"engine","cmd","ok":true,"result":{…}}` or `{"engine","cmd","ok":false,"error":"…"}`.
+//!
+//! - `drain`: refuse new connections, and send `client.reconnect` to the connected miners in waves
+//!   (a tenth of each core's connections per second, at least one), so a fleet behind a balancer
+//!   moves them elsewhere without a thundering herd. Result `{"draining":true,"connections":N}`.
+//! - `undrain`: serve new connections again. Result `{"draining":false}`.
+//! - `kick SESSION`: close the connections of that session. Result `{"kicked":N}`.
+//!
+//! The cores see commands through [`Control`], checked on their one-second tick and at accept.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::plane::{connect, Keys, PlaneSettings};
+
+/// Entries kept in each engine's command stream.
+pub const COMMAND_STREAM_MAXLEN: usize = 1_000;
+
+/// Acknowledgements live an hour.
+const ACK_TTL_SECS: u64 = 3_600;
+
+/// Kicks waiting for the cores' next tick, at most.
+const MAX_PENDING_KICKS: usize = 1_024;
+
+/// How long a kick waits for every core's tick (ticks are one second apart).
+const KICK_WAIT: Duration = Duration::from_millis(1_300);
+
+/// A kick waiting for the cores.
+#[derive(Debug)]
+pub struct Kick {
+    pub session_id: String,
+    pub kicked: Arc<AtomicU64>,
+}
+
+/// What the cores read on their tick: drain state and pending kicks.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub draining: AtomicBool,
+    kicks: Mutex<Vec<Arc<Kick>>>,
+    /// Bumped on every change, so a core scans only when something is new.
+    pub generation: AtomicU64,
+}
+
+impl Control {
+    /// The kicks pending now (cheap when there are none).
+    pub fn kicks(&self) -> Vec<Arc<Kick>> {
+        self.kicks.lock().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    fn add_kick(&self, kick: Arc<Kick>) -> Result<(), String> {
+        let mut kicks = self.kicks.lock().map_err(|_| "kick list poisoned")?;
+        if kicks.len() >= MAX_PENDING_KICKS {
+            return Err("too many kicks pending".into());
+        }
+        kicks.push(kick);
+        Ok(())
+    }
+
+    fn remove_kick(&self, kick: &Arc<Kick>) {
+        if let Ok(mut kicks) = self.kicks.lock() {
+            kicks.retain(|k| !Arc::ptr_eq(k, kick));
+        }
+    }
+}
+
+type StreamReply = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
+
+fn run(
+    cmd: &str,
+    arg: &str,
+    control: &Control,
+    metrics: &Metrics,
+) -> Result<serde_json::Value, String> {
+    match cmd {
+        "drain" => {
+            control.draining.store(true, Ordering::Release);
+            control.generation.fetch_add(1, Ordering::Release);
+            tracing::warn!("draining: refusing new connections, moving miners away in waves");
+            Ok(serde_json::json!({"draining": true, "connections": metrics.connections()}))
+        }
+        "undrain" => {
+            control.draining.store(false, Ordering::Release);
+            control.generation.fetch_add(1, Ordering::Release);
+            tracing::info!("undrained: serving new connections");
+            Ok(serde_json::json!({"draining": false}))
+        }
+        "kick" => {
+            if arg.is_empty() || arg.len() > 16 || !arg.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "{arg:?} is not a session id (hex, as mining.subscribe gives it)"
+                ));
+            }
+            let kick = Arc::new(Kick {
+                session_id: arg.to_ascii_lowercase(),
+                kicked: Arc::new(AtomicU64::new(0)),
+            });
+            control.add_kick(Arc::clone(&kick))?;
+            control.generation.fetch_add(1, Ordering::Release);
+            std::thread::sleep(KICK_WAIT);
+            control.remove_kick(&kick);
+            Ok(serde_json::json!({"kicked": kick.kicked.load(Ordering::Acquire)}))
+        }
+        other => Err(format!(
+            "unknown command {other:?}: this engine knows drain, undrain and kick"
+        )),
+    }
+}
+
+/// Reads this engine's command stream on a thread of its own until `stop`.
+pub fn spawn(
+    settings: PlaneSettings,
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sluice-commands".into())
+        .spawn(move || {
+            let keys = Keys::new(&settings.prefix);
+            let stream = keys.commands(&settings.id);
+            // Only commands sent from now on: the newest entry's id, or 0-0 for an empty stream.
+            let mut last: Option<String> = None;
+            let mut con = None;
+            while !stop.load(Ordering::Relaxed) {
+                if con.is_none() {
+                    con = connect(&settings.url).ok();
+                    if con.is_none() {
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
+                }
+                let c = con.as_mut().expect("connected above");
+                if last.is_none() {
+                    let newest: Vec<(String, Vec<(String, String)>)> = match redis::cmd("XREVRANGE")
+                        .arg(&stream)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query(c)
+                    {
+                        Ok(n) => n,
+                        Err(_) => {
+                            con = None;
+                            continue;
+                        }
+                    };
+                    last = Some(newest.first().map_or("0-0".to_owned(), |(id, _)| id.clone()));
+                }
+                let from = last.clone().expect("set above");
+                let reply: StreamReply = match redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(16)
+                    .arg("BLOCK")
+                    .arg(200)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(&from)
+                    .query(c)
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        con = None;
+                        continue;
+                    }
+                };
+                for (_, entries) in reply.unwrap_or_default() {
+                    for (entry, fields) in entries {
+                        last = Some(entry);
+                        let field = |name: &str| {
+                            fields
+                                .iter()
+                                .find(|(k, _)| k == name)
+                                .map_or("", |(_, v)| v.as_str())
+                        };
+                        let (id, cmd, arg) = (field("id"), field("cmd"), field("arg"));
+                        if id.is_empty() {
+                            tracing::warn!("a command without an id: ignored");
+                            continue;
+                        }
+                        tracing::info!(%id, %cmd, %arg, "command from sluicectl");
+                        let ack = match run(cmd, arg, &control, &metrics) {
+                            Ok(result) => serde_json::json!({"engine": settings.id, "cmd": cmd, "ok": true, "result": result}),
+                            Err(error) => serde_json::json!({"engine": settings.id, "cmd": cmd, "ok": false, "error": error}),
+                        };
+                        let stored: redis::RedisResult<()> = redis::cmd("SET")
+                            .arg(keys.ack(id))
+                            .arg(ack.to_string())
+                            .arg("EX")
+                            .arg(ACK_TTL_SECS)
+                            .query(c);
+                        if let Err(e) = stored {
+                            tracing::warn!(error = %e, %id, "cannot acknowledge a command");
+                        }
+                    }
+                }
+            }
+        })
+}
