@@ -2,13 +2,13 @@
 //! throughput into Redis.
 //!
 //! ```text
-//! cargo bench --bench plane                  # SECONDS=20 MINERS=200 RECORDS=300000
+//! cargo bench --bench plane                  # DURATION=20 MINERS=200 RECORDS=300000
 //! ```
 //!
 //! 1. **Job latency.** A real `redis-server`, `sluice jobmanager` on the simulated chain refreshing
 //!    its job every 50 ms, and one `sluice stratum` engine with MINERS connected miners. Each job
 //!    carries the jobmanager's publish time; the engine records publish-to-applied for every job
-//!    (`sluice_plane_job_latency_seconds`), read here after SECONDS. Both processes share this
+//!    (`sluice_plane_job_latency_seconds`), read here after DURATION seconds. Both processes share this
 //!    machine's clock.
 //! 2. **Share log throughput.** The engine's share log writer (`plane::sharelog`), in this
 //!    process, against a real `redis-server`: RECORDS share records queued as fast as the writer
@@ -169,7 +169,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let seconds = env_usize("SECONDS", 20) as u64;
+    let seconds = env_usize("DURATION", 20) as u64;
     let miners = env_usize("MINERS", 200);
     let records = env_usize("RECORDS", 300_000);
     job_latency(seconds, miners);

@@ -450,3 +450,67 @@ fn a_miner_resumes_its_session_on_another_engine() {
     let r = stranger.request("mining.subscribe", json!(["x", "deadbeef"]));
     assert_ne!(r["result"][1], "deadbeef");
 }
+
+#[test]
+fn operators_pause_and_promote_jobmanagers_through_the_control_hash() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _a = jobmanager(&redis, "jm-a");
+    eventually(Duration::from_secs(5), || leader(&mut con)).expect("a leader");
+    let _b = jobmanager(&redis, "jm-b");
+    let engine = stratum(&redis, "engine-1");
+    let mut miner = Miner::connect(engine.addr());
+    miner.handshake();
+    let leads = |con: &mut redis::Connection, id: &str| {
+        eventually(Duration::from_secs(3), || {
+            leader(con).filter(|l| l.starts_with(&format!("{id}|")))
+        })
+    };
+    assert!(leads(&mut con, "jm-a").is_some());
+    let control = format!("{PREFIX}:jm:control");
+
+    // Paused, the leader hands the lease over; the new leader's job reaches the miner.
+    let _: i64 = redis::cmd("HSET")
+        .arg(&control)
+        .arg("pause:jm-a")
+        .arg(1)
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        leads(&mut con, "jm-b").is_some(),
+        "jm-b leads once jm-a is paused"
+    );
+    miner.notifications.clear();
+    assert!(miner
+        .wait_for("mining.notify", Duration::from_secs(3))
+        .is_some());
+
+    // Resumed, jm-a stays standby (no churn); promoted, it takes the lease back.
+    let _: i64 = redis::cmd("HDEL")
+        .arg(&control)
+        .arg("pause:jm-a")
+        .query(&mut con)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(leader(&mut con).unwrap().starts_with("jm-b|"));
+    let _: i64 = redis::cmd("HSET")
+        .arg(&control)
+        .arg("prefer")
+        .arg("jm-a")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        leads(&mut con, "jm-a").is_some(),
+        "jm-a leads once preferred"
+    );
+
+    // A preferred jobmanager that dies does not leave the fleet without a leader.
+    let _: i64 = redis::cmd("HSET")
+        .arg(&control)
+        .arg("prefer")
+        .arg("jm-gone")
+        .query(&mut con)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(leader(&mut con).is_some());
+}

@@ -8,6 +8,7 @@
 //! | `P:svc:ID` | hash | id, role, address, version, started_ms, heartbeat_ms, connections, hashrate, shares_per_second, state | TTL (`service_ttl`) |
 //! | `P:jm:leader` | string | `ID|TOKEN` of the leading jobmanager | TTL (the lease) |
 //! | `P:jm:token` | counter | the last fencing token handed out | one value |
+//! | `P:jm:control` | hash | `pause:ID` (that jobmanager may not lead), `prefer` (the jobmanager that should) | one field per jobmanager |
 //! | `P:job:latest` | string | the last job message (binary, `wire`) | TTL 1 h, rewritten per job |
 //! | `P:jobs` | pub/sub channel | every job message as published | not stored |
 //! | `P:blocks:found` | stream | blocks found by engines, for the leader to submit | MAXLEN ~ 10,000 |
@@ -65,6 +66,10 @@ impl Keys {
     }
     pub fn token(&self) -> String {
         self.key("jm:token")
+    }
+    /// Operators' steering of the lease: fields `pause:ID` and `prefer`.
+    pub fn jm_control(&self) -> String {
+        self.key("jm:control")
     }
     pub fn latest_job(&self) -> String {
         self.key("job:latest")

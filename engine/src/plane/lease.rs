@@ -6,6 +6,10 @@
 //! A standby tries to take the lease every quarter of its length, so it leads at most one lease and
 //! a quarter after the leader died. A leader that cannot renew (Redis unreachable, lease taken)
 //! steps down at once, before its lease could have lapsed anywhere else.
+//!
+//! Operators steer it through the hash `P:jm:control` (sluicectl `jobmanager pause|resume|promote`):
+//! a jobmanager with field `pause:ID` set neither takes nor keeps the lease; while field `prefer`
+//! names another live jobmanager, no other takes the lease and a leader hands it over.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +42,26 @@ end
 return 0
 "#;
 
+/// Whether operators let this jobmanager lead: not paused, and no other live jobmanager preferred.
+fn may_lead(con: &mut redis::Connection, keys: &Keys, id: &str) -> redis::RedisResult<bool> {
+    let (paused, preferred): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(keys.jm_control())
+        .arg(format!("pause:{id}"))
+        .arg("prefer")
+        .query(con)?;
+    if paused.is_some() {
+        return Ok(false);
+    }
+    match preferred {
+        Some(p) if p != id => {
+            // A preferred jobmanager that is gone must not leave the fleet without a leader.
+            let alive: bool = redis::cmd("EXISTS").arg(keys.service(&p)).query(con)?;
+            Ok(!alive)
+        }
+        _ => Ok(true),
+    }
+}
+
 /// The leadership state other threads read: the token while leading, 0 while not.
 #[derive(Debug, Default)]
 pub struct Leadership {
@@ -67,6 +91,7 @@ pub fn spawn(
         .spawn(move || {
             let keys = Keys::new(&settings.prefix);
             let acquire = redis::Script::new(ACQUIRE);
+            let release = redis::Script::new(RELEASE);
             let lease_ms = settings.lease.as_millis() as u64;
             let attempt_every = settings.lease / 4;
             let mut con = None;
@@ -76,13 +101,26 @@ pub fn spawn(
                     con = connect(&settings.url).ok();
                 }
                 let result = match con.as_mut() {
-                    Some(c) => acquire
-                        .key(keys.leader())
-                        .key(keys.token())
-                        .arg(&settings.id)
-                        .arg(lease_ms)
-                        .invoke::<i64>(c)
-                        .map_err(|e| e.to_string()),
+                    Some(c) => match may_lead(c, &keys, &settings.id) {
+                        Ok(true) => acquire
+                            .key(keys.leader())
+                            .key(keys.token())
+                            .arg(&settings.id)
+                            .arg(lease_ms)
+                            .invoke::<i64>(c)
+                            .map_err(|e| e.to_string()),
+                        Ok(false) => {
+                            if let Some(token) = leadership.token() {
+                                tracing::info!("paused, or another jobmanager is preferred: handing the lease over");
+                                let _ = release
+                                    .key(keys.leader())
+                                    .arg(format!("{}|{token}", settings.id))
+                                    .invoke::<i64>(c);
+                            }
+                            Ok(0)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
                     None => Err("cannot connect".to_owned()),
                 };
                 let now_token = match result {
