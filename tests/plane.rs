@@ -514,3 +514,60 @@ fn operators_pause_and_promote_jobmanagers_through_the_control_hash() {
     std::thread::sleep(Duration::from_millis(600));
     assert!(leader(&mut con).is_some());
 }
+
+#[test]
+fn policies_apply_to_new_connections_and_to_live_ones_when_changed() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _jm = jobmanager(&redis, "jm-a");
+    eventually(Duration::from_secs(5), || leader(&mut con)).expect("a leader");
+    let engine = stratum(&redis, "engine-1");
+    let worker = support::miner::WORKER;
+    let set = |con: &mut redis::Connection, json: String| {
+        let _: i64 = redis::cmd("HSET")
+            .arg(format!("{PREFIX}:policies"))
+            .arg("vip")
+            .arg(json)
+            .query(con)
+            .unwrap();
+    };
+    set(
+        &mut con,
+        format!(r#"{{"worker":"{worker}","start_difficulty":0.0001,"min_difficulty":0.00005}}"#),
+    );
+    // Engines read the policies every second.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut vip = Miner::connect(engine.addr());
+    vip.handshake();
+    assert_eq!(
+        vip.difficulty, 0.0001,
+        "the policy's start difficulty, before the first job"
+    );
+    let mut other = Miner::connect(engine.addr());
+    other.subscribe();
+    assert_eq!(other.authorize("someone.rig", "x")["result"], true);
+    other
+        .wait_for("mining.notify", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        other.difficulty, 0.000001,
+        "no policy matches: the listener's"
+    );
+
+    // Changed while the miner is connected: its difficulty moves into the new bounds at once.
+    vip.notifications.clear();
+    other.notifications.clear();
+    set(
+        &mut con,
+        format!(r#"{{"worker":"{worker}","min_difficulty":0.0003}}"#),
+    );
+    let d = vip
+        .wait_for("mining.set_difficulty", Duration::from_secs(4))
+        .expect("the live connection gets the new difficulty");
+    assert_eq!(d["params"][0].as_f64(), Some(0.0003), "{d}");
+    assert_eq!(
+        other.wait_for("mining.set_difficulty", Duration::from_millis(500)),
+        None
+    );
+}

@@ -19,6 +19,7 @@
 //! | `P:sessions` | sorted set | session id → expiry (ms) | pruned on every save |
 //! | `P:shares` | stream | one entry per share verdict (`sharelog::FIELDS`) | MAXLEN ~ `share_log.stream_maxlen` |
 //! | `P:shares:hwm:ENGINE:EPOCH` | string | the last share batch written by one run of an engine | TTL 7 days |
+//! | `P:policies` | hash | policy name → JSON (`policies::Policy`) | at most 1,000 read |
 //! | `P:cmd:ENGINE` | stream | commands from sluicectl: id, cmd (drain, undrain, kick), arg, sent_ms | MAXLEN ~ 1,000 |
 //! | `P:ack:ID` | string | the engine's JSON answer to command ID | TTL 1 h |
 //! | `P:roll:MINUTE` | hash | per worker `W|accepted`, `W|rejected`, `W|difficulty` (accepted shares' assigned difficulty) | TTL 2 days |
@@ -100,6 +101,10 @@ impl Keys {
     }
     pub fn shares_hwm(&self, engine: &str, epoch: u64) -> String {
         self.key(&format!("shares:hwm:{engine}:{epoch}"))
+    }
+    /// Per-connection policies: name → JSON.
+    pub fn policies(&self) -> String {
+        self.key("policies")
     }
     /// One engine's command stream (from sluicectl).
     pub fn commands(&self, engine: &str) -> String {

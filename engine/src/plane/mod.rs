@@ -8,6 +8,7 @@
 //! - [`blocks`]: engines hand found blocks to the leader, which records each node's answer;
 //! - [`sessions`]: engine slots (fleet-unique extranonce1) and the session store for resume;
 //! - [`sharelog`]: every share verdict to a stream in idempotent batches, spooled while Redis is away;
+//! - [`policies`]: per-connection overrides of difficulty, vardiff target and version mask;
 //! - [`commands`]: drain, undrain and kick from sluicectl, acknowledged through Redis;
 //! - [`wire`]: the binary job message.
 //!
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod jobs;
 pub mod keys;
 pub mod lease;
+pub mod policies;
 pub mod registry;
 pub mod sessions;
 pub mod sharelog;

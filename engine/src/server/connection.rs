@@ -6,19 +6,21 @@
 use std::cell::{Cell, RefCell};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_uring::net::TcpStream;
 
 use crate::config::Listener;
+use crate::plane::policies::PolicySet;
 use crate::plane::sharelog::LoggedShare;
 use crate::proxy::{self, ProxyHeader};
 use crate::server::core::Core;
 use crate::server::limits::IpPermit;
 use crate::server::limits::TotalPermit;
 use crate::server::now_ms;
-use crate::session::{Context, Event, Flow, Session};
+use crate::session::{Context, Event, Flow, Session, SessionConfig};
 use crate::stratum::LineFramer;
 
 /// Bytes read per receive. Small on purpose: a submit is about 200 bytes, and this buffer lives as
@@ -40,6 +42,10 @@ pub struct Conn {
     closed: Cell<bool>,
     /// Close once the output is written (a drained miner gets its `client.reconnect` first).
     closing: Cell<Option<&'static str>>,
+    /// The listener's session configuration, which policies override.
+    base: Arc<SessionConfig>,
+    /// The port the miner reached, which policies match on.
+    port: u16,
 }
 
 impl Conn {
@@ -67,6 +73,21 @@ impl Conn {
 
     pub fn pending_output(&self) -> usize {
         self.out.borrow().len()
+    }
+
+    /// Runs the session on the policy that matches it now (or the listener's configuration), for
+    /// an authorized session; a difficulty change is announced at once.
+    pub fn apply_policy(&self, policies: &PolicySet) {
+        let mut session = self.session.borrow_mut();
+        let Some(worker) = session.first_worker() else {
+            return;
+        };
+        let config = policies.config_for(&self.base, self.port, Some(worker), session.user_agent());
+        if !Arc::ptr_eq(&config, session.config()) {
+            session.apply_config(config, &mut self.out.borrow_mut());
+            drop(session);
+            self.flush();
+        }
     }
 
     /// Closes the connection once everything queued for the miner is written.
@@ -145,6 +166,8 @@ pub async fn serve(
         wake_writer: Notify::new(),
         closed: Cell::new(false),
         closing: Cell::new(None),
+        base: Arc::clone(&listener.session),
+        port: listener.address.port(),
     });
     core.register(Rc::clone(&conn));
     let writer = tokio_uring::spawn(write_loop(Rc::clone(&conn), Rc::clone(&core)));
@@ -282,6 +305,26 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
                     drop(out);
                     conn.flush();
                     return Input::Resume(id);
+                }
+            }
+        }
+        // The first worker's policy applies before its authorize is answered, so its first job
+        // already carries the policy's difficulty.
+        if session.first_worker().is_none() {
+            let policies = shared.policies.load();
+            if !policies.policies.is_empty() {
+                if let Ok(message) = crate::stratum::parse(line) {
+                    if let crate::stratum::Request::Authorize { worker, .. } = &message.request {
+                        let config = policies.config_for(
+                            &conn.base,
+                            conn.port,
+                            Some(worker),
+                            session.user_agent(),
+                        );
+                        if !Arc::ptr_eq(&config, session.config()) {
+                            session.apply_config(config, &mut out);
+                        }
+                    }
                 }
             }
         }

@@ -88,6 +88,8 @@ pub struct Core {
     extranonces: RefCell<ExtranonceAllocator>,
     /// Reused for every line, so events cost no allocation.
     pub events: RefCell<Vec<Event>>,
+    /// The policy set this core last applied to its connections.
+    policy_generation: Cell<u64>,
 }
 
 impl Core {
@@ -168,9 +170,19 @@ pub fn run(
         conns: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
         events: RefCell::new(Vec::with_capacity(8)),
+        policy_generation: Cell::new(0),
     });
     tokio_uring::builder().entries(1024).start(async move {
         for (socket, listener) in sockets {
+            // Policies match on the port the miner reached: the bound one, when 0 was configured.
+            let listener = match socket.local_addr() {
+                Ok(bound) if bound.port() != listener.address.port() => {
+                    let mut l = (*listener).clone();
+                    l.address.set_port(bound.port());
+                    Rc::new(l)
+                }
+                _ => listener,
+            };
             let listener_socket = tokio_uring::net::TcpListener::from_std(socket);
             tokio_uring::spawn(accept_loop(
                 Rc::clone(&core),
@@ -314,9 +326,19 @@ async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Carries out sluicectl's commands on this core: kicks, and a wave of the drain.
+/// Carries out sluicectl's commands on this core: changed policies, kicks, and a wave of the
+/// drain.
 fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
     use std::sync::atomic::Ordering;
+    let policies = core.shared.policies.load();
+    if policies.generation != core.policy_generation.get() {
+        core.policy_generation.set(policies.generation);
+        for conn in conns {
+            if !conn.is_closed() {
+                conn.apply_policy(&policies);
+            }
+        }
+    }
     let control = &core.shared.control;
     for kick in control.kicks() {
         for conn in conns {

@@ -71,6 +71,8 @@ pub struct Shared {
     pub extranonce_slot: Option<u8>,
     /// Drain state and kicks from sluicectl (the stratum role; idle otherwise).
     pub control: Arc<crate::plane::commands::Control>,
+    /// Per-connection policies from Redis (the stratum role; empty otherwise).
+    pub policies: Arc<arc_swap::ArcSwap<crate::plane::policies::PolicySet>>,
 }
 
 /// A running engine.
@@ -168,6 +170,9 @@ impl Engine {
         let mut sessions = None;
         let mut extranonce_slot = None;
         let control = Arc::new(crate::plane::commands::Control::default());
+        let policies = Arc::new(arc_swap::ArcSwap::from_pointee(
+            crate::plane::policies::PolicySet::default(),
+        ));
         match &plane {
             None => {
                 // Blocks are assembled off the cores, then go to the job source.
@@ -217,6 +222,11 @@ impl Engine {
                 )?;
                 sessions = Some(store);
                 background.push(store_thread);
+                background.push(crate::plane::policies::spawn(
+                    plane.clone(),
+                    Arc::clone(&policies),
+                    Arc::clone(&stop_jobmanager),
+                )?);
                 background.push(crate::plane::commands::spawn(
                     plane.clone(),
                     Arc::clone(&control),
@@ -264,6 +274,7 @@ impl Engine {
             sessions,
             extranonce_slot,
             control: Arc::clone(&control),
+            policies,
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut cores = Vec::new();

@@ -296,6 +296,42 @@ impl Session {
         format!("{:x}", self.session_id)
     }
 
+    /// The listener (or policy) configuration the session runs on.
+    pub fn config(&self) -> &Arc<SessionConfig> {
+        &self.config
+    }
+
+    /// The first authorized worker's name, which policies match on.
+    pub fn first_worker(&self) -> Option<&str> {
+        self.workers.first().map(|w| &*w.name)
+    }
+
+    /// Runs the session on another configuration (a per-connection policy): the difficulty is
+    /// clamped into the new bounds (or, before authorization, set to the new start) and announced
+    /// before the next job; the version mask can only narrow (widening needs a new configure).
+    /// Returns whether the difficulty changed.
+    pub fn apply_config(&mut self, config: Arc<SessionConfig>, out: &mut Vec<u8>) -> bool {
+        let before = self.difficulty;
+        let target = if self.workers.is_empty() {
+            config.start_difficulty
+        } else {
+            self.difficulty
+        };
+        self.difficulty = clamp(target, config.min_difficulty, config.max_difficulty);
+        self.floor = clamp(self.floor, config.min_difficulty, config.max_difficulty);
+        self.version_mask &= config.version_mask;
+        self.config = config;
+        let changed = self.difficulty != before;
+        if changed {
+            self.difficulty_pending = true;
+            if !self.workers.is_empty() {
+                // Announced now; it applies to the work sent after it.
+                self.send_pending_difficulty(out);
+            }
+        }
+        changed
+    }
+
     /// What another connection needs to resume this session.
     pub fn snapshot(&self) -> SavedSession {
         SavedSession {
