@@ -1,6 +1,7 @@
 //! What can go wrong, and the exit code each failure maps to. Scripts branch on the code, so each
-//! kind of failure keeps its own: 1 for usage and things not found, 2 when Redis cannot be reached,
-//! 3 when Redis holds a layout this build cannot read.
+//! kind of failure keeps its own: 1 for usage, things not found and commands an engine refused, 2
+//! when Redis cannot be reached, 3 when Redis holds a layout this build cannot read, 4 when an
+//! engine did not acknowledge a command in time.
 
 use std::fmt;
 
@@ -21,15 +22,31 @@ pub enum CtlError {
     Redis(String),
     /// Writing to stdout failed (other than a closed pipe, which is not an error).
     Output(std::io::Error),
+    /// The engine acknowledged a command with `ok: false`.
+    Refused {
+        engine: String,
+        cmd: String,
+        error: String,
+    },
+    /// An acknowledgement that is not the documented JSON document.
+    BadAck { key: String, problem: String },
+    /// No acknowledgement within the timeout: the engine is down, or on another Redis or prefix.
+    NoAck {
+        engine: String,
+        cmd: String,
+        /// The timeout as given, in seconds.
+        secs: f64,
+    },
 }
 
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Usage(_) | CtlError::NoFleet { .. } | CtlError::Redis(_) => 1,
-            CtlError::Output(_) => 1,
+            CtlError::Output(_) | CtlError::Refused { .. } | CtlError::BadAck { .. } => 1,
             CtlError::Unreachable { .. } => 2,
             CtlError::Layout { .. } => 3,
+            CtlError::NoAck { .. } => 4,
         }
     }
 
@@ -70,6 +87,16 @@ impl fmt::Display for CtlError {
             ),
             CtlError::Redis(m) => write!(f, "Redis answered with an error: {m}"),
             CtlError::Output(e) => write!(f, "cannot write the output: {e}"),
+            CtlError::Refused { engine, cmd, error } => {
+                write!(f, "engine {engine} refused {cmd}: {error}")
+            }
+            CtlError::BadAck { key, problem } => {
+                write!(f, "the acknowledgement {key} is not what an engine writes: {problem}")
+            }
+            CtlError::NoAck { engine, cmd, secs } => write!(
+                f,
+                "engine {engine} did not acknowledge {cmd} within {secs}s (is it running and connected to this Redis?)"
+            ),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The Redis layout sluicectl reads (version [`LAYOUT_VERSION`], ARCHITECTURE.md "Redis layout"),
-//! and the check that the fleet under a prefix speaks it. sluicectl only reads: unlike a Sluice
-//! process it never writes `P:layout`, so pointing it at the wrong prefix changes nothing.
+//! and the check that the fleet under a prefix speaks it. Unlike a Sluice process sluicectl never
+//! writes `P:layout`, so pointing it at the wrong prefix changes nothing; the only key it writes
+//! is an engine's command stream `P:cmd:ENGINE` (`session kick`, `engine drain|undrain`), and only
+//! once the layout check has passed.
 
 use crate::connect::Redis;
 use crate::error::{CtlError, Result};
@@ -56,6 +58,22 @@ impl Keys {
     pub fn shares(&self) -> String {
         self.key("shares")
     }
+    /// The index of saved sessions: session id → expiry (ms).
+    pub fn sessions(&self) -> String {
+        self.key("sessions")
+    }
+    /// One saved session (the id is the extranonce1's value in hex).
+    pub fn session(&self, id: &str) -> String {
+        self.key(&format!("session:{id}"))
+    }
+    /// One engine's command stream, which sluicectl appends to.
+    pub fn commands(&self, engine: &str) -> String {
+        self.key(&format!("cmd:{engine}"))
+    }
+    /// The engine's acknowledgement of one command.
+    pub fn ack(&self, command: &str) -> String {
+        self.key(&format!("ack:{command}"))
+    }
     /// The per-minute rollup of the minute starting at `minute * 60` unix seconds.
     pub fn rollup(&self, minute: u64) -> String {
         self.key(&format!("roll:{minute}"))
@@ -95,5 +113,11 @@ mod tests {
         assert_eq!(ours.leader(), theirs.leader());
         assert_eq!(ours.token(), theirs.token());
         assert_eq!(ours.blocks(), theirs.blocks());
+        assert_eq!(ours.shares(), theirs.shares());
+        assert_eq!(ours.rollup(29_000_000), theirs.rollup(29_000_000));
+        assert_eq!(ours.sessions(), theirs.sessions());
+        assert_eq!(ours.session("1a2b"), theirs.session("1a2b"));
+        assert_eq!(ours.commands("e-1"), theirs.commands("e-1"));
+        assert_eq!(ours.ack("17-42-1"), theirs.ack("17-42-1"));
     }
 }

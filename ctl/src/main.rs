@@ -1,9 +1,12 @@
 //! sluicectl, the operators' CLI for a Sluice fleet: what runs, who leads, which blocks were found,
-//! the shares as they come, and per-worker rates, all read from the fleet's Redis (layout version
-//! 1, ARCHITECTURE.md). It only reads: nothing here changes the fleet.
+//! the shares as they come, per-worker rates and the miners' sessions, all read from the fleet's
+//! Redis (layout version 1, ARCHITECTURE.md). Three commands act: `engine drain|undrain` and
+//! `session kick` send a command to one engine through its stream `P:cmd:ENGINE` and wait for the
+//! engine's acknowledgement. Nothing else changes the fleet.
 //!
-//! Exit codes: 0 ok; 1 usage, not found, or no fleet under the prefix; 2 Redis unreachable;
-//! 3 the fleet speaks another layout version.
+//! Exit codes: 0 ok; 1 usage, not found, no fleet under the prefix, or refused by the engine;
+//! 2 Redis unreachable; 3 the fleet speaks another layout version; 4 the engine did not
+//! acknowledge within `--timeout`.
 
 mod cmd;
 mod connect;
@@ -15,8 +18,9 @@ mod stream;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use cmd::control::Timeout;
 use cmd::services::Role;
 use cmd::shares::{Filter, Verdict};
 use cmd::Ctx;
@@ -29,7 +33,7 @@ use layout::Keys;
     name = "sluicectl",
     version,
     about = "Look into a Sluice fleet through its Redis control plane",
-    after_help = "Exit codes: 0 ok, 1 usage or not found, 2 Redis unreachable, 3 layout version mismatch."
+    after_help = "Exit codes: 0 ok, 1 usage, not found or refused, 2 Redis unreachable, 3 layout version mismatch, 4 no acknowledgement from the engine within --timeout."
 )]
 struct Cli {
     /// The fleet's Redis, e.g. redis://127.0.0.1:6379
@@ -70,10 +74,15 @@ enum Command {
         #[command(subcommand)]
         command: LsOnly,
     },
-    /// The stratum engines
+    /// The stratum engines; drain or undrain one
     Engine {
         #[command(subcommand)]
-        command: LsOnly,
+        command: EngineCommand,
+    },
+    /// The miners' saved sessions; kick one
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
     },
     /// Blocks the fleet found and what each node answered
     Blocks {
@@ -112,6 +121,65 @@ enum ServicesCommand {
 enum LsOnly {
     /// List them
     Ls,
+}
+
+/// How long a command waits for the engine's acknowledgement.
+#[derive(Args)]
+struct Wait {
+    /// Seconds to wait for the engine's acknowledgement (exit 4 without one)
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = cmd::control::parse_timeout)]
+    timeout: f64,
+}
+
+impl Wait {
+    fn timeout(&self) -> Timeout {
+        Timeout { secs: self.timeout }
+    }
+}
+
+#[derive(Subcommand)]
+enum EngineCommand {
+    /// List them
+    Ls,
+    /// Refuse new connections and move the engine's miners away (client.reconnect, in waves)
+    Drain {
+        /// The engine's id (see engine ls)
+        id: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Serve new connections again
+    Undrain {
+        /// The engine's id (see engine ls)
+        id: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// List the live sessions
+    Ls {
+        /// Only sessions last saved by this engine
+        #[arg(long, value_name = "ID")]
+        engine: Option<String>,
+        /// Only sessions this worker authorized on (the full name)
+        #[arg(long, value_name = "W")]
+        worker: Option<String>,
+    },
+    /// Show one session
+    Show {
+        /// The session id (the subscription id mining.subscribe answered, in hex)
+        id: String,
+    },
+    /// Close the session's connections on the engine that holds it
+    Kick {
+        /// The session id (the subscription id mining.subscribe answered, in hex)
+        id: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
 }
 
 #[derive(Subcommand)]
@@ -192,9 +260,20 @@ fn run(cli: Cli) -> Result<()> {
         Command::Services {
             command: ServicesCommand::Ls { role },
         } => cmd::services::ls(&mut ctx, role, "services"),
-        Command::Engine {
-            command: LsOnly::Ls,
-        } => cmd::services::ls(&mut ctx, Some(Role::Stratum), "engines"),
+        Command::Engine { command } => match command {
+            EngineCommand::Ls => cmd::services::ls(&mut ctx, Some(Role::Stratum), "engines"),
+            EngineCommand::Drain { id, wait } => cmd::control::drain(&mut ctx, &id, wait.timeout()),
+            EngineCommand::Undrain { id, wait } => {
+                cmd::control::undrain(&mut ctx, &id, wait.timeout())
+            }
+        },
+        Command::Session { command } => match command {
+            SessionCommand::Ls { engine, worker } => {
+                cmd::session::ls(&mut ctx, engine.as_deref(), worker.as_deref())
+            }
+            SessionCommand::Show { id } => cmd::session::show(&mut ctx, &id),
+            SessionCommand::Kick { id, wait } => cmd::session::kick(&mut ctx, &id, wait.timeout()),
+        },
         Command::Jobmanager {
             command: LsOnly::Ls,
         } => cmd::jobmanager::ls(&mut ctx),

@@ -1,13 +1,14 @@
 //! How sluicectl fails, by exit code and message: Redis unreachable (2), another layout version
 //! (3), no fleet under the prefix or no Redis given (1), usage errors (1); and what works without
-//! Redis (completions) or from the environment alone.
+//! Redis (completions) or from the environment alone. (An engine's refusal (1) and silence (4)
+//! are in `commands.rs`.)
 
 mod support;
 
 use support::{claim_layout, free_port, sluicectl, sluicectl_env, RedisServer};
 
-/// Every command that reads the fleet.
-const COMMANDS: [&[&str]; 7] = [
+/// Every command that reads the fleet or sends to it.
+const COMMANDS: [&[&str]; 12] = [
     &["services", "ls"],
     &["engine", "ls"],
     &["jobmanager", "ls"],
@@ -15,6 +16,11 @@ const COMMANDS: [&[&str]; 7] = [
     &["shares", "tail"],
     &["shares", "tail", "--follow"],
     &["stats"],
+    &["session", "ls"],
+    &["session", "show", "1a2b"],
+    &["session", "kick", "1a2b"],
+    &["engine", "drain", "engine-1"],
+    &["engine", "undrain", "engine-1"],
 ];
 
 #[test]
@@ -75,6 +81,12 @@ fn another_layout_version_exits_3_and_names_it() {
         );
         assert_eq!(run.stdout, "");
     }
+    // Nothing was sent to a fleet this build cannot read.
+    let sent: u64 = redis::cmd("EXISTS")
+        .arg("v2:cmd:engine-1")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(sent, 0);
 }
 
 #[test]
@@ -94,12 +106,14 @@ fn a_prefix_without_a_layout_exits_1_and_stays_untouched() {
             run.stderr
         );
     }
-    // Unlike a Sluice process, sluicectl never claims a prefix.
+    // Unlike a Sluice process, sluicectl never claims a prefix, nor sends to one without a fleet.
     let layout: Option<String> = redis::cmd("GET")
         .arg("nofleet:layout")
         .query(&mut con)
         .unwrap();
     assert_eq!(layout, None);
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(keys, 1, "only sluice:layout");
 }
 
 #[test]
@@ -143,6 +157,10 @@ fn usage_errors_exit_1_and_help_exits_0() {
         &["services", "ls", "--role", "miner"],
         &["shares", "tail", "--follow", "--count", "5"],
         &["completions", "powershell"],
+        &["session", "show"],
+        &["session", "kick", "1a2b", "--timeout", "0"],
+        &["engine", "drain"],
+        &["engine", "undrain", "engine-1", "--timeout", "soon"],
     ] {
         let run = sluicectl_env(args, &[]);
         assert_eq!(run.code, 1, "{args:?}: {}", run.stderr);
@@ -150,6 +168,11 @@ fn usage_errors_exit_1_and_help_exits_0() {
     let run = sluicectl_env(&["--help"], &[]);
     assert_eq!(run.code, 0);
     assert!(run.stdout.contains("Exit codes"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("4 no acknowledgement from the engine"),
+        "{}",
+        run.stdout
+    );
     let run = sluicectl_env(&["--version"], &[]);
     assert_eq!(run.code, 0);
     assert_eq!(
@@ -170,5 +193,6 @@ fn completions_need_no_redis() {
         assert!(run.stdout.contains(marker), "{shell}:\n{}", run.stdout);
         // The subcommands are in the script.
         assert!(run.stdout.contains("jobmanager") && run.stdout.contains("stats"));
+        assert!(run.stdout.contains("session") && run.stdout.contains("undrain"));
     }
 }

@@ -118,6 +118,24 @@ pub fn live(ctx: &mut Ctx, now_ms: u64, role: Option<Role>) -> Result<Vec<Servic
     Ok(services)
 }
 
+/// One service by id, if its registration has not expired (the same test as [`live`]'s).
+pub fn one(ctx: &mut Ctx, now_ms: u64, id: &str) -> Result<Option<Service>> {
+    let (score, hash): (Option<f64>, HashMap<String, String>) = ctx.redis.query_pipe(
+        redis::pipe()
+            .cmd("ZSCORE")
+            .arg(ctx.keys.services())
+            .arg(id)
+            .cmd("HGETALL")
+            .arg(ctx.keys.service(id)),
+    )?;
+    Ok(match score {
+        Some(score) if score > now_ms as f64 && !hash.is_empty() => {
+            Some(Service::from_hash(id.to_owned(), score as u64, hash))
+        }
+        _ => None,
+    })
+}
+
 /// The table people read. The jobmanager listing passes the lease holder: the `state` a service
 /// reports is as old as its last heartbeat, the lease is what decides who leads.
 pub fn table(services: &[Service], now_ms: u64, lease_holder: Option<&str>) -> Table {

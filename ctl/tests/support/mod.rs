@@ -451,3 +451,200 @@ pub fn record_block(
         .query(con)
         .unwrap()
 }
+
+/// Registers a service as its heartbeat does (`engine/src/plane/registry.rs`): the hash
+/// `P:svc:ID` and its expiry in `P:services`, `ttl_ms` from Redis's now (negative: expired).
+pub fn register_service(
+    con: &mut redis::Connection,
+    prefix: &str,
+    id: &str,
+    role: &str,
+    ttl_ms: i64,
+) {
+    let now = redis_now_ms(con) as i64;
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(format!("{prefix}:svc:{id}"))
+        .arg("id")
+        .arg(id)
+        .arg("role")
+        .arg(role)
+        .arg("address")
+        .arg(if role == "stratum" {
+            "127.0.0.1:3333"
+        } else {
+            ""
+        })
+        .arg("version")
+        .arg(env!("CARGO_PKG_VERSION"))
+        .arg("started_ms")
+        .arg(now - 5000)
+        .arg("heartbeat_ms")
+        .arg(now - 1000)
+        .arg("connections")
+        .arg(0)
+        .arg("hashrate")
+        .arg(0)
+        .arg("shares_per_second")
+        .arg(0)
+        .arg("state")
+        .arg("serving")
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(format!("{prefix}:svc:{id}"))
+        .arg(60_000)
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{prefix}:services"))
+        .arg(now + ttl_ms)
+        .arg(id)
+        .ignore()
+        .query::<()>(con)
+        .unwrap();
+}
+
+/// A session as an engine's session store saves it (`engine/src/plane/sessions.rs` `store`).
+#[derive(Debug, Clone)]
+pub struct SavedSession {
+    pub id: &'static str,
+    pub engine: &'static str,
+    pub extranonce1: &'static str,
+    pub difficulty: f64,
+    pub version_mask: u32,
+    pub workers: Vec<&'static str>,
+    pub updated_ms: u64,
+    /// Its score in `P:sessions`.
+    pub expires_ms: u64,
+}
+
+/// Writes the hash `P:session:ID` (fields as the engine writes them, with a TTL) and its expiry
+/// in `P:sessions`.
+pub fn save_session(con: &mut redis::Connection, prefix: &str, s: &SavedSession) {
+    let key = format!("{prefix}:session:{}", s.id);
+    redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(&key)
+        .arg("extranonce1")
+        .arg(s.extranonce1)
+        .arg("difficulty")
+        .arg(s.difficulty)
+        .arg("version_mask")
+        .arg(format!("{:08x}", s.version_mask))
+        .arg("workers")
+        .arg(serde_json::to_string(&s.workers).unwrap())
+        .arg("engine")
+        .arg(s.engine)
+        .arg("updated_ms")
+        .arg(s.updated_ms)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(600_000)
+        .ignore()
+        .cmd("ZADD")
+        .arg(format!("{prefix}:sessions"))
+        .arg(s.expires_ms)
+        .arg(s.id)
+        .ignore()
+        .query::<()>(con)
+        .unwrap();
+}
+
+/// One command an engine read from its stream: the entry's fields in written order.
+pub type Received = Vec<(String, String)>;
+
+/// A stand-in for an engine's command reader (`engine/src/plane/commands.rs`): it reads
+/// `P:cmd:ID` with XREAD and acknowledges each command with `SET P:ack:CMD_ID <json> EX 3600`.
+/// It answers `(cmd, arg)` with what the test's closure gives: `Ok(result)`, `Err(error)`, or
+/// `None` to stay silent. Stopped and joined on drop.
+pub struct FakeEngine {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeEngine {
+    pub fn start(
+        redis: &RedisServer,
+        prefix: &str,
+        id: &str,
+        answer: impl Fn(&str, &str) -> Option<Result<Value, String>> + Send + 'static,
+    ) -> FakeEngine {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let mut con = redis.con();
+        let (stream, engine, prefix) = (
+            format!("{prefix}:cmd:{id}"),
+            id.to_owned(),
+            prefix.to_owned(),
+        );
+        let (stop2, received2) = (Arc::clone(&stop), Arc::clone(&received));
+        let handle = std::thread::spawn(move || {
+            // The stream is new in each test: reading it from the start cannot race the sender.
+            let mut last = "0-0".to_owned();
+            type Reply = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
+            while !stop2.load(Ordering::Relaxed) {
+                let reply: Reply = redis::cmd("XREAD")
+                    .arg("BLOCK")
+                    .arg(100)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(&last)
+                    .query(&mut con)
+                    .unwrap();
+                for (_, entries) in reply.unwrap_or_default() {
+                    for (entry, fields) in entries {
+                        last = entry;
+                        let field = |name: &str| {
+                            fields
+                                .iter()
+                                .find(|(k, _)| k == name)
+                                .map_or(String::new(), |(_, v)| v.clone())
+                        };
+                        let (cmd_id, cmd, arg) = (field("id"), field("cmd"), field("arg"));
+                        received2.lock().unwrap().push(fields.clone());
+                        let ack = match answer(&cmd, &arg) {
+                            None => continue,
+                            Some(Ok(result)) => serde_json::json!({
+                                "engine": engine, "cmd": cmd, "ok": true, "result": result
+                            }),
+                            Some(Err(error)) => serde_json::json!({
+                                "engine": engine, "cmd": cmd, "ok": false, "error": error
+                            }),
+                        };
+                        let _: () = redis::cmd("SET")
+                            .arg(format!("{prefix}:ack:{cmd_id}"))
+                            .arg(ack.to_string())
+                            .arg("EX")
+                            .arg(3600)
+                            .query(&mut con)
+                            .unwrap();
+                    }
+                }
+            }
+        });
+        FakeEngine {
+            stop,
+            received,
+            handle: Some(handle),
+        }
+    }
+
+    /// The commands read so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
