@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
-TARGETS=(codec template submit)
+TARGETS=(codec template submit job_message)
 
 skip() {
     echo "fuzz smoke: skipped: $1"
