@@ -22,6 +22,9 @@ use crate::plane::{connect, Keys, PlaneSettings};
 use crate::server::jobmanager::{BlockRecord, CandidateBlock};
 use crate::session::BlockFound;
 
+/// How long a stopping engine keeps trying to hand over the blocks it holds.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Blocks an engine holds while Redis is away, beyond which the oldest is logged in full and
 /// dropped (each is logged with its hex when found, so an operator can still submit it by hand).
 pub const MAX_HELD_BLOCKS: usize = 1024;
@@ -62,7 +65,15 @@ pub fn spawn_forwarder(
             let keys = Keys::new(&settings.prefix);
             let mut held: VecDeque<CandidateBlock> = VecDeque::new();
             let mut con = None;
+            // Set once the cores are gone (shutdown): held blocks get a last while, then the log.
+            let mut giving_up_at: Option<std::time::Instant> = None;
             loop {
+                if giving_up_at.is_some_and(|t| std::time::Instant::now() >= t) {
+                    for block in held.drain(..) {
+                        tracing::error!(hash = %block.hash, block = %hex::encode(&block.raw), "shutting down with Redis away: this block never reached the jobmanager (submit it by hand)");
+                    }
+                    return;
+                }
                 match blocks.recv_timeout(Duration::from_millis(500)) {
                     Ok(found) => {
                         let block = CandidateBlock::assemble(&found);
@@ -75,7 +86,12 @@ pub fn spawn_forwarder(
                     }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) if held.is_empty() => return,
-                    Err(RecvTimeoutError::Disconnected) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        giving_up_at.get_or_insert_with(|| {
+                            std::time::Instant::now() + SHUTDOWN_GRACE
+                        });
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                 }
                 while let Some(block) = held.front() {
                     if con.is_none() {
