@@ -571,3 +571,91 @@ fn policies_apply_to_new_connections_and_to_live_ones_when_changed() {
         None
     );
 }
+
+/// Sends a command to an engine the way sluicectl does and waits for its acknowledgement.
+fn command(con: &mut redis::Connection, engine: &str, cmd: &str, id: &str) -> serde_json::Value {
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{PREFIX}:cmd:{engine}"))
+        .arg("*")
+        .arg("id")
+        .arg(id)
+        .arg("cmd")
+        .arg(cmd)
+        .arg("arg")
+        .arg("")
+        .query(con)
+        .unwrap();
+    let ack: String = eventually(Duration::from_secs(5), || {
+        redis::cmd("GET")
+            .arg(format!("{PREFIX}:ack:{id}"))
+            .query::<Option<String>>(con)
+            .unwrap()
+    })
+    .unwrap_or_else(|| panic!("no acknowledgement of {cmd}"));
+    serde_json::from_str(&ack).unwrap()
+}
+
+#[test]
+fn reload_applies_new_difficulty_bounds_to_new_and_live_connections() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _jm = jobmanager(&redis, "jm-a");
+    eventually(Duration::from_secs(5), || leader(&mut con)).expect("a leader");
+    let config = config_file();
+    let url = redis.url();
+    let engine = EngineProcess::start_role(
+        "stratum",
+        &[
+            "--redis", &url, "--prefix", PREFIX, "--id", "engine-1", "--config", &config,
+        ],
+    );
+    let mut live = Miner::connect(engine.addr());
+    live.handshake();
+    assert_eq!(live.difficulty, 0.000001);
+    live.notifications.clear();
+
+    let original = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        original.replace(
+            "start_difficulty = 0.000001\nmin_difficulty = 0.000001",
+            "start_difficulty = 0.0002\nmin_difficulty = 0.0002",
+        ),
+    )
+    .unwrap();
+    let ack = command(&mut con, "engine-1", "reload", "reload-1");
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(
+        ack["result"]["restart_needed"],
+        serde_json::json!([]),
+        "{ack}"
+    );
+    let d = live
+        .wait_for("mining.set_difficulty", Duration::from_secs(4))
+        .expect("the live connection moves into the new bounds");
+    assert_eq!(d["params"][0].as_f64(), Some(0.0002));
+    let mut new = Miner::connect(engine.addr());
+    new.handshake();
+    assert_eq!(
+        new.difficulty, 0.0002,
+        "new connections start at the new start"
+    );
+
+    // A bad file is refused with the key to fix, and nothing changes.
+    std::fs::write(
+        &config,
+        original.replace("threads = 1", "threads = 1\nthreadz = 2"),
+    )
+    .unwrap();
+    let ack = command(&mut con, "engine-1", "reload", "reload-2");
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert!(ack["error"].as_str().unwrap().contains("threadz"), "{ack}");
+    // What cannot change live is named.
+    std::fs::write(&config, original.replace("threads = 1", "threads = 2")).unwrap();
+    let ack = command(&mut con, "engine-1", "reload", "reload-3");
+    assert_eq!(
+        ack["result"]["restart_needed"],
+        serde_json::json!(["engine.threads"]),
+        "{ack}"
+    );
+}

@@ -455,6 +455,8 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 /// One listener, checked.
 #[derive(Debug, Clone)]
 pub struct Listener {
+    /// Its place in `listeners` (reload swaps its session settings by it).
+    pub index: usize,
     pub address: SocketAddr,
     pub proxy_protocol: bool,
     pub session: std::sync::Arc<SessionConfig>,
@@ -688,6 +690,7 @@ impl FileConfig {
                 ));
             }
             listeners.push(Listener {
+                index: i,
                 address: address(&key("address"), &ls.address)?,
                 proxy_protocol: ls.proxy_protocol,
                 session: std::sync::Arc::new(SessionConfig {

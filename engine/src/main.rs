@@ -315,7 +315,18 @@ fn role(name: &str, args: RoleArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let stratum = match sluice::roles::Stratum::start(settings, plane, share_log) {
+        let run_args = args.run;
+        let reload = move || -> Result<sluice::config::Settings, String> {
+            let mut config = match &run_args.config {
+                Some(path) => {
+                    FileConfig::load(path).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => FileConfig::default(),
+            };
+            apply_flags(&mut config, &run_args);
+            config.settings().map_err(|e| e.to_string())
+        };
+        let stratum = match sluice::roles::Stratum::start(settings, plane, share_log, reload) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("sluice: {e}");

@@ -156,12 +156,23 @@ pub struct Stratum {
 }
 
 impl Stratum {
+    /// Starts the engine on the plane; `reload` re-reads the configuration for sluicectl's
+    /// `engine reload`.
     pub fn start(
         settings: Settings,
         plane: PlaneSettings,
         share_log: crate::plane::sharelog::ShareLogSettings,
+        reload: impl Fn() -> Result<Settings, String> + Send + Sync + 'static,
     ) -> Result<Stratum, StartError> {
         let engine = Engine::start_with(settings, Some((plane.clone(), share_log)))?;
+        let shared = engine.shared.clone();
+        engine.control.set_reloader(Box::new(move || {
+            let new = reload()?;
+            let shared = shared.upgrade().ok_or("the engine is stopping")?;
+            let restart_needed = shared.reload(&new);
+            tracing::info!(?restart_needed, "configuration reloaded");
+            Ok(serde_json::json!({"reloaded": true, "restart_needed": restart_needed}))
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::clone(&engine.metrics);
         let control = Arc::clone(&engine.control);

@@ -10,6 +10,10 @@
 //!   moves them elsewhere without a thundering herd. Result `{"draining":true,"connections":N}`.
 //! - `undrain`: serve new connections again. Result `{"draining":false}`.
 //! - `kick SESSION`: close the connections of that session. Result `{"kicked":N}`.
+//! - `reload`: re-read the configuration file (with the command line's flags over it) and apply
+//!   what can change live: connection limits and the listeners' session settings (difficulty
+//!   bounds, vardiff, version mask), for new connections at once and live ones on the next tick.
+//!   Result `{"reloaded":true,"restart_needed":[keys]}`; an invalid file is refused with its error.
 //!
 //! The cores see commands through [`Control`], checked on their one-second tick and at accept.
 
@@ -41,15 +45,37 @@ pub struct Kick {
 }
 
 /// What the cores read on their tick: drain state and pending kicks.
-#[derive(Debug, Default)]
+/// Re-reads the configuration and applies what can change live; the result for the ack.
+pub type Reloader = Box<dyn Fn() -> Result<serde_json::Value, String> + Send + Sync>;
+
+#[derive(Default)]
 pub struct Control {
     pub draining: AtomicBool,
     kicks: Mutex<Vec<Arc<Kick>>>,
     /// Bumped on every change, so a core scans only when something is new.
     pub generation: AtomicU64,
+    /// Bumped by every configuration reload: cores re-apply settings to live connections.
+    pub reloads: AtomicU64,
+    /// Set by the stratum role, which knows the configuration file and flags.
+    reloader: Mutex<Option<Reloader>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("draining", &self.draining)
+            .field("reloads", &self.reloads)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Control {
+    pub fn set_reloader(&self, reloader: Reloader) {
+        if let Ok(mut r) = self.reloader.lock() {
+            *r = Some(reloader);
+        }
+    }
+
     /// The kicks pending now (cheap when there are none).
     pub fn kicks(&self) -> Vec<Arc<Kick>> {
         self.kicks.lock().map(|k| k.clone()).unwrap_or_default()
@@ -108,8 +134,17 @@ fn run(
             control.remove_kick(&kick);
             Ok(serde_json::json!({"kicked": kick.kicked.load(Ordering::Acquire)}))
         }
+        "reload" => {
+            let reloader = control.reloader.lock().map_err(|_| "reloader poisoned")?;
+            match reloader.as_ref() {
+                Some(reload) => reload(),
+                None => {
+                    Err("this engine was not started from a configuration it can re-read".into())
+                }
+            }
+        }
         other => Err(format!(
-            "unknown command {other:?}: this engine knows drain, undrain and kick"
+            "unknown command {other:?}: this engine knows drain, undrain, kick and reload"
         )),
     }
 }

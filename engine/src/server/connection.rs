@@ -19,8 +19,8 @@ use crate::proxy::{self, ProxyHeader};
 use crate::server::core::Core;
 use crate::server::limits::IpPermit;
 use crate::server::limits::TotalPermit;
-use crate::server::now_ms;
-use crate::session::{Context, Event, Flow, Session, SessionConfig};
+use crate::server::{now_ms, Shared};
+use crate::session::{Context, Event, Flow, Session};
 use crate::stratum::LineFramer;
 
 /// Bytes read per receive. Small on purpose: a submit is about 200 bytes, and this buffer lives as
@@ -42,8 +42,8 @@ pub struct Conn {
     closed: Cell<bool>,
     /// Close once the output is written (a drained miner gets its `client.reconnect` first).
     closing: Cell<Option<&'static str>>,
-    /// The listener's session configuration, which policies override.
-    base: Arc<SessionConfig>,
+    /// The listener's index: its session settings (which policies override) live in `Shared`.
+    listener: usize,
     /// The port the miner reached, which policies match on.
     port: u16,
 }
@@ -77,12 +77,13 @@ impl Conn {
 
     /// Runs the session on the policy that matches it now (or the listener's configuration), for
     /// an authorized session; a difficulty change is announced at once.
-    pub fn apply_policy(&self, policies: &PolicySet) {
+    pub fn apply_policy(&self, policies: &PolicySet, shared: &Shared) {
         let mut session = self.session.borrow_mut();
         let Some(worker) = session.first_worker() else {
             return;
         };
-        let config = policies.config_for(&self.base, self.port, Some(worker), session.user_agent());
+        let base = shared.listener_session(self.listener);
+        let config = policies.config_for(&base, self.port, Some(worker), session.user_agent());
         if !Arc::ptr_eq(&config, session.config()) {
             session.apply_config(config, &mut self.out.borrow_mut());
             drop(session);
@@ -147,7 +148,7 @@ pub async fn serve(
     };
     let id = core.next_connection_id();
     let session = Session::new(
-        std::sync::Arc::clone(&listener.session),
+        core.shared.listener_session(listener.index),
         extranonce1,
         u64::from_be_bytes({
             let mut b = [0u8; 8];
@@ -166,7 +167,7 @@ pub async fn serve(
         wake_writer: Notify::new(),
         closed: Cell::new(false),
         closing: Cell::new(None),
-        base: Arc::clone(&listener.session),
+        listener: listener.index,
         port: listener.address.port(),
     });
     core.register(Rc::clone(&conn));
@@ -316,7 +317,7 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
                 if let Ok(message) = crate::stratum::parse(line) {
                     if let crate::stratum::Request::Authorize { worker, .. } = &message.request {
                         let config = policies.config_for(
-                            &conn.base,
+                            &shared.listener_session(conn.listener),
                             conn.port,
                             Some(worker),
                             session.user_agent(),

@@ -88,8 +88,8 @@ pub struct Core {
     extranonces: RefCell<ExtranonceAllocator>,
     /// Reused for every line, so events cost no allocation.
     pub events: RefCell<Vec<Event>>,
-    /// The policy set this core last applied to its connections.
-    policy_generation: Cell<u64>,
+    /// The (policy set, reload) generations this core last applied to its connections.
+    settings_seen: Cell<(u64, u64)>,
 }
 
 impl Core {
@@ -170,7 +170,7 @@ pub fn run(
         conns: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
         events: RefCell::new(Vec::with_capacity(8)),
-        policy_generation: Cell::new(0),
+        settings_seen: Cell::new((0, 0)),
     });
     tokio_uring::builder().entries(1024).start(async move {
         for (socket, listener) in sockets {
@@ -331,11 +331,15 @@ async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
 fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
     use std::sync::atomic::Ordering;
     let policies = core.shared.policies.load();
-    if policies.generation != core.policy_generation.get() {
-        core.policy_generation.set(policies.generation);
+    let seen = (
+        policies.generation,
+        core.shared.control.reloads.load(Ordering::Acquire),
+    );
+    if seen != core.settings_seen.get() {
+        core.settings_seen.set(seen);
         for conn in conns {
             if !conn.is_closed() {
-                conn.apply_policy(&policies);
+                conn.apply_policy(&policies, &core.shared);
             }
         }
     }

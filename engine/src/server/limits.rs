@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 
 pub struct ConnectionLimits {
     total: AtomicUsize,
-    max_total: usize,
+    /// Both maxima change on a configuration reload; connections above a lowered maximum stay.
+    max_total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_per_ip: usize,
+    max_per_ip: AtomicUsize,
 }
 
 /// Which limit refused a connection.
@@ -48,15 +49,21 @@ impl ConnectionLimits {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             total: AtomicUsize::new(0),
-            max_total,
+            max_total: AtomicUsize::new(max_total),
             per_ip: Mutex::new(HashMap::new()),
-            max_per_ip,
+            max_per_ip: AtomicUsize::new(max_per_ip),
         })
+    }
+
+    /// New maxima (a configuration reload).
+    pub fn set(&self, max_total: usize, max_per_ip: usize) {
+        self.max_total.store(max_total, Ordering::Release);
+        self.max_per_ip.store(max_per_ip, Ordering::Release);
     }
 
     pub fn acquire_total(self: &Arc<Self>) -> Result<TotalPermit, Refused> {
         let prev = self.total.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.max_total {
+        if prev >= self.max_total.load(Ordering::Acquire) {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Total);
         }
@@ -66,7 +73,7 @@ impl ConnectionLimits {
     pub fn acquire_ip(self: &Arc<Self>, ip: IpAddr) -> Result<IpPermit, Refused> {
         let mut map = self.per_ip.lock().expect("limits lock");
         let n = map.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
+        if *n >= self.max_per_ip.load(Ordering::Acquire) {
             return Err(Refused::PerIp);
         }
         *n += 1;

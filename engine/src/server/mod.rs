@@ -73,6 +73,49 @@ pub struct Shared {
     pub control: Arc<crate::plane::commands::Control>,
     /// Per-connection policies from Redis (the stratum role; empty otherwise).
     pub policies: Arc<arc_swap::ArcSwap<crate::plane::policies::PolicySet>>,
+    /// Each listener's session settings, by `Listener::index`; a reload swaps them.
+    pub listener_sessions: Vec<arc_swap::ArcSwap<crate::session::SessionConfig>>,
+}
+
+impl Shared {
+    /// The current session settings of a listener.
+    pub fn listener_session(&self, index: usize) -> Arc<crate::session::SessionConfig> {
+        self.listener_sessions[index].load_full()
+    }
+
+    /// Applies what a configuration reload can change while the engine runs: connection limits
+    /// and the listeners' session settings (new connections at once; live ones on the cores' next
+    /// tick). Returns the keys whose change needs a restart.
+    pub fn reload(&self, new: &Settings) -> Vec<&'static str> {
+        let mut restart = Vec::new();
+        let old = &self.settings;
+        if new.listeners.len() != old.listeners.len()
+            || new
+                .listeners
+                .iter()
+                .zip(&old.listeners)
+                .any(|(n, o)| n.proxy_protocol != o.proxy_protocol || n.address != o.address)
+        {
+            restart.push("listeners (addresses, proxy_protocol)");
+        }
+        if new.threads != old.threads {
+            restart.push("engine.threads");
+        }
+        if new.coinbase.extranonce != old.coinbase.extranonce || new.network != old.network {
+            restart.push("pool (network, extranonce sizes)");
+        }
+        self.limits
+            .set(new.max_connections, new.max_connections_per_ip);
+        for (slot, listener) in self.listener_sessions.iter().zip(&new.listeners) {
+            if listener.session.extranonce == slot.load().extranonce {
+                slot.store(Arc::clone(&listener.session));
+            }
+        }
+        self.control
+            .reloads
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        restart
+    }
 }
 
 /// A running engine.
@@ -85,6 +128,9 @@ pub struct Engine {
     pub source_status: Arc<SourceStatus>,
     /// Drain state, for the registry.
     pub control: Arc<crate::plane::commands::Control>,
+    /// What the cores share (configuration reloads go through it). Weak, so that stopping the
+    /// cores drops the found-block sender and the threads behind it finish.
+    pub shared: std::sync::Weak<Shared>,
     shutdown: watch::Sender<bool>,
     cores: Vec<JoinHandle<()>>,
     /// The job source's threads (or, with a plane, the Redis threads).
@@ -275,7 +321,13 @@ impl Engine {
             extranonce_slot,
             control: Arc::clone(&control),
             policies,
+            listener_sessions: settings
+                .listeners
+                .iter()
+                .map(|l| arc_swap::ArcSwap::new(Arc::clone(&l.session)))
+                .collect(),
         });
+        let weak_shared = Arc::downgrade(&shared);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut cores = Vec::new();
         for (index, sockets) in per_core.into_iter().enumerate() {
@@ -299,6 +351,7 @@ impl Engine {
             feed,
             source_status,
             control,
+            shared: weak_shared,
             shutdown,
             cores,
             background,
