@@ -1,7 +1,8 @@
 //! What can go wrong, and the exit code each failure maps to. Scripts branch on the code, so each
 //! kind of failure keeps its own: 1 for usage, things not found and commands an engine refused, 2
 //! when Redis cannot be reached, 3 when Redis holds a layout this build cannot read, 4 when an
-//! engine did not acknowledge a command in time.
+//! engine did not acknowledge a command in time or the jobmanagers' lease did not follow a pause
+//! or promote.
 
 use std::fmt;
 
@@ -37,6 +38,8 @@ pub enum CtlError {
         /// The timeout as given, in seconds.
         secs: f64,
     },
+    /// A jobmanager pause or promote that the lease did not show within the timeout.
+    NotInEffect(String),
 }
 
 impl CtlError {
@@ -46,7 +49,7 @@ impl CtlError {
             CtlError::Output(_) | CtlError::Refused { .. } | CtlError::BadAck { .. } => 1,
             CtlError::Unreachable { .. } => 2,
             CtlError::Layout { .. } => 3,
-            CtlError::NoAck { .. } => 4,
+            CtlError::NoAck { .. } | CtlError::NotInEffect(_) => 4,
         }
     }
 
@@ -97,6 +100,7 @@ impl fmt::Display for CtlError {
                 f,
                 "engine {engine} did not acknowledge {cmd} within {secs}s (is it running and connected to this Redis?)"
             ),
+            CtlError::NotInEffect(m) => write!(f, "{m}"),
         }
     }
 }

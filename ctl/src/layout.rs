@@ -1,8 +1,9 @@
 //! The Redis layout sluicectl reads (version [`LAYOUT_VERSION`], ARCHITECTURE.md "Redis layout"),
 //! and the check that the fleet under a prefix speaks it. Unlike a Sluice process sluicectl never
-//! writes `P:layout`, so pointing it at the wrong prefix changes nothing; the only key it writes
-//! is an engine's command stream `P:cmd:ENGINE` (`session kick`, `engine drain|undrain`), and only
-//! once the layout check has passed.
+//! writes `P:layout`, so pointing it at the wrong prefix changes nothing. The keys it writes, only
+//! once the layout check has passed, are an engine's command stream `P:cmd:ENGINE` (`session kick`,
+//! `engine drain|undrain`), the policies `P:policies` (`policy set|rm`) and the lease's steering
+//! `P:jm:control` (`jobmanager pause|resume|promote`).
 
 use crate::connect::Redis;
 use crate::error::{CtlError, Result};
@@ -51,6 +52,14 @@ impl Keys {
     }
     pub fn token(&self) -> String {
         self.key("jm:token")
+    }
+    /// Operators' steering of the lease: fields `pause:ID` and `prefer`.
+    pub fn jm_control(&self) -> String {
+        self.key("jm:control")
+    }
+    /// Per-connection policies: name → JSON.
+    pub fn policies(&self) -> String {
+        self.key("policies")
     }
     pub fn blocks(&self) -> String {
         self.key("blocks")
@@ -112,6 +121,8 @@ mod tests {
         assert_eq!(ours.service("e-1"), theirs.service("e-1"));
         assert_eq!(ours.leader(), theirs.leader());
         assert_eq!(ours.token(), theirs.token());
+        assert_eq!(ours.jm_control(), theirs.jm_control());
+        assert_eq!(ours.policies(), theirs.policies());
         assert_eq!(ours.blocks(), theirs.blocks());
         assert_eq!(ours.shares(), theirs.shares());
         assert_eq!(ours.rollup(29_000_000), theirs.rollup(29_000_000));

@@ -1,12 +1,14 @@
 //! sluicectl, the operators' CLI for a Sluice fleet: what runs, who leads, which blocks were found,
 //! the shares as they come, per-worker rates and the miners' sessions, all read from the fleet's
-//! Redis (layout version 1, ARCHITECTURE.md). Three commands act: `engine drain|undrain` and
+//! Redis (layout version 1, ARCHITECTURE.md). Some commands act: `engine drain|undrain` and
 //! `session kick` send a command to one engine through its stream `P:cmd:ENGINE` and wait for the
-//! engine's acknowledgement. Nothing else changes the fleet.
+//! engine's acknowledgement; `policy set|rm` write the per-connection policies `P:policies`;
+//! `jobmanager pause|resume|promote` steer the lease through `P:jm:control` and wait for the lease
+//! to follow. Nothing else changes the fleet.
 //!
 //! Exit codes: 0 ok; 1 usage, not found, no fleet under the prefix, or refused by the engine;
 //! 2 Redis unreachable; 3 the fleet speaks another layout version; 4 the engine did not
-//! acknowledge within `--timeout`.
+//! acknowledge, or the lease did not follow, within `--timeout`.
 
 mod cmd;
 mod connect;
@@ -33,7 +35,7 @@ use layout::Keys;
     name = "sluicectl",
     version,
     about = "Look into a Sluice fleet through its Redis control plane",
-    after_help = "Exit codes: 0 ok, 1 usage, not found or refused, 2 Redis unreachable, 3 layout version mismatch, 4 no acknowledgement from the engine within --timeout."
+    after_help = "Exit codes: 0 ok, 1 usage, not found or refused, 2 Redis unreachable, 3 layout version mismatch, 4 no acknowledgement from the engine (or the lease did not follow) within --timeout."
 )]
 struct Cli {
     /// The fleet's Redis, e.g. redis://127.0.0.1:6379
@@ -69,10 +71,16 @@ enum Command {
         #[command(subcommand)]
         command: ServicesCommand,
     },
-    /// The jobmanagers and which one holds the lease
+    /// The jobmanagers and which one holds the lease; pause, resume or promote one
     Jobmanager {
         #[command(subcommand)]
-        command: LsOnly,
+        command: JobmanagerCommand,
+    },
+    /// Per-connection policies: difficulty, vardiff target and version mask by port, user, worker
+    /// or agent
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// The stratum engines; drain or undrain one
     Engine {
@@ -118,9 +126,54 @@ enum ServicesCommand {
 }
 
 #[derive(Subcommand)]
-enum LsOnly {
+enum JobmanagerCommand {
     /// List them
     Ls,
+    /// Keep this jobmanager from leading (a leader hands the lease over)
+    Pause {
+        /// The jobmanager's id (see jobmanager ls)
+        id: String,
+        #[command(flatten)]
+        wait: LeaseWait,
+    },
+    /// Let a paused jobmanager lead again (it does not take the lease back)
+    Resume {
+        /// The jobmanager's id (see jobmanager ls)
+        id: String,
+    },
+    /// Make this jobmanager the leader (the others hand the lease over and stand by)
+    Promote {
+        /// The jobmanager's id (see jobmanager ls)
+        id: String,
+        #[command(flatten)]
+        wait: LeaseWait,
+    },
+}
+
+/// How long pause and promote wait for the lease to follow.
+#[derive(Args)]
+struct LeaseWait {
+    /// Seconds to wait for the lease to follow (exit 4 if it does not)
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = cmd::control::parse_timeout)]
+    timeout: f64,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// List the policies
+    Ls,
+    /// Add or replace a policy (at least one override)
+    Set {
+        /// The policy's name (ties between equally specific policies go to the first name)
+        name: String,
+        #[command(flatten)]
+        policy: cmd::policy::Policy,
+    },
+    /// Remove a policy
+    Rm {
+        /// The policy's name
+        name: String,
+    },
 }
 
 /// How long a command waits for the engine's acknowledgement.
@@ -274,9 +327,27 @@ fn run(cli: Cli) -> Result<()> {
             SessionCommand::Show { id } => cmd::session::show(&mut ctx, &id),
             SessionCommand::Kick { id, wait } => cmd::session::kick(&mut ctx, &id, wait.timeout()),
         },
-        Command::Jobmanager {
-            command: LsOnly::Ls,
-        } => cmd::jobmanager::ls(&mut ctx),
+        Command::Jobmanager { command } => {
+            use cmd::jobmanager::{steer, Action};
+            let lease = |secs: f64| Timeout { secs };
+            match command {
+                JobmanagerCommand::Ls => cmd::jobmanager::ls(&mut ctx),
+                JobmanagerCommand::Pause { id, wait } => {
+                    steer(&mut ctx, &id, Action::Pause, lease(wait.timeout))
+                }
+                JobmanagerCommand::Resume { id } => {
+                    steer(&mut ctx, &id, Action::Resume, lease(0.0))
+                }
+                JobmanagerCommand::Promote { id, wait } => {
+                    steer(&mut ctx, &id, Action::Promote, lease(wait.timeout))
+                }
+            }
+        }
+        Command::Policy { command } => match command {
+            PolicyCommand::Ls => cmd::policy::ls(&mut ctx),
+            PolicyCommand::Set { name, policy } => cmd::policy::set(&mut ctx, &name, &policy),
+            PolicyCommand::Rm { name } => cmd::policy::rm(&mut ctx, &name),
+        },
         Command::Blocks {
             command: BlocksCommand::Ls { limit },
         } => cmd::blocks::ls(&mut ctx, limit as usize),

@@ -8,7 +8,7 @@ mod support;
 use support::{claim_layout, free_port, sluicectl, sluicectl_env, RedisServer};
 
 /// Every command that reads the fleet or sends to it.
-const COMMANDS: [&[&str]; 12] = [
+const COMMANDS: [&[&str]; 18] = [
     &["services", "ls"],
     &["engine", "ls"],
     &["jobmanager", "ls"],
@@ -21,6 +21,12 @@ const COMMANDS: [&[&str]; 12] = [
     &["session", "kick", "1a2b"],
     &["engine", "drain", "engine-1"],
     &["engine", "undrain", "engine-1"],
+    &["policy", "ls"],
+    &["policy", "set", "vip", "--min-difficulty", "2"],
+    &["policy", "rm", "vip"],
+    &["jobmanager", "pause", "jm-a"],
+    &["jobmanager", "resume", "jm-a"],
+    &["jobmanager", "promote", "jm-a"],
 ];
 
 #[test]
@@ -87,6 +93,8 @@ fn another_layout_version_exits_3_and_names_it() {
         .query(&mut con)
         .unwrap();
     assert_eq!(sent, 0);
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+    assert_eq!(keys, 1, "only v2:layout");
 }
 
 #[test]

@@ -51,7 +51,7 @@ pub struct Timeout {
 }
 
 impl Timeout {
-    fn duration(self) -> Duration {
+    pub fn duration(self) -> Duration {
         Duration::from_secs_f64(self.secs)
     }
 }

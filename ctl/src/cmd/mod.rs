@@ -1,9 +1,11 @@
-//! The commands: each gets a connection already checked against the layout. All of them read,
-//! except those in [`control`], which send a command to one engine and wait for its answer.
+//! The commands: each gets a connection already checked against the layout. Most of them only
+//! read. Those in [`control`] send a command to one engine and wait for its answer; `policy
+//! set|rm` write `P:policies`; `jobmanager pause|resume|promote` write `P:jm:control`.
 
 pub mod blocks;
 pub mod control;
 pub mod jobmanager;
+pub mod policy;
 pub mod services;
 pub mod session;
 pub mod shares;

@@ -153,8 +153,17 @@ pub struct SluiceProcess {
 
 impl SluiceProcess {
     fn start(args: &[&str]) -> SluiceProcess {
+        SluiceProcess::start_with(args, &[])
+    }
+
+    /// Starts it with `files` (name, contents) written to its working directory first, so the
+    /// arguments can name them (`--config jm.toml`).
+    fn start_with(args: &[&str], files: &[(&str, &str)]) -> SluiceProcess {
         // Its own directory: a stratum engine keeps its share spool in the working directory.
         let dir = TempDir::new("sluice");
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
         let mut child = Command::new(sluice_binary())
             .args(args)
             .current_dir(dir.path())
@@ -192,6 +201,33 @@ impl SluiceProcess {
             "--block-interval",
             "0",
         ])
+    }
+
+    /// A jobmanager whose lease lasts `lease_secs` (`redis.lease_secs` in a configuration file).
+    pub fn jobmanager_with_lease(
+        redis: &RedisServer,
+        prefix: &str,
+        id: &str,
+        lease_secs: f64,
+    ) -> SluiceProcess {
+        let url = redis.url();
+        let config = format!("[redis]\nlease_secs = {lease_secs:?}\n");
+        SluiceProcess::start_with(
+            &[
+                "jobmanager",
+                "--config",
+                "jm.toml",
+                "--redis",
+                &url,
+                "--prefix",
+                prefix,
+                "--id",
+                id,
+                "--block-interval",
+                "0",
+            ],
+            &[("jm.toml", &config)],
+        )
     }
 
     pub fn stratum(redis: &RedisServer, prefix: &str, id: &str) -> SluiceProcess {
