@@ -208,6 +208,14 @@ enum EngineCommand {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Re-read the configuration file and apply what can change live (limits, listeners'
+    /// difficulty, vardiff and version mask); says what needs a restart
+    Reload {
+        /// The engine's id (see engine ls)
+        id: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +326,9 @@ fn run(cli: Cli) -> Result<()> {
             EngineCommand::Drain { id, wait } => cmd::control::drain(&mut ctx, &id, wait.timeout()),
             EngineCommand::Undrain { id, wait } => {
                 cmd::control::undrain(&mut ctx, &id, wait.timeout())
+            }
+            EngineCommand::Reload { id, wait } => {
+                cmd::control::reload(&mut ctx, &id, wait.timeout())
             }
         },
         Command::Session { command } => match command {

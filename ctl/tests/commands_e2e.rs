@@ -1,4 +1,4 @@
-//! `session ls`, `session kick` and `engine drain|undrain` end to end: a real `sluice jobmanager`
+//! `session ls`, `session kick` and `engine drain|undrain|reload` end to end: a real `sluice jobmanager`
 //! and `sluice stratum` on a real Redis, and raw TCP Stratum miners on the engine's port. What
 //! sluicectl prints is checked against what the miners see on their sockets.
 
@@ -219,4 +219,19 @@ fn kick_drain_and_undrain_reach_a_real_engine_and_its_miners() {
             )
         });
     assert!(answer["result"][0][0][1].is_string(), "{answer}");
+
+    // Reload: the engine re-reads its configuration (here: its flags, unchanged) and says so.
+    let run = sluicectl(&redis, PREFIX, &["engine", "reload", "engine-1", "--json"]);
+    assert_eq!(
+        run.json(),
+        json!({"engine": "engine-1", "cmd": "reload", "ok": true,
+            "result": {"reloaded": true, "restart_needed": []}})
+    );
+    let run = sluicectl(&redis, PREFIX, &["engine", "reload", "engine-1"]);
+    assert!(
+        run.stdout
+            .contains("engine engine-1 reloaded its configuration"),
+        "{}",
+        run.stdout
+    );
 }

@@ -8,7 +8,7 @@ mod support;
 use support::{claim_layout, free_port, sluicectl, sluicectl_env, RedisServer};
 
 /// Every command that reads the fleet or sends to it.
-const COMMANDS: [&[&str]; 18] = [
+const COMMANDS: [&[&str]; 19] = [
     &["services", "ls"],
     &["engine", "ls"],
     &["jobmanager", "ls"],
@@ -21,6 +21,7 @@ const COMMANDS: [&[&str]; 18] = [
     &["session", "kick", "1a2b"],
     &["engine", "drain", "engine-1"],
     &["engine", "undrain", "engine-1"],
+    &["engine", "reload", "engine-1"],
     &["policy", "ls"],
     &["policy", "set", "vip", "--min-difficulty", "2"],
     &["policy", "rm", "vip"],

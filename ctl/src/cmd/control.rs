@@ -1,4 +1,5 @@
-//! Commands to one engine (`drain`, `undrain`, `kick`) and the wait for its acknowledgement.
+//! Commands to one engine (`drain`, `undrain`, `kick`, `reload`) and the wait for its
+//! acknowledgement.
 //!
 //! sluicectl appends `id CMD_ID cmd CMD arg ARG sent_ms MS` to the engine's stream `P:cmd:ENGINE`
 //! (MAXLEN ~ 1,000), then polls `GET P:ack:CMD_ID` every 50 ms until the timeout. The engine
@@ -32,6 +33,7 @@ pub enum Command {
     Drain,
     Undrain,
     Kick,
+    Reload,
 }
 
 impl Command {
@@ -40,6 +42,7 @@ impl Command {
             Command::Drain => "drain",
             Command::Undrain => "undrain",
             Command::Kick => "kick",
+            Command::Reload => "reload",
         }
     }
 }
@@ -205,6 +208,27 @@ pub fn undrain(ctx: &mut Ctx, id: &str, timeout: Timeout) -> Result<()> {
     report(ctx, &ack, |r| {
         (r["draining"] == json!(false))
             .then(|| format!("engine {id} is serving new connections again"))
+    })
+}
+
+/// `engine reload ID`: the engine re-reads its configuration and applies what can change live.
+pub fn reload(ctx: &mut Ctx, id: &str, timeout: Timeout) -> Result<()> {
+    live_engine(ctx, id)?;
+    let ack = send(ctx, id, Command::Reload, "", timeout)?;
+    report(ctx, &ack, |r| {
+        let restart: Vec<&str> = r["restart_needed"]
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        Some(if restart.is_empty() {
+            format!("engine {id} reloaded its configuration")
+        } else {
+            format!(
+                "engine {id} reloaded its configuration; these changes need a restart: {}",
+                restart.join(", ")
+            )
+        })
     })
 }
 
