@@ -659,3 +659,63 @@ fn reload_applies_new_difficulty_bounds_to_new_and_live_connections() {
         "{ack}"
     );
 }
+
+#[test]
+fn a_deposed_leader_that_wakes_up_publishes_nothing() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    // A job every 100 ms, so a leader that still thought it led would publish at once.
+    let jm_a = role(
+        &redis,
+        "jobmanager",
+        "jm-a",
+        &["--block-interval", "0", "--refresh-interval", "0.1"],
+    );
+    eventually(Duration::from_secs(5), || leader(&mut con)).expect("jm-a leads");
+    let _jm_b = role(
+        &redis,
+        "jobmanager",
+        "jm-b",
+        &["--block-interval", "0", "--refresh-interval", "0.1"],
+    );
+    // jm-a freezes (a long GC pause, a stalled VM): its lease lapses and jm-b takes over.
+    // SAFETY: signalling a child process of this test.
+    unsafe { libc::kill(jm_a.pid() as i32, libc::SIGSTOP) };
+    let token_b = eventually(Duration::from_secs(5), || {
+        leader(&mut con)
+            .filter(|l| l.starts_with("jm-b|"))
+            .map(|l| l.rsplit('|').next().unwrap().parse::<u64>().unwrap())
+    })
+    .expect("jm-b takes the lease");
+
+    // Listen to the job channel, then wake jm-a up: every job published from now on carries
+    // jm-b's token, never jm-a's older one.
+    let mut sub = redis.connection();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe(format!("{PREFIX}:jobs")).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(jm_a.pid() as i32, libc::SIGCONT) };
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut seen = 0;
+    while Instant::now() < until {
+        if let Ok(msg) = pubsub.get_message() {
+            let job = sluice::plane::wire::JobMessage::decode(msg.get_payload_bytes()).unwrap();
+            assert_eq!(
+                job.token, token_b,
+                "a job from the deposed leader was published"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 10, "jm-b kept publishing ({seen} jobs)");
+    drop(pubsub);
+    assert!(leader(&mut con).unwrap().starts_with("jm-b|"));
+    assert!(
+        jm_a.log().contains("no longer the leading jobmanager"),
+        "{}",
+        jm_a.log()
+    );
+}
