@@ -230,6 +230,55 @@ impl SluiceProcess {
         )
     }
 
+    /// A jobmanager with these extra arguments (e.g. the simulated chain's settings).
+    pub fn jobmanager_with(
+        redis: &RedisServer,
+        prefix: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> SluiceProcess {
+        let url = redis.url();
+        let mut args = vec![
+            "jobmanager",
+            "--redis",
+            &url,
+            "--prefix",
+            prefix,
+            "--id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        SluiceProcess::start(&args)
+    }
+
+    /// An engine started with `config` as its configuration file (`--config stratum.toml`), which
+    /// must give its listeners (no `--listen`).
+    pub fn stratum_with_config(
+        redis: &RedisServer,
+        prefix: &str,
+        id: &str,
+        config: &str,
+    ) -> SluiceProcess {
+        let url = redis.url();
+        SluiceProcess::start_with(
+            &[
+                "stratum",
+                "--config",
+                "stratum.toml",
+                "--redis",
+                &url,
+                "--prefix",
+                prefix,
+                "--id",
+                id,
+                "--threads",
+                "1",
+                "--no-pin",
+            ],
+            &[("stratum.toml", config)],
+        )
+    }
+
     pub fn stratum(redis: &RedisServer, prefix: &str, id: &str) -> SluiceProcess {
         let url = redis.url();
         SluiceProcess::start(&[
