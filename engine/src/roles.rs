@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::plane::jobs::RedisJobSink;
 use crate::plane::lease::{self, Leadership};
 use crate::plane::registry::{self, Load, ServiceInfo};
-use crate::plane::{blocks, connect, Keys, PlaneSettings};
+use crate::plane::{blocks, connect, connected, Keys, PlaneSettings};
 use crate::server::feed::JobSink;
 use crate::server::jobmanager::{self, BlockRecord, SourceStatus};
 use crate::server::{now_ms, Engine, StartError};
@@ -89,10 +89,9 @@ impl Jobmanager {
                         };
                         // A record waits for Redis a while, then goes to the log only.
                         for _ in 0..50 {
-                            if con.is_none() {
-                                con = connect(&recorder_plane.url).ok();
-                            }
-                            match con.as_mut().map(|c| blocks::record(c, &keys, &record)) {
+                            match connected(&mut con, &recorder_plane.url)
+                                .map(|c| blocks::record(c, &keys, &record))
+                            {
                                 Some(Ok(_)) => break,
                                 _ => {
                                     con = None;

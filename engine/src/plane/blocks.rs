@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::hex;
 use crate::plane::keys::BLOCK_STREAM_MAXLEN;
 use crate::plane::lease::Leadership;
-use crate::plane::{connect, Keys, PlaneSettings};
+use crate::plane::{connected, pause, Keys, PlaneSettings};
 use crate::server::jobmanager::{BlockRecord, CandidateBlock};
 use crate::session::BlockFound;
 
@@ -94,10 +94,9 @@ pub fn spawn_forwarder(
                     }
                 }
                 while let Some(block) = held.front() {
-                    if con.is_none() {
-                        con = connect(&settings.url).ok();
-                    }
-                    let Some(c) = con.as_mut() else { break };
+                    let Some(c) = connected(&mut con, &settings.url) else {
+                        break;
+                    };
                     match xadd_found(c, &keys, &settings.id, block) {
                         Ok(_) => {
                             held.pop_front();
@@ -131,14 +130,10 @@ pub fn spawn_reader(
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
-                if con.is_none() {
-                    con = connect(&settings.url).ok();
-                    if con.is_none() {
-                        std::thread::sleep(Duration::from_millis(200));
-                        continue;
-                    }
-                }
-                let c = con.as_mut().expect("connected above");
+                let Some(c) = connected(&mut con, &settings.url) else {
+                    pause(Duration::from_millis(200), &stop);
+                    continue;
+                };
                 if let Err(e) = read_batch(c, &keys, &submit) {
                     tracing::warn!(error = %e, "cannot read found blocks from Redis");
                     con = None;

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use crate::plane::{connect, Keys, PlaneSettings};
+use crate::plane::{connected, pause, Keys, PlaneSettings};
 
 /// Entries kept in each engine's command stream.
 pub const COMMAND_STREAM_MAXLEN: usize = 1_000;
@@ -165,14 +165,10 @@ pub fn spawn(
             let mut last: Option<String> = None;
             let mut con = None;
             while !stop.load(Ordering::Relaxed) {
-                if con.is_none() {
-                    con = connect(&settings.url).ok();
-                    if con.is_none() {
-                        std::thread::sleep(Duration::from_millis(500));
-                        continue;
-                    }
-                }
-                let c = con.as_mut().expect("connected above");
+                let Some(c) = connected(&mut con, &settings.url) else {
+                    pause(Duration::from_millis(500), &stop);
+                    continue;
+                };
                 if last.is_none() {
                     let newest: Vec<(String, Vec<(String, String)>)> = match redis::cmd("XREVRANGE")
                         .arg(&stream)

@@ -14,9 +14,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::plane::{connect, Keys, PlaneSettings};
+use crate::plane::{connected, pause, Keys, PlaneSettings};
 
 /// Takes or renews the lease: returns the holder's token, or -1 when another holds it.
 const ACQUIRE: &str = r#"
@@ -97,10 +97,7 @@ pub fn spawn(
             let mut con = None;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                if con.is_none() {
-                    con = connect(&settings.url).ok();
-                }
-                let result = match con.as_mut() {
+                let result = match connected(&mut con, &settings.url) {
                     Some(c) => match may_lead(c, &keys, &settings.id) {
                         Ok(true) => acquire
                             .key(keys.leader())
@@ -144,14 +141,10 @@ pub fn spawn(
                         on_change(Some(now_token));
                     }
                 }
-                // Sleep in short steps so `stop` is noticed.
-                let wake = started + attempt_every;
-                while !stop.load(Ordering::Relaxed) && Instant::now() < wake {
-                    std::thread::sleep(
-                        wake.saturating_duration_since(Instant::now())
-                            .min(Duration::from_millis(50)),
-                    );
-                }
+                pause(
+                    (started + attempt_every).saturating_duration_since(Instant::now()),
+                    &stop,
+                );
             }
             // Hand over at once on a clean stop rather than after the lease lapses.
             if let (Some(token), Some(c)) = (leadership.token(), con.as_mut()) {

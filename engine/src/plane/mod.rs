@@ -60,6 +60,32 @@ pub fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
     Ok(con)
 }
 
+/// Sleeps `total` in short steps so `stop` is noticed; false when stopped.
+pub fn pause(total: Duration, stop: &std::sync::atomic::AtomicBool) -> bool {
+    let step = Duration::from_millis(50);
+    let mut slept = Duration::ZERO;
+    while slept < total {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(step.min(total - slept));
+        slept += step;
+    }
+    !stop.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The connection, opened when there is none; `None` while Redis is unreachable. Threads keep
+/// their connection in an `Option` and drop it on any error, so the next call reconnects.
+pub fn connected<'a>(
+    con: &'a mut Option<redis::Connection>,
+    url: &str,
+) -> Option<&'a mut redis::Connection> {
+    if con.is_none() {
+        *con = connect(url).ok();
+    }
+    con.as_mut()
+}
+
 /// A default process id: host name and pid, unique enough across a fleet's hosts.
 pub fn default_id(role: &str) -> String {
     let mut buf = [0u8; 256];

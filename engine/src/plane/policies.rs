@@ -16,7 +16,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::plane::{connect, Keys, PlaneSettings};
+use crate::plane::{connected, pause, Keys, PlaneSettings};
 use crate::session::SessionConfig;
 use crate::units::Difficulty;
 
@@ -161,10 +161,7 @@ pub fn spawn(
             let mut con = None;
             let mut last: Option<Vec<(String, String)>> = None;
             while !stop.load(Ordering::Relaxed) {
-                if con.is_none() {
-                    con = connect(&settings.url).ok();
-                }
-                if let Some(c) = con.as_mut() {
+                if let Some(c) = connected(&mut con, &settings.url) {
                     match redis::cmd("HGETALL")
                         .arg(keys.policies())
                         .query::<Vec<(String, String)>>(c)
@@ -198,11 +195,7 @@ pub fn spawn(
                         Err(_) => con = None,
                     }
                 }
-                let mut slept = Duration::ZERO;
-                while slept < POLL_INTERVAL && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    slept += Duration::from_millis(50);
-                }
+                pause(POLL_INTERVAL, &stop);
             }
         })
 }

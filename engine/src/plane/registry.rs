@@ -6,9 +6,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use crate::plane::{connect, Keys, PlaneSettings};
+use crate::plane::{connected, pause, Keys, PlaneSettings};
 use crate::server::now_ms;
 
 /// What a process says about itself.
@@ -110,10 +109,7 @@ pub fn spawn(
     let id = settings.id.clone();
     let beat_keys = keys.clone();
     let mut beat = move |con: &mut Option<redis::Connection>| {
-        if con.is_none() {
-            *con = connect(&settings.url).ok();
-        }
-        if let Some(c) = con.as_mut() {
+        if let Some(c) = connected(con, &settings.url) {
             if let Err(e) = heartbeat(c, &beat_keys, &settings, &info, &load()) {
                 tracing::warn!(error = %e, "registry heartbeat failed");
                 *con = None;
@@ -126,12 +122,7 @@ pub fn spawn(
         .name("sluice-registry".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let mut slept = Duration::ZERO;
-                while slept < every && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    slept += Duration::from_millis(50);
-                }
-                if !stop.load(Ordering::Relaxed) {
+                if pause(every, &stop) {
                     beat(&mut con);
                 }
             }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::hex;
-use crate::plane::{connect, Keys, PlaneSettings};
+use crate::plane::{connect, connected, pause, Keys, PlaneSettings};
 use crate::server::now_ms;
 use crate::session::SavedSession;
 use crate::units::{Difficulty, Extranonce1};
@@ -84,16 +84,8 @@ pub fn lease_slot(
             let renew = redis::Script::new(RENEW_SLOT);
             let mut con = Some(con);
             let every = Duration::from_millis(ttl / 3);
-            while !stop.load(Ordering::Relaxed) {
-                let mut slept = Duration::ZERO;
-                while slept < every && !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    slept += Duration::from_millis(50);
-                }
-                if con.is_none() {
-                    con = connect(&url).ok();
-                }
-                if let Some(c) = con.as_mut() {
+            while pause(every, &stop) {
+                if let Some(c) = connected(&mut con, &url) {
                     match renew.key(&key).arg(&id).arg(ttl).invoke::<i64>(c) {
                         Ok(1) => {}
                         Ok(_) => tracing::error!(%key, "the engine slot was lost (expired while Redis was away?): extranonce1 values may repeat across engines"),
@@ -232,10 +224,9 @@ pub fn spawn_store(
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
-                if con.is_none() {
-                    con = connect(&settings.url).ok();
-                }
-                let Some(c) = con.as_mut() else { continue };
+                let Some(c) = connected(&mut con, &settings.url) else {
+                    continue;
+                };
                 let failed = match request {
                     Request::Lookup { id, reply } => match load(c, &settings.prefix, &id) {
                         Ok(found) => {
