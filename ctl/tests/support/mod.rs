@@ -152,10 +152,6 @@ pub struct SluiceProcess {
 }
 
 impl SluiceProcess {
-    fn start(args: &[&str]) -> SluiceProcess {
-        SluiceProcess::start_with(args, &[])
-    }
-
     /// Starts it with `files` (name, contents) written to its working directory first, so the
     /// arguments can name them (`--config jm.toml`).
     fn start_with(args: &[&str], files: &[(&str, &str)]) -> SluiceProcess {
@@ -188,19 +184,36 @@ impl SluiceProcess {
         }
     }
 
-    pub fn jobmanager(redis: &RedisServer, prefix: &str, id: &str) -> SluiceProcess {
+    /// `sluice ROLE --redis URL --prefix P --id ID [--config FILE] EXTRA...`, with `config` (when
+    /// given) written to FILE in the process's directory first.
+    fn role(
+        role: &str,
+        redis: &RedisServer,
+        prefix: &str,
+        id: &str,
+        config: Option<&str>,
+        extra: &[&str],
+    ) -> SluiceProcess {
         let url = redis.url();
-        SluiceProcess::start(&[
+        let file = format!("{role}.toml");
+        let mut args = vec![role, "--redis", &url, "--prefix", prefix, "--id", id];
+        if config.is_some() {
+            args.extend_from_slice(&["--config", &file]);
+        }
+        args.extend_from_slice(extra);
+        let files: Vec<(&str, &str)> = config.map(|c| (file.as_str(), c)).into_iter().collect();
+        SluiceProcess::start_with(&args, &files)
+    }
+
+    pub fn jobmanager(redis: &RedisServer, prefix: &str, id: &str) -> SluiceProcess {
+        SluiceProcess::role(
             "jobmanager",
-            "--redis",
-            &url,
-            "--prefix",
+            redis,
             prefix,
-            "--id",
             id,
-            "--block-interval",
-            "0",
-        ])
+            None,
+            &["--block-interval", "0"],
+        )
     }
 
     /// A jobmanager whose lease lasts `lease_secs` (`redis.lease_secs` in a configuration file).
@@ -210,23 +223,14 @@ impl SluiceProcess {
         id: &str,
         lease_secs: f64,
     ) -> SluiceProcess {
-        let url = redis.url();
         let config = format!("[redis]\nlease_secs = {lease_secs:?}\n");
-        SluiceProcess::start_with(
-            &[
-                "jobmanager",
-                "--config",
-                "jm.toml",
-                "--redis",
-                &url,
-                "--prefix",
-                prefix,
-                "--id",
-                id,
-                "--block-interval",
-                "0",
-            ],
-            &[("jm.toml", &config)],
+        SluiceProcess::role(
+            "jobmanager",
+            redis,
+            prefix,
+            id,
+            Some(&config),
+            &["--block-interval", "0"],
         )
     }
 
@@ -237,64 +241,36 @@ impl SluiceProcess {
         id: &str,
         extra: &[&str],
     ) -> SluiceProcess {
-        let url = redis.url();
-        let mut args = vec![
-            "jobmanager",
-            "--redis",
-            &url,
-            "--prefix",
-            prefix,
-            "--id",
-            id,
-        ];
-        args.extend_from_slice(extra);
-        SluiceProcess::start(&args)
+        SluiceProcess::role("jobmanager", redis, prefix, id, None, extra)
     }
 
-    /// An engine started with `config` as its configuration file (`--config stratum.toml`), which
-    /// must give its listeners (no `--listen`).
+    /// An engine started with `config` as its configuration file, which must give its listeners
+    /// (no `--listen`).
     pub fn stratum_with_config(
         redis: &RedisServer,
         prefix: &str,
         id: &str,
         config: &str,
     ) -> SluiceProcess {
-        let url = redis.url();
-        SluiceProcess::start_with(
-            &[
-                "stratum",
-                "--config",
-                "stratum.toml",
-                "--redis",
-                &url,
-                "--prefix",
-                prefix,
-                "--id",
-                id,
-                "--threads",
-                "1",
-                "--no-pin",
-            ],
-            &[("stratum.toml", config)],
+        SluiceProcess::role(
+            "stratum",
+            redis,
+            prefix,
+            id,
+            Some(config),
+            &["--threads", "1", "--no-pin"],
         )
     }
 
     pub fn stratum(redis: &RedisServer, prefix: &str, id: &str) -> SluiceProcess {
-        let url = redis.url();
-        SluiceProcess::start(&[
+        SluiceProcess::role(
             "stratum",
-            "--redis",
-            &url,
-            "--prefix",
+            redis,
             prefix,
-            "--id",
             id,
-            "--listen",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-            "--no-pin",
-        ])
+            None,
+            &["--listen", "127.0.0.1:0", "--threads", "1", "--no-pin"],
+        )
     }
 
     /// A field of the ready line, e.g. `stratum`.
