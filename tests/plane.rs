@@ -14,83 +14,11 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::engine::{eventually, EngineProcess};
+use support::fleet::{
+    config_file, jobmanager, leader, live_services, role, shares_in_stream, stratum, PREFIX,
+};
 use support::miner::Miner;
 use support::redis_server::RedisServer;
-
-const PREFIX: &str = "pool7";
-
-/// `sluice ROLE` on this Redis under the test prefix, with the test config and `extra` flags.
-fn role(redis: &RedisServer, role: &str, id: &str, extra: &[&str]) -> EngineProcess {
-    let url = redis.url();
-    let config = config_file();
-    let mut args = vec![
-        "--redis",
-        url.as_str(),
-        "--prefix",
-        PREFIX,
-        "--id",
-        id,
-        "--config",
-        config.as_str(),
-    ];
-    args.extend_from_slice(extra);
-    EngineProcess::start_role(role, &args)
-}
-
-/// A jobmanager on its own simulated chain: blocks only from miners, every share at difficulty
-/// 1e-6 has a fair chance to be one.
-fn jobmanager(redis: &RedisServer, id: &str) -> EngineProcess {
-    role(
-        redis,
-        "jobmanager",
-        id,
-        &["--block-interval", "0", "--network-difficulty", "0.00001"],
-    )
-}
-
-fn stratum(redis: &RedisServer, id: &str) -> EngineProcess {
-    role(redis, "stratum", id, &[])
-}
-
-/// A lease of 1 s and a service TTL of 1 s keep the test short; the defaults are 2 s and 10 s.
-/// Each process gets its own file and share spool.
-fn config_file() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-plane-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("sluice.toml");
-    std::fs::write(
-        &path,
-        format!("[redis]\nlease_secs = 1.0\nservice_ttl_secs = 1.0\n[share_log]\nbatch_interval_ms = 50\nspool_path = \"{}\"\n[engine]\nthreads = 1\npin_threads = false\n[vardiff]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:0\"\nstart_difficulty = 0.000001\nmin_difficulty = 0.000001\n[admin]\nlisten = \"127.0.0.1:0\"\n", dir.join("shares.spool").display()),
-    )
-    .unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
-fn leader(con: &mut redis::Connection) -> Option<String> {
-    redis::cmd("GET")
-        .arg(format!("{PREFIX}:jm:leader"))
-        .query::<Option<String>>(con)
-        .unwrap()
-}
-
-fn live_services(con: &mut redis::Connection) -> Vec<String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    redis::cmd("ZRANGEBYSCORE")
-        .arg(format!("{PREFIX}:services"))
-        .arg(now)
-        .arg("+inf")
-        .query(con)
-        .unwrap()
-}
 
 #[test]
 fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
@@ -250,21 +178,6 @@ fn a_block_found_on_an_engine_is_submitted_by_the_leader_and_recorded() {
         (n["params"][8] == true).then_some(())
     });
     assert!(moved.is_some());
-}
-
-type Entries = Vec<(String, Vec<(String, String)>)>;
-
-fn shares_in_stream(con: &mut redis::Connection) -> Vec<std::collections::HashMap<String, String>> {
-    let entries: Entries = redis::cmd("XRANGE")
-        .arg(format!("{PREFIX}:shares"))
-        .arg("-")
-        .arg("+")
-        .query(con)
-        .unwrap();
-    entries
-        .into_iter()
-        .map(|(_, fields)| fields.into_iter().collect())
-        .collect()
 }
 
 #[test]

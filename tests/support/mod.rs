@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod fleet;
 pub mod miner;
 pub mod node;
 pub mod redis_server;
