@@ -136,8 +136,9 @@ pub struct ListenerSection {
     pub address: String,
     /// Expect a PROXY protocol (v1 or v2) header from a load balancer on every connection.
     pub proxy_protocol: bool,
-    pub start_difficulty: f64,
-    pub min_difficulty: f64,
+    /// Defaults by network: [`default_difficulties`].
+    pub start_difficulty: Option<f64>,
+    pub min_difficulty: Option<f64>,
     pub max_difficulty: f64,
 }
 
@@ -146,10 +147,22 @@ impl Default for ListenerSection {
         ListenerSection {
             address: "0.0.0.0:3333".into(),
             proxy_protocol: false,
-            start_difficulty: 0.001,
-            min_difficulty: 1e-9,
+            start_difficulty: None,
+            min_difficulty: None,
             max_difficulty: 1e15,
         }
+    }
+}
+
+/// The listeners' default (start, minimum) share difficulty on a network. On regtest a CPU miner
+/// must see shares at once. Anywhere else the minimum is 1 (2^32 hashes a share): a share the
+/// pool credits must cost real hashing, or a CPU could fill the share log with accepted shares
+/// (the pool validates one in about a microsecond; at difficulty 1 a 10 MH/s CPU finds one every
+/// seven minutes). Miners start at 1024 and vardiff moves them from there.
+pub fn default_difficulties(network: Network) -> (f64, f64) {
+    match network {
+        Network::Regtest => (0.001, 1e-9),
+        _ => (1024.0, 1.0),
     }
 }
 
@@ -190,6 +203,10 @@ pub struct LimitsSection {
     pub max_pending_output: usize,
     pub max_workers_per_connection: usize,
     pub max_shares_per_job: usize,
+    /// `mining.suggest_difficulty` calls answered per connection and minute.
+    pub max_suggestions_per_minute: u32,
+    /// The shortest time between two saves of a session to the fleet's store.
+    pub session_save_interval_secs: f64,
 }
 
 impl Default for LimitsSection {
@@ -206,6 +223,8 @@ impl Default for LimitsSection {
             max_pending_output: 256 * 1024,
             max_workers_per_connection: s.max_workers,
             max_shares_per_job: crate::share::DEFAULT_MAX_SHARES_PER_JOB,
+            max_suggestions_per_minute: s.max_suggestions_per_minute,
+            session_save_interval_secs: s.session_save_interval_ms as f64 / 1000.0,
         }
     }
 }
@@ -622,6 +641,10 @@ impl FileConfig {
         for (key, v) in [
             ("limits.max_invalid_streak", l.max_invalid_streak),
             ("limits.max_failed_authorize", l.max_failed_authorize),
+            (
+                "limits.max_suggestions_per_minute",
+                l.max_suggestions_per_minute,
+            ),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -636,6 +659,11 @@ impl FileConfig {
                 l.unauthenticated_timeout_secs,
             )?,
             idle_timeout_ms: secs_to_ms("limits.idle_timeout_secs", l.idle_timeout_secs)?,
+            max_suggestions_per_minute: l.max_suggestions_per_minute,
+            session_save_interval_ms: secs_to_ms(
+                "limits.session_save_interval_secs",
+                l.session_save_interval_secs,
+            )?,
         };
         let v = &self.vardiff;
         let vardiff = if v.enabled {
@@ -674,9 +702,19 @@ impl FileConfig {
         let mut listeners = Vec::new();
         for (i, ls) in self.listeners.iter().enumerate() {
             let key = |k: &str| format!("listeners[{i}].{k}");
-            let start = difficulty(&key("start_difficulty"), ls.start_difficulty)?;
-            let min = difficulty(&key("min_difficulty"), ls.min_difficulty)?;
+            let (default_start, default_min) = default_difficulties(network);
+            let min = difficulty(
+                &key("min_difficulty"),
+                ls.min_difficulty.unwrap_or(default_min),
+            )?;
             let max = difficulty(&key("max_difficulty"), ls.max_difficulty)?;
+            // The default start follows a configured minimum or maximum; a configured start is
+            // checked against them below.
+            let start = difficulty(
+                &key("start_difficulty"),
+                ls.start_difficulty
+                    .unwrap_or_else(|| default_start.max(min.get()).min(max.get())),
+            )?;
             if min > max {
                 return Err(invalid(
                     key("min_difficulty"),

@@ -160,10 +160,10 @@ fn apply_flags(config: &mut FileConfig, args: &RunArgs) {
     }
     for l in &mut config.listeners {
         if let Some(d) = args.start_difficulty {
-            l.start_difficulty = d;
+            l.start_difficulty = Some(d);
         }
         if let Some(d) = args.min_difficulty {
-            l.min_difficulty = d;
+            l.min_difficulty = Some(d);
         }
     }
     if let Some(t) = args.threads {

@@ -57,7 +57,7 @@ impl CoreMetrics {
 }
 
 /// Why a connection was refused or closed by the engine.
-pub const CLOSE_REASONS: [&str; 9] = [
+pub const CLOSE_REASONS: [&str; 10] = [
     "line-too-long",
     "pending-output",
     "invalid-share-streak",
@@ -67,7 +67,12 @@ pub const CLOSE_REASONS: [&str; 9] = [
     "proxy-header",
     "limit-total",
     "limit-per-ip",
+    "slot-lost",
 ];
+
+/// Why a resume gave a fresh session instead (`sessions::Claim::refusal`, and `invalid`: the
+/// saved session does not fit this listener).
+pub const RESUME_REFUSALS: [&str; 5] = ["held", "unknown", "lapsed", "unavailable", "invalid"];
 
 /// Every metric of one engine process.
 pub struct Metrics {
@@ -79,6 +84,8 @@ pub struct Metrics {
     pub jobs_refused: AtomicU64,
     /// Sessions resumed from the fleet's store.
     pub sessions_resumed: AtomicU64,
+    /// Resumes refused, by [`RESUME_REFUSALS`].
+    pub resumes_refused: [AtomicU64; RESUME_REFUSALS.len()],
     /// Jobs from Redis: publish (jobmanager's clock) to applied here, in µs.
     pub plane_job_latency_us: Mutex<Histogram<u64>>,
     /// The share log's counters (stratum role only).
@@ -101,6 +108,7 @@ impl Metrics {
             jobs_published: AtomicU64::new(0),
             jobs_refused: AtomicU64::new(0),
             sessions_resumed: AtomicU64::new(0),
+            resumes_refused: std::array::from_fn(|_| AtomicU64::new(0)),
             plane_job_latency_us: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             ),
@@ -114,6 +122,12 @@ impl Metrics {
     pub fn count_close(&self, reason: &str) {
         if let Some(i) = CLOSE_REASONS.iter().position(|r| *r == reason) {
             self.closed[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn count_resume_refused(&self, reason: &str) {
+        if let Some(i) = RESUME_REFUSALS.iter().position(|r| *r == reason) {
+            self.resumes_refused[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -325,6 +339,16 @@ impl Metrics {
             "counter",
             "Sessions resumed from the fleet's session store.",
             &one(self.sessions_resumed.load(Relaxed).to_string()),
+        );
+        metric(
+            "sluice_session_resumes_refused_total",
+            "counter",
+            "Resumes that gave the miner a fresh session: held by a live connection, unknown, lapsed with a dead engine, store unavailable, or invalid here.",
+            &RESUME_REFUSALS
+                .iter()
+                .zip(&self.resumes_refused)
+                .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), n.load(Relaxed).to_string()))
+                .collect::<Vec<_>>(),
         );
         let log = &self.share_log;
         metric(

@@ -47,6 +47,8 @@ impl Jobmanager {
         })?;
         crate::plane::keys::check_layout(&mut con, &keys)
             .map_err(|e| StartError::Plane(format!("redis.prefix {:?}: {e}", plane.prefix)))?;
+        // Two jobmanagers under one id would renew each other's lease.
+        crate::plane::sessions::check_id_is_free(&mut con, &plane).map_err(StartError::Plane)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let leadership = Arc::new(Leadership::default());
@@ -175,6 +177,7 @@ impl Stratum {
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::clone(&engine.metrics);
         let control = Arc::clone(&engine.control);
+        let slot = engine.slot.clone();
         let address = engine
             .addresses
             .iter()
@@ -205,7 +208,9 @@ impl Stratum {
                         connections: metrics.connections(),
                         hashrate: metrics.hashrate(),
                         shares_per_second: rate,
-                        state: if control.draining.load(Ordering::Acquire) {
+                        state: if slot.as_ref().is_some_and(|s| s.is_lost()) {
+                            "slot-lost".into()
+                        } else if control.draining.load(Ordering::Acquire) {
                             "draining".into()
                         } else {
                             "serving".into()

@@ -108,7 +108,8 @@ impl Policy {
         }
         if let Some(m) = &self.version_mask {
             if let Ok(m) = crate::hex::decode_u32_loose(m.as_bytes()) {
-                c.version_mask = m;
+                // A policy narrows the pool's mask, never widens it past `pool.version_mask`.
+                c.version_mask = m & base.version_mask;
             }
         }
         c
@@ -243,6 +244,12 @@ mod tests {
         assert_eq!(
             (c.start_difficulty.get(), c.version_mask),
             (5.0, 0x00ff_e000)
+        );
+        let wide = set(&[("wide", r#"{"version_mask":"ffffffff"}"#)]);
+        assert_eq!(
+            wide.config_for(&base, 1, None, None).version_mask,
+            base.version_mask,
+            "a policy's mask is intersected with the pool's"
         );
         assert!(Arc::ptr_eq(
             &s.config_for(&base, 1, None, Some("bfg")),

@@ -1,114 +1,379 @@
 //! Fleet-wide sessions: a miner that reconnects with its session id, to any engine, resumes with
-//! the same extranonce1, difficulty, workers and version mask.
+//! the same extranonce1, difficulty, workers, version mask and duplicate sets, and no extranonce1
+//! is ever held by two live or resumable sessions of the fleet.
 //!
-//! Two parts make that safe:
-//! - **Engine slots.** Each engine leases a slot `P:slot:N` (N < 256) and puts it in the first byte
-//!   of every extranonce1 it hands out, so extranonce1 values are unique across the fleet, not
-//!   just within one engine; the session id is the extranonce1's value in hex.
-//! - **The session store.** Engines write `P:session:ID` (a hash with a TTL, indexed by the sorted
-//!   set `P:sessions`) when a miner authorizes, when its difficulty changes and when it leaves;
-//!   the engine a miner reconnects to reads it before answering the subscribe.
+//! Three parts make that safe:
+//! - **Engine slots.** Each engine process leases a slot `P:slot:N` (N < 256), whose value is the
+//!   process's holder name `ID|RUN` (RUN is random per start), and puts N in the first byte of
+//!   every extranonce1 it hands out. A slot outlives its holder by the session TTL: a clean stop
+//!   leaves `released:ID|RUN` behind, a crash leaves the lease to lapse, and an engine hosting
+//!   resumed sessions of another slot keeps that slot's key alive ("pins" it). So a slot is handed
+//!   out again only once no session from it can be live or resumed.
+//! - **Claims.** A session record `P:session:ID` (ID: 16 hex digits of a random number, the
+//!   subscription id the miner got) names the connection holding it (`holder`, `holder_slot`,
+//!   `conn`). A resume claims it in one script: refused while its holder's slot lease still names
+//!   the holder (the session is live elsewhere); a record whose holder died is deleted (its
+//!   duplicate sets died with it, so it cannot be resumed safely); a released record becomes this
+//!   connection's, and its duplicate sets leave Redis with the claim. Saves by a connection that
+//!   does not hold the record are refused by the same kind of script.
+//! - **Release.** A connection that ends (the miner left, a drain, a stop) writes the session
+//!   with the shares it accepted on jobs still open, and marks it released: only then can
+//!   another connection take it, and those shares stay duplicates there.
 //!
 //! Cores never touch Redis: they ask the store's thread over a bounded channel and wait for the
 //! answer asynchronously (with a deadline: without an answer the miner gets a new session).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::hex;
 use crate::plane::{connect, connected, pause, Keys, PlaneSettings};
 use crate::server::now_ms;
-use crate::session::SavedSession;
+use crate::session::{format_session_id, SavedSession, MAX_SAVED_SHARES};
+use crate::share::SavedShares;
 use crate::units::{Difficulty, Extranonce1};
 
 /// Engine slots: one byte of extranonce1.
 pub const MAX_SLOTS: u32 = 256;
 
-/// Requests queued for the store's thread; a full queue refuses (lookups give a new session,
+/// Requests queued for the store's thread; a full queue refuses (claims give a new session,
 /// saves are dropped and the next save repeats them).
 pub const STORE_QUEUE: usize = 16_384;
 
-/// The longest session id looked up (an extranonce1 of 8 bytes in hex).
-const MAX_SESSION_ID: usize = 16;
+/// How long a stopping engine's store keeps writing the releases queued before it.
+const STOP_DRAIN: Duration = Duration::from_secs(3);
 
-/// Takes the first free slot.
+/// Takes the first slot with no key: neither leased nor kept for sessions that may resume.
 const ACQUIRE_SLOT: &str = r#"
 for n = 0, tonumber(ARGV[3]) - 1 do
-  local key = ARGV[1] .. ':slot:' .. n
-  local holder = redis.call('GET', key)
-  if holder == ARGV[2] or (not holder and redis.call('SET', key, ARGV[2], 'NX', 'PX', ARGV[4])) then
-    redis.call('PEXPIRE', key, ARGV[4])
+  if redis.call('SET', ARGV[1] .. ':slot:' .. n, ARGV[2], 'NX', 'PX', ARGV[4]) then
     return n
   end
 end
 return -1
 "#;
 
-/// Renews the slot if this engine still holds it.
+/// Renews the slot: 1 when held, 2 when the key had lapsed and is taken again, 0 when another
+/// value holds it (the slot is lost).
 const RENEW_SLOT: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 "#;
 
-/// Leases an engine slot and keeps it (renewed every third of the TTL) until `stop`.
-pub fn lease_slot(
-    settings: &PlaneSettings,
+/// Keeps another slot's key alive for at least ARGV[1] ms (this engine hosts sessions from it).
+const PIN_SLOT: &str = r#"
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  else
+    redis.call('SET', KEYS[1], 'pinned', 'PX', ARGV[1])
+  end
+end
+return 1
+"#;
+
+/// A clean stop: the slot stays taken by a tombstone while its released sessions may resume.
+const RELEASE_SLOT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], 'released:' .. ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Claims a session for a resume. ARGV: prefix, holder, conn, holder slot, engine id.
+/// Returns {'0'} unknown, {'1'} held by a live connection, {'2'} its holder died (deleted), or
+/// {'3', extranonce1, difficulty, version_mask, workers, shares}.
+const CLAIM: &str = r#"
+local h = redis.call('HMGET', KEYS[1], 'holder', 'holder_slot', 'released', 'extranonce1')
+if not h[4] then return {'0'} end
+if h[3] ~= '1' then
+  if h[1] and h[2] and redis.call('GET', ARGV[1] .. ':slot:' .. h[2]) == h[1] then
+    return {'1'}
+  end
+  redis.call('DEL', KEYS[1])
+  return {'2'}
+end
+local r = redis.call('HMGET', KEYS[1], 'extranonce1', 'difficulty', 'version_mask', 'workers', 'shares')
+redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'conn', ARGV[3], 'holder_slot', ARGV[4],
+  'engine', ARGV[5], 'released', '0')
+redis.call('HDEL', KEYS[1], 'shares')
+return {'3', r[1] or '', r[2] or '', r[3] or '', r[4] or '', r[5] or ''}
+"#;
+
+/// Saves a session this connection holds (or creates it). KEYS: record, index. ARGV: holder,
+/// conn, holder slot, engine, now, ttl, id, extranonce1, difficulty, version_mask, workers,
+/// release ('0' save, '1' release with ARGV[13] = shares, '2' forget).
+const SAVE: &str = r#"
+local h = redis.call('HMGET', KEYS[1], 'holder', 'conn', 'released')
+if h[1] and (h[1] ~= ARGV[1] or h[2] ~= ARGV[2] or h[3] == '1') then return 0 end
+if ARGV[12] == '2' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[7])
+  return 1
+end
+local released = '0'
+if ARGV[12] == '1' then released = '1' end
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'conn', ARGV[2], 'holder_slot', ARGV[3],
+  'engine', ARGV[4], 'updated_ms', ARGV[5], 'released', released, 'extranonce1', ARGV[8],
+  'difficulty', ARGV[9], 'version_mask', ARGV[10], 'workers', ARGV[11])
+if released == '1' then redis.call('HSET', KEYS[1], 'shares', ARGV[13]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[5]) + tonumber(ARGV[6]), ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+return 1
+"#;
+
+/// This process's engine slot and the slots it keeps alive for the sessions it hosts.
+#[derive(Debug)]
+pub struct SlotLease {
+    /// The first byte of every extranonce1 this engine hands out.
+    pub slot: u8,
+    /// `ID|RUN`: the slot key's value while this process holds it, and the holder of its
+    /// sessions' records.
+    pub holder: String,
+    /// Set when the slot key names someone else: the engine takes no new connections.
+    lost: AtomicBool,
+    /// Live sessions hosted here whose extranonce1 comes from each other slot.
+    pinned: Vec<AtomicU32>,
+}
+
+impl SlotLease {
+    /// Whether the slot was lost to another engine (new connections are refused).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// A session from `slot` is hosted here (resumed from another engine, or an earlier run).
+    pub fn pin(&self, slot: u8) {
+        if slot != self.slot {
+            self.pinned[usize::from(slot)].fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// That session ended here (it was released, so its record keeps the slot's claim).
+    pub fn unpin(&self, slot: u8) {
+        if slot != self.slot {
+            let _ = self.pinned[usize::from(slot)].fetch_update(
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                |n| n.checked_sub(1),
+            );
+        }
+    }
+
+    fn pinned_slots(&self) -> Vec<u32> {
+        (0..MAX_SLOTS)
+            .filter(|&n| self.pinned[n as usize].load(Ordering::Acquire) > 0)
+            .collect()
+    }
+}
+
+/// The thread that keeps the slot; [`SlotKeeper::release`] leaves the tombstone on a clean stop.
+pub struct SlotKeeper {
     stop: Arc<AtomicBool>,
-) -> Result<(u8, JoinHandle<()>), String> {
-    let ttl = settings.service_ttl.as_millis() as u64;
+    handle: Option<JoinHandle<()>>,
+}
+
+impl SlotKeeper {
+    /// Stops renewing and leaves `released:ID|RUN` for the session TTL. Call it after the
+    /// sessions were released, so a resume elsewhere finds them released, never orphaned.
+    pub fn release(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SlotKeeper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// 64 random bits from the OS, in hex.
+fn random_hex() -> String {
+    format_session_id(crate::session::random_session_id())
+}
+
+/// How long a slot key and its tombstone live: as long as a session from it may be resumed.
+fn slot_ttl(settings: &PlaneSettings) -> u64 {
+    settings.session_ttl.max(settings.service_ttl).as_millis() as u64
+}
+
+/// Refuses to start a second process under an id that is live in the registry.
+pub fn check_id_is_free(con: &mut redis::Connection, settings: &PlaneSettings) -> Result<(), String> {
+    let live: bool = redis::cmd("EXISTS")
+        .arg(Keys::new(&settings.prefix).service(&settings.id))
+        .query(con)
+        .map_err(|e| format!("cannot read the service registry: {e}"))?;
+    if live {
+        return Err(format!(
+            "redis.id {:?} is already live in this fleet (its service hash was refreshed within redis.service_ttl_secs): give each process its own redis.id (or --id); if that process just died, start again after {} s",
+            settings.id,
+            settings.service_ttl.as_secs_f64()
+        ));
+    }
+    Ok(())
+}
+
+/// Leases an engine slot and keeps it (renewed every third of the service TTL) until released.
+pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeeper), String> {
+    let ttl = slot_ttl(settings);
     let mut con = connect(&settings.url).map_err(|e| format!("redis.url: {e}"))?;
+    check_id_is_free(&mut con, settings)?;
+    let holder = format!("{}|{}", settings.id, random_hex());
     let slot: i64 = redis::Script::new(ACQUIRE_SLOT)
         .arg(&settings.prefix)
-        .arg(&settings.id)
+        .arg(&holder)
         .arg(MAX_SLOTS)
         .arg(ttl)
         .invoke(&mut con)
         .map_err(|e| format!("cannot lease an engine slot: {e}"))?;
     if slot < 0 {
         return Err(format!(
-            "all {MAX_SLOTS} engine slots under prefix {:?} are leased: too many engines, or stale ones (they expire after redis.service_ttl_secs)",
+            "all {MAX_SLOTS} engine slots under prefix {:?} are taken: too many engines, or slots kept for sessions that may still resume (they free redis.session_ttl_secs after their engine stopped)",
             settings.prefix
         ));
     }
-    let key = Keys::new(&settings.prefix).slot(slot as u32);
-    let (url, id) = (settings.url.clone(), settings.id.clone());
+    let lease = Arc::new(SlotLease {
+        slot: slot as u8,
+        holder,
+        lost: AtomicBool::new(false),
+        pinned: (0..MAX_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+    });
+    let keys = Keys::new(&settings.prefix);
+    let url = settings.url.clone();
+    let every = settings.service_ttl / 3;
+    let stop = Arc::new(AtomicBool::new(false));
+    let kept = Arc::clone(&lease);
+    let stopping = Arc::clone(&stop);
     let handle = std::thread::Builder::new()
         .name("sluice-slot".into())
         .spawn(move || {
-            let renew = redis::Script::new(RENEW_SLOT);
+            let (renew, pin) = (redis::Script::new(RENEW_SLOT), redis::Script::new(PIN_SLOT));
+            let key = keys.slot(u32::from(kept.slot));
             let mut con = Some(con);
-            let every = Duration::from_millis(ttl / 3);
-            while pause(every, &stop) {
-                if let Some(c) = connected(&mut con, &url) {
-                    match renew.key(&key).arg(&id).arg(ttl).invoke::<i64>(c) {
-                        Ok(1) => {}
-                        Ok(_) => tracing::error!(%key, "the engine slot was lost (expired while Redis was away?): extranonce1 values may repeat across engines"),
-                        Err(_) => con = None,
+            let pin_all = |c: &mut redis::Connection| -> redis::RedisResult<()> {
+                for n in kept.pinned_slots() {
+                    pin.key(keys.slot(n)).arg(ttl).invoke::<i64>(c)?;
+                }
+                Ok(())
+            };
+            while pause(every, &stopping) {
+                let Some(c) = connected(&mut con, &url) else {
+                    continue;
+                };
+                match renew.key(&key).arg(&kept.holder).arg(ttl).invoke::<i64>(c) {
+                    Ok(0) => {
+                        if !kept.lost.swap(true, Ordering::AcqRel) {
+                            tracing::error!(%key, "this engine's slot is held by another engine: it takes no new connections (their extranonce1 values could repeat); restart it to lease a new slot");
+                        }
+                    }
+                    Ok(n) => {
+                        if n == 2 {
+                            tracing::warn!(%key, "the engine slot's lease had lapsed (Redis restarted or was away): leased it again");
+                        }
+                        if kept.lost.swap(false, Ordering::AcqRel) {
+                            tracing::warn!(%key, "the engine slot is this engine's again: taking new connections");
+                        }
+                    }
+                    Err(_) => {
+                        con = None;
+                        continue;
                     }
                 }
+                if pin_all(c).is_err() {
+                    con = None;
+                }
             }
-            if let Some(c) = con.as_mut() {
-                let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query(c);
+            if let Some(c) = connected(&mut con, &url) {
+                let _ = pin_all(c);
+                let _: Result<i64, _> = redis::Script::new(RELEASE_SLOT)
+                    .key(&key)
+                    .arg(&kept.holder)
+                    .arg(ttl)
+                    .invoke(c);
             }
         })
         .map_err(|e| e.to_string())?;
-    Ok((slot as u8, handle))
+    Ok((
+        lease,
+        SlotKeeper {
+            stop,
+            handle: Some(handle),
+        },
+    ))
+}
+
+/// What a resume came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The session is this connection's now.
+    Resumed(SavedSession),
+    /// Another live connection holds it.
+    Held,
+    /// No such session (never saved, expired, or malformed).
+    Unknown,
+    /// Its connection's engine died holding it: its duplicate sets are gone, so it is not resumed.
+    Lapsed,
+    /// The store is busy or Redis is away.
+    Unavailable,
+}
+
+impl Claim {
+    /// The label of a refused claim in metrics.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            Claim::Resumed(_) => None,
+            Claim::Held => Some("held"),
+            Claim::Unknown => Some("unknown"),
+            Claim::Lapsed => Some("lapsed"),
+            Claim::Unavailable => Some("unavailable"),
+        }
+    }
+}
+
+/// How a session leaves its connection.
+#[derive(Debug, Clone)]
+pub enum Release {
+    /// Resumable elsewhere, with its duplicate sets.
+    Resumable(SavedSession),
+    /// Not resumable (too many shares to carry, or kicked): the record is deleted.
+    Forget,
 }
 
 enum Request {
-    Lookup {
-        id: String,
-        reply: tokio::sync::oneshot::Sender<Option<SavedSession>>,
+    Claim {
+        id: u64,
+        conn: u64,
+        reply: tokio::sync::oneshot::Sender<Claim>,
     },
     Save {
-        id: String,
+        id: u64,
+        conn: u64,
         saved: SavedSession,
+    },
+    Release {
+        id: u64,
+        conn: u64,
+        release: Release,
+    },
+    Flush {
+        reply: tokio::sync::oneshot::Sender<()>,
     },
 }
 
@@ -118,126 +383,216 @@ pub struct SessionStore {
 }
 
 impl SessionStore {
-    /// Asks for a saved session; `None` when there is none, the id is malformed, or the store is
-    /// busy or away.
-    pub async fn lookup(&self, id: &str, deadline: Duration) -> Option<SavedSession> {
-        if id.is_empty() || id.len() > MAX_SESSION_ID || !id.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return None;
+    /// Claims a saved session for connection `conn`. A session held elsewhere is asked again
+    /// until `deadline` (a drained miner may arrive before its old engine's release).
+    pub async fn claim(&self, id: u64, conn: u64, deadline: Duration) -> Claim {
+        let until = Instant::now() + deadline;
+        loop {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if self
+                .requests
+                .try_send(Request::Claim { id, conn, reply })
+                .is_err()
+            {
+                return Claim::Unavailable;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            let claim = match tokio::time::timeout(left, answer).await {
+                Ok(Ok(claim)) => claim,
+                _ => return Claim::Unavailable,
+            };
+            let retry_in = Duration::from_millis(100);
+            if claim != Claim::Held || Instant::now() + retry_in >= until {
+                return claim;
+            }
+            tokio::time::sleep(retry_in).await;
         }
+    }
+
+    /// Saves a session connection `conn` holds (dropped when the queue is full: the next save
+    /// carries the same state).
+    pub fn save(&self, id: u64, conn: u64, saved: SavedSession) {
+        let _ = self.requests.try_send(Request::Save { id, conn, saved });
+    }
+
+    /// Lets the session go. A full queue loses the release, and with it the resume: the record
+    /// stays held until it expires, and the miner gets a fresh session.
+    pub fn release(&self, id: u64, conn: u64, release: Release) {
+        if self
+            .requests
+            .try_send(Request::Release { id, conn, release })
+            .is_err()
+        {
+            tracing::warn!(session = %format_session_id(id), "session store queue full: the session is not released (its miner gets a fresh one)");
+        }
+    }
+
+    /// Waits (at most `deadline`) until everything queued before has been written.
+    pub async fn flush(&self, deadline: Duration) {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.requests
-            .try_send(Request::Lookup {
-                id: id.to_ascii_lowercase(),
-                reply,
-            })
-            .ok()?;
-        tokio::time::timeout(deadline, answer).await.ok()?.ok()?
-    }
-
-    /// Saves a session (dropped when the queue is full: the next save carries the same state).
-    pub fn save(&self, id: String, saved: SavedSession) {
-        let _ = self.requests.try_send(Request::Save { id, saved });
+        if self.requests.try_send(Request::Flush { reply }).is_ok() {
+            let _ = tokio::time::timeout(deadline, answer).await;
+        }
     }
 }
 
-fn load(
-    con: &mut redis::Connection,
-    prefix: &str,
-    id: &str,
-) -> redis::RedisResult<Option<SavedSession>> {
-    let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(Keys::new(prefix).session(id))
-        .query(con)?;
-    let parse = || -> Option<SavedSession> {
-        let mut en1 = vec![0u8; fields.get("extranonce1")?.len() / 2];
-        hex::decode_into(fields.get("extranonce1")?.as_bytes(), &mut en1).ok()?;
-        Some(SavedSession {
-            extranonce1: Extranonce1::new(&en1)?,
-            difficulty: Difficulty::new(fields.get("difficulty")?.parse().ok()?).ok()?,
-            version_mask: u32::from_str_radix(fields.get("version_mask")?, 16).ok()?,
-            workers: serde_json::from_str(fields.get("workers")?).ok()?,
-        })
-    };
-    Ok(if fields.is_empty() { None } else { parse() })
-}
-
-fn store(
-    con: &mut redis::Connection,
-    settings: &PlaneSettings,
+/// Who writes: this engine's holder name and slot.
+struct Writer {
+    settings: PlaneSettings,
+    keys: Keys,
     ttl: Duration,
-    id: &str,
-    saved: &SavedSession,
-) -> redis::RedisResult<()> {
-    let keys = Keys::new(&settings.prefix);
-    let (key, index) = (keys.session(id), keys.sessions());
-    let now = now_ms();
-    let ttl_ms = ttl.as_millis() as u64;
-    redis::pipe()
-        .atomic()
-        .cmd("HSET")
-        .arg(&key)
-        .arg("extranonce1")
-        .arg(hex::encode(saved.extranonce1.as_bytes()))
-        .arg("difficulty")
-        .arg(saved.difficulty.get())
-        .arg("version_mask")
-        .arg(format!("{:08x}", saved.version_mask))
-        .arg("workers")
-        .arg(serde_json::to_string(&saved.workers).expect("strings serialize"))
-        .arg("engine")
-        .arg(&settings.id)
-        .arg("updated_ms")
-        .arg(now)
-        .ignore()
-        .cmd("PEXPIRE")
-        .arg(&key)
-        .arg(ttl_ms)
-        .ignore()
-        .cmd("ZADD")
-        .arg(&index)
-        .arg(now + ttl_ms)
-        .arg(id)
-        .ignore()
-        .cmd("ZREMRANGEBYSCORE")
-        .arg(&index)
-        .arg("-inf")
-        .arg(now)
-        .ignore()
-        .query(con)
+    lease: Arc<SlotLease>,
+    claim: redis::Script,
+    save: redis::Script,
 }
 
-/// Starts the store's thread; sessions live `ttl` after their last save.
+fn text(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok()
+}
+
+/// A claimed record's fields into a session; `None` when any is malformed (Redis is not trusted).
+fn parse_saved(fields: &[Vec<u8>]) -> Option<SavedSession> {
+    let [en1, difficulty, mask, workers, shares] = fields else {
+        return None;
+    };
+    let en1 = text(en1)?;
+    if en1.len() > 16 || en1.len() % 2 != 0 {
+        return None;
+    }
+    let mut bytes = vec![0u8; en1.len() / 2];
+    hex::decode_into(en1.as_bytes(), &mut bytes).ok()?;
+    let shares = if shares.is_empty() {
+        SavedShares::default()
+    } else {
+        SavedShares::decode(&hex::decode_vec(text(shares)?).ok()?, MAX_SAVED_SHARES)?
+    };
+    Some(SavedSession {
+        extranonce1: Extranonce1::new(&bytes)?,
+        difficulty: Difficulty::new(text(difficulty)?.parse().ok()?).ok()?,
+        version_mask: u32::from_str_radix(text(mask)?, 16).ok()?,
+        workers: serde_json::from_slice(workers).ok()?,
+        shares,
+    })
+}
+
+impl Writer {
+    fn claim(&self, con: &mut redis::Connection, id: u64, conn: u64) -> redis::RedisResult<Claim> {
+        let reply: Vec<Vec<u8>> = self
+            .claim
+            .key(self.keys.session(&format_session_id(id)))
+            .arg(&self.settings.prefix)
+            .arg(&self.lease.holder)
+            .arg(conn)
+            .arg(self.lease.slot)
+            .arg(&self.settings.id)
+            .invoke(con)?;
+        Ok(match reply.first().map(Vec::as_slice) {
+            Some(b"1") => Claim::Held,
+            Some(b"2") => Claim::Lapsed,
+            Some(b"3") => match parse_saved(&reply[1..]) {
+                Some(saved) => Claim::Resumed(saved),
+                None => {
+                    tracing::warn!(session = %format_session_id(id), "a saved session is malformed: not resumed");
+                    Claim::Unknown
+                }
+            },
+            _ => Claim::Unknown,
+        })
+    }
+
+    /// `mode`: '0' save, '1' release, '2' forget.
+    fn write(
+        &self,
+        con: &mut redis::Connection,
+        id: u64,
+        conn: u64,
+        saved: Option<&SavedSession>,
+        mode: &str,
+    ) -> redis::RedisResult<()> {
+        let id = format_session_id(id);
+        let mut call = self.save.prepare_invoke();
+        call.key(self.keys.session(&id))
+            .key(self.keys.sessions())
+            .arg(&self.lease.holder)
+            .arg(conn)
+            .arg(self.lease.slot)
+            .arg(&self.settings.id)
+            .arg(now_ms())
+            .arg(self.ttl.as_millis() as u64)
+            .arg(&id);
+        match saved {
+            Some(s) => call
+                .arg(hex::encode(s.extranonce1.as_bytes()))
+                .arg(s.difficulty.get())
+                .arg(format!("{:08x}", s.version_mask))
+                .arg(serde_json::to_string(&s.workers).expect("strings serialize"))
+                .arg(mode)
+                .arg(hex::encode(&s.shares.encode())),
+            None => call.arg("").arg("").arg("").arg("").arg(mode).arg(""),
+        };
+        let written: i64 = call.invoke(con)?;
+        if written == 0 {
+            tracing::debug!(session = %id, "a session write refused: this connection does not hold it");
+        }
+        Ok(())
+    }
+
+    fn handle(&self, con: &mut redis::Connection, request: Request) -> redis::RedisResult<()> {
+        match request {
+            Request::Claim { id, conn, reply } => {
+                let _ = reply.send(self.claim(con, id, conn)?);
+            }
+            Request::Save { id, conn, saved } => self.write(con, id, conn, Some(&saved), "0")?,
+            Request::Release { id, conn, release } => match release {
+                Release::Resumable(saved) => self.write(con, id, conn, Some(&saved), "1")?,
+                Release::Forget => self.write(con, id, conn, None, "2")?,
+            },
+            Request::Flush { reply } => {
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the store's thread; sessions live `ttl` after their last save. On `stop` it writes
+/// what is queued (for a few seconds at most) before it ends.
 pub fn spawn_store(
     settings: PlaneSettings,
     ttl: Duration,
+    lease: Arc<SlotLease>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(Arc<SessionStore>, JoinHandle<()>)> {
     let (tx, rx): (Sender<Request>, Receiver<Request>) = crossbeam_channel::bounded(STORE_QUEUE);
+    let writer = Writer {
+        keys: Keys::new(&settings.prefix),
+        settings,
+        ttl,
+        lease,
+        claim: redis::Script::new(CLAIM),
+        save: redis::Script::new(SAVE),
+    };
     let handle = std::thread::Builder::new()
         .name("sluice-sessions".into())
         .spawn(move || {
             let mut con = None;
-            while !stop.load(Ordering::Relaxed) {
+            let mut drain_until = None;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    let until = *drain_until.get_or_insert_with(|| Instant::now() + STOP_DRAIN);
+                    if rx.is_empty() || Instant::now() >= until {
+                        break;
+                    }
+                }
                 let request = match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(r) => r,
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
-                let Some(c) = connected(&mut con, &settings.url) else {
+                let Some(c) = connected(&mut con, &writer.settings.url) else {
                     continue;
                 };
-                let failed = match request {
-                    Request::Lookup { id, reply } => match load(c, &settings.prefix, &id) {
-                        Ok(found) => {
-                            let _ = reply.send(found);
-                            false
-                        }
-                        Err(_) => true,
-                    },
-                    Request::Save { id, saved } => store(c, &settings, ttl, &id, &saved).is_err(),
-                };
-                if failed {
+                if writer.handle(c, request).is_err() {
                     con = None;
                 }
             }

@@ -14,13 +14,14 @@ use tokio_uring::net::TcpStream;
 
 use crate::config::Listener;
 use crate::plane::policies::PolicySet;
+use crate::plane::sessions::{Claim, Release};
 use crate::plane::sharelog::LoggedShare;
 use crate::proxy::{self, ProxyHeader};
 use crate::server::core::Core;
 use crate::server::limits::IpPermit;
 use crate::server::limits::TotalPermit;
 use crate::server::{now_ms, Shared};
-use crate::session::{Context, Event, Flow, Session};
+use crate::session::{parse_session_id, random_session_id, Context, Event, Flow, Session};
 use crate::stratum::LineFramer;
 
 /// Bytes read per receive. Small on purpose: a submit is about 200 bytes, and this buffer lives as
@@ -46,6 +47,11 @@ pub struct Conn {
     listener: usize,
     /// The port the miner reached, which policies match on.
     port: u16,
+    /// The session has left this connection (released to the fleet's store): no more lines are
+    /// handled, so no share is accepted here that the released duplicate sets do not hold.
+    released: Cell<bool>,
+    /// Release without keeping the session resumable (an operator's kick).
+    forget: Cell<bool>,
 }
 
 impl Conn {
@@ -89,6 +95,53 @@ impl Conn {
             drop(session);
             self.flush();
         }
+    }
+
+    /// Saves the session to the fleet's store (while this connection holds it).
+    pub fn save(&self, core: &Core) {
+        if self.released.get() {
+            return;
+        }
+        if let Some(store) = &core.shared.sessions {
+            let session = self.session.borrow();
+            if session.is_authorized() {
+                store.save(session.raw_session_id(), self.id, session.snapshot());
+            }
+        }
+    }
+
+    /// Lets the session go to the fleet's store, resumable elsewhere with its duplicate sets,
+    /// once; from then on the connection handles no more lines. A session that was never
+    /// authorized has no record to release.
+    pub fn release(&self, core: &Core) {
+        if self.released.replace(true) {
+            return;
+        }
+        let Some(store) = &core.shared.sessions else {
+            return;
+        };
+        let session = self.session.borrow();
+        if !session.is_authorized() {
+            return;
+        }
+        let release = if self.forget.get() {
+            Release::Forget
+        } else {
+            match session.release_snapshot(&core.shared.feed.load()) {
+                Some(saved) => Release::Resumable(saved),
+                None => {
+                    tracing::debug!(session = %session.session_id(), "too many open shares to carry: the session is not resumable");
+                    Release::Forget
+                }
+            }
+        };
+        store.release(session.raw_session_id(), self.id, release);
+    }
+
+    /// Kicked by an operator: closed, and its session not kept for a resume.
+    pub fn kick(&self, core: &Core) {
+        self.forget.set(true);
+        self.close(core, Some("kicked"));
     }
 
     /// Closes the connection once everything queued for the miner is written.
@@ -150,12 +203,7 @@ pub async fn serve(
     let session = Session::new(
         core.shared.listener_session(listener.index),
         extranonce1,
-        u64::from_be_bytes({
-            let mut b = [0u8; 8];
-            let e = extranonce1.as_bytes();
-            b[8 - e.len()..].copy_from_slice(e);
-            b
-        }),
+        random_session_id(),
         now_ms(),
     );
     let conn = Rc::new(Conn {
@@ -169,6 +217,8 @@ pub async fn serve(
         closing: Cell::new(None),
         listener: listener.index,
         port: listener.address.port(),
+        released: Cell::new(false),
+        forget: Cell::new(false),
     });
     core.register(Rc::clone(&conn));
     let writer = tokio_uring::spawn(write_loop(Rc::clone(&conn), Rc::clone(&core)));
@@ -188,7 +238,7 @@ pub async fn serve(
         }
     }
     conn.close(&core, None);
-    save_session(&core, &conn);
+    conn.release(&core);
     core.unregister(&conn);
     let _ = writer.await;
 }
@@ -239,39 +289,44 @@ async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: &mut
                 conn.close(core, Some(reason));
                 return;
             }
-            Input::Resume(id) => {
+            Input::Resume(text) => {
                 *resume = Resume::Done;
                 let Some(store) = &core.shared.sessions else {
                     continue;
                 };
-                if let Some(saved) = store.lookup(&id, SESSION_LOOKUP_DEADLINE).await {
-                    let own = *conn.session.borrow().extranonce1();
-                    let resumed = conn.session.borrow_mut().resume(&saved);
-                    match resumed {
-                        Ok(()) => {
-                            core.swap_extranonce(&own, &saved.extranonce1);
-                            core.shared
-                                .metrics
-                                .sessions_resumed
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::debug!(session = %id, "session resumed");
+                let metrics = &core.shared.metrics;
+                let Some(id) = parse_session_id(&text) else {
+                    metrics.count_resume_refused("unknown");
+                    continue;
+                };
+                match store.claim(id, conn.id, SESSION_LOOKUP_DEADLINE).await {
+                    Claim::Resumed(saved) => {
+                        let own = *conn.session.borrow().extranonce1();
+                        let resumed = conn.session.borrow_mut().resume(id, &saved);
+                        match resumed {
+                            Ok(()) => {
+                                core.swap_extranonce(&own, &saved.extranonce1);
+                                metrics
+                                    .sessions_resumed
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::debug!(session = %text, "session resumed");
+                            }
+                            Err(why) => {
+                                // The claim is ours; let the record go rather than hold it.
+                                store.release(id, conn.id, Release::Forget);
+                                metrics.count_resume_refused("invalid");
+                                tracing::debug!(session = %text, why, "session not resumed");
+                            }
                         }
-                        Err(why) => tracing::debug!(session = %id, why, "session not resumed"),
+                    }
+                    refused => {
+                        let why = refused.refusal().unwrap_or("unknown");
+                        metrics.count_resume_refused(why);
+                        tracing::debug!(session = %text, why, "session not resumed: a fresh one");
                     }
                 }
             }
         }
-    }
-}
-
-/// Writes the session to the fleet's store (the stratum role), for a resume elsewhere.
-fn save_session(core: &Core, conn: &Conn) {
-    let Some(store) = &core.shared.sessions else {
-        return;
-    };
-    let session = conn.session.borrow();
-    if session.is_authorized() {
-        store.save(session.session_id(), session.snapshot());
     }
 }
 
@@ -282,6 +337,9 @@ const SESSION_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_m
 /// asks to resume a session.
 fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resume) -> Input {
     let shared = &core.shared;
+    if conn.released.get() {
+        return Input::Continue;
+    }
     let book = shared.feed.load();
     let mut session = conn.session.borrow_mut();
     let mut out = conn.out.borrow_mut();
@@ -329,7 +387,6 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
                 }
             }
         }
-        let was_authorized = session.is_authorized();
         let started = Instant::now();
         let ctx = Context {
             book: &book,
@@ -375,10 +432,11 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
                         );
                     }
                 }
-                Event::Difficulty(_) => save = true,
+                Event::Refused(reason) => metrics.reject(reason),
+                Event::Save => save = true,
+                Event::Difficulty(_) => {}
             }
         }
-        save |= !was_authorized && session.is_authorized();
         if let Flow::Close(reason) = flow {
             close = Some(reason.as_str());
             break;
@@ -389,10 +447,9 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
     }
     drop(out);
     conn.flush();
+    drop(session);
     if save {
-        if let Some(store) = &shared.sessions {
-            store.save(session.session_id(), session.snapshot());
-        }
+        conn.save(core);
     }
     match close {
         Some(reason) => Input::Close(reason),

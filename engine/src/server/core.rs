@@ -18,6 +18,8 @@ use crate::units::Extranonce1;
 
 /// How often each connection's clock (timeouts, vardiff) is advanced.
 const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for the sessions' releases to be written before miners are told to go.
+const SESSION_RELEASE_WAIT: Duration = Duration::from_secs(1);
 /// How long shutdown waits for `client.reconnect` to reach miners.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
@@ -104,6 +106,10 @@ impl Core {
         let mut a = self.extranonces.borrow_mut();
         a.release(allocated);
         a.claim(resumed);
+        // A session from another slot keeps that slot from being leased again while it lives.
+        if let Some(lease) = &self.shared.slot {
+            lease.pin(resumed.as_bytes()[0]);
+        }
     }
 
     pub fn next_connection_id(&self) -> u64 {
@@ -124,9 +130,11 @@ impl Core {
             self.shared.metrics.cores[self.index]
                 .connections
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            self.extranonces
-                .borrow_mut()
-                .release(conn.session.borrow().extranonce1());
+            let session = conn.session.borrow();
+            self.extranonces.borrow_mut().release(session.extranonce1());
+            if let Some(lease) = &self.shared.slot {
+                lease.unpin(session.extranonce1().as_bytes()[0]);
+            }
         }
     }
 
@@ -164,7 +172,7 @@ pub fn run(
             index,
             shared.settings.threads,
             shared.settings.coinbase.extranonce.extranonce1(),
-            shared.extranonce_slot,
+            shared.slot.as_ref().map(|l| l.slot),
         )),
         shared,
         conns: RefCell::new(HashMap::new()),
@@ -239,6 +247,12 @@ async fn accept_loop(
         {
             // Draining: the balancer sends this miner to another engine.
             metrics.count_close("draining");
+            drop(stream);
+            continue;
+        }
+        if core.shared.slot.as_ref().is_some_and(|l| l.is_lost()) {
+            // Another engine holds our slot: a new miner here could get its extranonce1.
+            metrics.count_close("slot-lost");
             drop(stream);
             continue;
         }
@@ -317,7 +331,9 @@ async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
         let conns = core.connections();
         for conn in &conns {
             let flow = conn.session.borrow_mut().tick(now, &mut events);
-            events.clear();
+            if events.drain(..).any(|e| matches!(e, Event::Save)) {
+                conn.save(&core);
+            }
             if let Flow::Close(reason) = flow {
                 conn.close(&core, Some(reason.as_str()));
             }
@@ -347,7 +363,7 @@ fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
     for kick in control.kicks() {
         for conn in conns {
             if !conn.is_closed() && conn.session.borrow().session_id() == kick.session_id {
-                conn.close(core, Some("kicked"));
+                conn.kick(core);
                 kick.kicked.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -358,6 +374,8 @@ fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
         let wave = live.len().div_ceil(10).max(1);
         let target = core.shared.settings.reconnect_to.as_ref();
         for conn in live.into_iter().take(wave) {
+            // Released before the miner hears it should go, so its resume elsewhere finds it.
+            conn.release(core);
             message::write_reconnect(
                 &mut conn.out.borrow_mut(),
                 target.map(|(host, port, _)| (host.as_str(), *port)),
@@ -374,6 +392,14 @@ fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
 async fn say_goodbye(core: &Rc<Core>) {
     let target = core.shared.settings.reconnect_to.as_ref();
     let conns = core.connections();
+    // Sessions are released, and written, before miners hear they should go: a miner that
+    // reconnects to another engine at once finds its session there.
+    for conn in &conns {
+        conn.release(core);
+    }
+    if let Some(store) = &core.shared.sessions {
+        store.flush(SESSION_RELEASE_WAIT).await;
+    }
     for conn in &conns {
         message::write_reconnect(
             &mut conn.out.borrow_mut(),

@@ -68,7 +68,7 @@ pub struct Shared {
     /// The fleet's session store (the stratum role only).
     pub sessions: Option<Arc<crate::plane::sessions::SessionStore>>,
     /// This engine's slot in the fleet: the first byte of every extranonce1 (the stratum role).
-    pub extranonce_slot: Option<u8>,
+    pub slot: Option<Arc<crate::plane::sessions::SlotLease>>,
     /// Drain state and kicks from sluicectl (the stratum role; idle otherwise).
     pub control: Arc<crate::plane::commands::Control>,
     /// Per-connection policies from Redis (the stratum role; empty otherwise).
@@ -135,6 +135,10 @@ pub struct Engine {
     cores: Vec<JoinHandle<()>>,
     /// The job source's threads (or, with a plane, the Redis threads).
     background: Vec<JoinHandle<()>>,
+    /// The engine slot's keeper (the stratum role): released last, after the sessions.
+    slot_keeper: Option<crate::plane::sessions::SlotKeeper>,
+    /// The engine slot, for the registry (the stratum role).
+    pub slot: Option<Arc<crate::plane::sessions::SlotLease>>,
     stop_jobmanager: Arc<AtomicBool>,
 }
 
@@ -214,7 +218,8 @@ impl Engine {
         let mut background = Vec::new();
         let mut share_log = None;
         let mut sessions = None;
-        let mut extranonce_slot = None;
+        let mut slot = None;
+        let mut slot_keeper = None;
         let control = Arc::new(crate::plane::commands::Control::default());
         let policies = Arc::new(arc_swap::ArcSwap::from_pointee(
             crate::plane::policies::PolicySet::default(),
@@ -255,17 +260,20 @@ impl Engine {
                             .into(),
                     ));
                 }
-                let (slot, slot_thread) =
-                    crate::plane::sessions::lease_slot(plane, Arc::clone(&stop_jobmanager))
-                        .map_err(StartError::Plane)?;
-                tracing::info!(slot, "engine slot leased: extranonce1 values start with it");
-                extranonce_slot = Some(slot);
-                background.push(slot_thread);
+                let (lease, keeper) =
+                    crate::plane::sessions::lease_slot(plane).map_err(StartError::Plane)?;
+                tracing::info!(
+                    slot = lease.slot,
+                    "engine slot leased: extranonce1 values start with it"
+                );
+                slot_keeper = Some(keeper);
                 let (store, store_thread) = crate::plane::sessions::spawn_store(
                     plane.clone(),
                     plane.session_ttl,
+                    Arc::clone(&lease),
                     Arc::clone(&stop_jobmanager),
                 )?;
+                slot = Some(lease);
                 sessions = Some(store);
                 background.push(store_thread);
                 background.push(crate::plane::policies::spawn(
@@ -318,7 +326,7 @@ impl Engine {
             blocks: blocks_tx,
             share_log,
             sessions,
-            extranonce_slot,
+            slot: slot.clone(),
             control: Arc::clone(&control),
             policies,
             listener_sessions: settings
@@ -355,6 +363,8 @@ impl Engine {
             shutdown,
             cores,
             background,
+            slot_keeper,
+            slot,
             stop_jobmanager,
         })
     }
@@ -369,6 +379,9 @@ impl Engine {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         for j in self.background.drain(..) {
             let _ = j.join();
+        }
+        if let Some(keeper) = self.slot_keeper.take() {
+            keeper.release();
         }
     }
 }

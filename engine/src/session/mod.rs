@@ -15,7 +15,9 @@ use std::sync::Arc;
 use bitcoin::Network;
 
 use crate::chain::{Job, JobBook, Lookup};
-use crate::share::{parse_job_id, DuplicateLimits, Reject, SessionShares, ShareRules};
+use crate::share::{
+    parse_job_id, DuplicateLimits, Reject, SavedShares, SessionShares, ShareRules,
+};
 use crate::stratum::request::{Configure, ParseError};
 use crate::stratum::{message, parse, ErrorCode, Id, Request, StratumError, Submit};
 use crate::units::{Difficulty, Extranonce1, ExtranonceSizes, HeaderHash, JobId, Target};
@@ -39,6 +41,12 @@ pub struct SessionLimits {
     pub unauthenticated_timeout_ms: u64,
     /// Time without any request from the miner.
     pub idle_timeout_ms: u64,
+    /// `mining.suggest_difficulty` calls answered per minute; more are refused (and count in the
+    /// invalid streak), so a miner cannot keep resetting vardiff.
+    pub max_suggestions_per_minute: u32,
+    /// The shortest time between two saves of the session to the fleet's store (a difficulty or
+    /// mask change waits for it; the first authorize and the release do not).
+    pub session_save_interval_ms: u64,
 }
 
 impl Default for SessionLimits {
@@ -49,6 +57,8 @@ impl Default for SessionLimits {
             max_failed_authorize: 5,
             unauthenticated_timeout_ms: 30_000,
             idle_timeout_ms: 600_000,
+            max_suggestions_per_minute: 10,
+            session_save_interval_ms: 5_000,
         }
     }
 }
@@ -155,10 +165,18 @@ impl BlockFound {
 
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// A share of an authorized worker on a job of this session, judged: for the share log.
     Share(ShareRecord),
+    /// A submit refused before any worker or job of the session was known (not subscribed, an
+    /// unauthorized worker, an unknown job): for metrics only. It carries nothing the miner chose,
+    /// so a flood of made-up names never reaches the share log.
+    Refused(Reject),
     Block(Box<BlockFound>),
     /// The session's difficulty changed (vardiff, suggestion or password).
     Difficulty(Difficulty),
+    /// The session's state changed and should be saved to the fleet's store (at most once per
+    /// `session_save_interval_ms`, except the first authorize's).
+    Save,
 }
 
 /// What the session reads from its surroundings on each call.
@@ -175,6 +193,8 @@ struct SentJob {
     id: JobId,
     target: Target,
     difficulty: f64,
+    /// The version bits the miner was allowed to roll when the job was sent.
+    version_mask: u32,
 }
 
 /// What a miner's session carries to another connection (on any engine of the fleet): kept in
@@ -185,6 +205,23 @@ pub struct SavedSession {
     pub difficulty: Difficulty,
     pub version_mask: u32,
     pub workers: Vec<String>,
+    /// The shares accepted on jobs still open, so they stay duplicates after the resume.
+    pub shares: SavedShares,
+}
+
+/// The most accepted shares on open jobs a session carries to another connection; a session with
+/// more is not carried (its miner gets a fresh session, whose extranonce1 no old share fits). At 18
+/// shares a minute over 16 jobs of 30 s, a miner holds about 150.
+pub const MAX_SAVED_SHARES: usize = 2048;
+
+/// A random session id (the subscription id), from the operating system: 64 bits nobody can
+/// guess from another session's id or extranonce1.
+pub fn random_session_id() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most `b.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    assert_eq!(n, 8, "the OS random source failed");
+    u64::from_ne_bytes(b)
 }
 
 /// An extranonce1 as the number its bytes spell (big-endian): the session id.
@@ -218,6 +255,13 @@ pub struct Session {
     shares: SessionShares,
     vardiff: Vardiff,
     invalid_streak: u32,
+    /// The minute (`now_ms / 60_000`) of the suggestions counted, and their count.
+    suggestions: (u64, u32),
+    /// Whether vardiff has chosen the difficulty; from then on a suggestion may raise it only.
+    vardiff_chose: bool,
+    /// A save is waiting for `session_save_interval_ms` to pass.
+    save_due: bool,
+    last_save_ms: u64,
     failed_authorize: u32,
     authorize_retry_at_ms: u64,
     connected_ms: u64,
@@ -257,6 +301,10 @@ impl Session {
             shares: SessionShares::new(config.duplicate_limits),
             vardiff: Vardiff::new(now_ms),
             invalid_streak: 0,
+            suggestions: (0, 0),
+            vardiff_chose: false,
+            save_due: false,
+            last_save_ms: 0,
             failed_authorize: 0,
             authorize_retry_at_ms: 0,
             connected_ms: now_ms,
@@ -291,9 +339,14 @@ impl Session {
         self.subscribed
     }
 
-    /// The session id miners send back to resume (the extranonce1's value, in hex).
+    /// The session id miners send back to resume: 16 hex digits of a random number.
     pub fn session_id(&self) -> String {
-        format!("{:x}", self.session_id)
+        format_session_id(self.session_id)
+    }
+
+    /// The session id as a number (the store's key).
+    pub fn raw_session_id(&self) -> u64 {
+        self.session_id
     }
 
     /// The listener (or policy) configuration the session runs on.
@@ -319,11 +372,19 @@ impl Session {
         };
         self.difficulty = clamp(target, config.min_difficulty, config.max_difficulty);
         self.floor = clamp(self.floor, config.min_difficulty, config.max_difficulty);
-        self.version_mask &= config.version_mask;
+        let mask = self.version_mask & config.version_mask;
         self.config = config;
+        if mask != self.version_mask {
+            // Announced before any job judged by it: jobs sent before keep the mask they were
+            // sent with, so work in flight is not thrown away.
+            self.version_mask = mask;
+            message::write_set_version_mask(out, mask);
+            self.save_due = true;
+        }
         let changed = self.difficulty != before;
         if changed {
             self.difficulty_pending = true;
+            self.save_due = true;
             if !self.workers.is_empty() {
                 // Announced now; it applies to the work sent after it.
                 self.send_pending_difficulty(out);
@@ -332,21 +393,37 @@ impl Session {
         changed
     }
 
-    /// What another connection needs to resume this session.
+    /// The session's state while it lives here (no duplicate sets: a record saved while the
+    /// session is held is never resumed without its release).
     pub fn snapshot(&self) -> SavedSession {
         SavedSession {
             extranonce1: self.extranonce1,
             difficulty: self.difficulty,
             version_mask: self.version_mask,
             workers: self.workers.iter().map(|w| w.name.to_string()).collect(),
+            shares: SavedShares::default(),
         }
+    }
+
+    /// What another connection needs to resume this session once it leaves this one: its state
+    /// and the shares accepted on jobs still in `book`. `None` when those are more than
+    /// [`MAX_SAVED_SHARES`]: the session then ends here.
+    pub fn release_snapshot(&self, book: &JobBook) -> Option<SavedSession> {
+        let shares = self.shares.save_duplicates(
+            |id| !matches!(book.lookup(id), Lookup::NotFound),
+            MAX_SAVED_SHARES,
+        )?;
+        Some(SavedSession {
+            shares,
+            ..self.snapshot()
+        })
     }
 
     /// Takes over a saved session before the miner subscribes: its extranonce1 (so work and
     /// shares stay valid for the miner), difficulty, version mask and authorized workers, each
     /// checked again against this listener's configuration. The subscribe that follows answers
     /// with the saved extranonce1, then sends the difficulty and a job at once.
-    pub fn resume(&mut self, saved: &SavedSession) -> Result<(), &'static str> {
+    pub fn resume(&mut self, session_id: u64, saved: &SavedSession) -> Result<(), &'static str> {
         if self.subscribed {
             return Err("already subscribed");
         }
@@ -364,7 +441,8 @@ impl Session {
             workers.push(worker);
         }
         self.extranonce1 = saved.extranonce1;
-        self.session_id = extranonce1_value(&saved.extranonce1);
+        self.session_id = session_id;
+        self.shares.restore_duplicates(&saved.shares);
         self.version_mask = saved.version_mask & self.config.version_mask;
         self.difficulty = clamp(
             saved.difficulty,
@@ -427,6 +505,7 @@ impl Session {
                         id,
                         StratumError::new(ErrorCode::Other, "Already subscribed"),
                     );
+                    return self.count_invalid();
                 } else {
                     self.subscribed = true;
                     self.user_agent = user_agent.map(|ua| {
@@ -440,7 +519,7 @@ impl Session {
                     message::write_subscribe_result(
                         out,
                         id,
-                        &format!("{:x}", self.session_id),
+                        &format_session_id(self.session_id),
                         &self.extranonce1,
                         self.config.extranonce.extranonce2(),
                     );
@@ -459,9 +538,22 @@ impl Session {
                 return self.authorize(id, &worker, password.as_deref(), ctx, out, events);
             }
             Request::SuggestDifficulty(d) => {
+                let minute = ctx.now_ms / 60_000;
+                if self.suggestions.0 != minute {
+                    self.suggestions = (minute, 0);
+                }
+                self.suggestions.1 += 1;
+                if self.suggestions.1 > self.config.limits.max_suggestions_per_minute {
+                    message::write_error(
+                        out,
+                        id,
+                        StratumError::new(ErrorCode::Other, "Too many difficulty suggestions"),
+                    );
+                    return self.count_invalid();
+                }
                 match Difficulty::new(d) {
                     Ok(d) => {
-                        self.ask_for_difficulty(d, ctx.now_ms, events);
+                        self.suggest_difficulty(d, ctx.now_ms, events);
                         message::write_true(out, id);
                     }
                     Err(_) => {
@@ -487,9 +579,24 @@ impl Session {
                     id,
                     StratumError::new(ErrorCode::Other, "Unknown method"),
                 );
+                return self.count_invalid();
             }
         }
+        self.maybe_save(ctx.now_ms, events);
         Flow::Continue
+    }
+
+    /// Emits [`Event::Save`] when a save is due and the save interval has passed.
+    fn maybe_save(&mut self, now_ms: u64, events: &mut Vec<Event>) {
+        if self.save_due
+            && self.is_authorized()
+            && now_ms.saturating_sub(self.last_save_ms)
+                >= self.config.limits.session_save_interval_ms
+        {
+            self.save_due = false;
+            self.last_save_ms = now_ms;
+            events.push(Event::Save);
+        }
     }
 
     fn count_invalid(&mut self) -> Flow {
@@ -507,6 +614,9 @@ impl Session {
             if granted == 0 || granted.count_ones() < vr.min_bit_count {
                 None
             } else {
+                if self.version_mask != granted {
+                    self.save_due = true;
+                }
                 self.version_mask = granted;
                 Some(granted)
             }
@@ -533,9 +643,22 @@ impl Session {
         if d != self.difficulty {
             self.difficulty = d;
             self.difficulty_pending = true;
+            self.save_due = true;
             events.push(Event::Difficulty(d));
+            self.vardiff.reset(now_ms);
         }
-        self.vardiff.reset(now_ms);
+    }
+
+    /// `mining.suggest_difficulty`: the floor follows the suggestion, but once vardiff has chosen
+    /// a difficulty a suggestion may only raise it, so a miner cannot hold its shares cheaper than
+    /// vardiff's choice by suggesting again (nor keep vardiff from measuring by resetting it).
+    fn suggest_difficulty(&mut self, d: Difficulty, now_ms: u64, events: &mut Vec<Event>) {
+        let d = clamp(d, self.config.min_difficulty, self.ceiling());
+        if self.vardiff_chose && d < self.difficulty {
+            self.floor = d;
+            return;
+        }
+        self.ask_for_difficulty(d, now_ms, events);
     }
 
     fn authorize(
@@ -551,7 +674,7 @@ impl Session {
             // Many miners authorize before the subscribe answer arrives; the order on the wire is
             // still subscribe first. Refusing here is what ckpool and others do.
             message::write_error(out, id, Reject::NotSubscribed.stratum_error());
-            return Flow::Continue;
+            return self.count_invalid();
         }
         if ctx.now_ms < self.authorize_retry_at_ms {
             message::write_error(
@@ -562,7 +685,7 @@ impl Session {
                     "Too many failed authorizations; retry later",
                 ),
             );
-            return Flow::Continue;
+            return self.count_invalid();
         }
         if self.workers.iter().any(|w| &*w.name == name) {
             message::write_true(out, id);
@@ -577,7 +700,7 @@ impl Session {
                     "Too many workers on this connection",
                 ),
             );
-            return Flow::Continue;
+            return self.count_invalid();
         }
         match parse_worker(
             name,
@@ -596,7 +719,7 @@ impl Session {
                 }
                 let backoff = 1000u64 << (self.failed_authorize - 1).min(16);
                 self.authorize_retry_at_ms = ctx.now_ms + backoff;
-                Flow::Continue
+                self.count_invalid()
             }
             Ok(worker) => {
                 let first = self.workers.is_empty();
@@ -615,6 +738,13 @@ impl Session {
                     } else {
                         self.send_pending_difficulty(out);
                     }
+                    // The first save makes the record this connection holds in the fleet's store.
+                    self.save_due = false;
+                    self.last_save_ms = ctx.now_ms;
+                    events.push(Event::Save);
+                } else {
+                    self.save_due = true;
+                    self.maybe_save(ctx.now_ms, events);
                 }
                 Flow::Continue
             }
@@ -647,6 +777,7 @@ impl Session {
             id: job.id,
             target: self.difficulty.target(),
             difficulty: self.difficulty.get(),
+            version_mask: self.version_mask,
         });
     }
 
@@ -659,22 +790,10 @@ impl Session {
         events: &mut Vec<Event>,
     ) -> Flow {
         if !self.subscribed {
-            return self.refuse(
-                id,
-                Reject::NotSubscribed,
-                Arc::from(&*submit.worker),
-                out,
-                events,
-            );
+            return self.refuse(id, Reject::NotSubscribed, out, events);
         }
         let Some(worker) = self.workers.iter().find(|w| *w.name == *submit.worker) else {
-            return self.refuse(
-                id,
-                Reject::UnauthorizedWorker,
-                Arc::from(&*submit.worker),
-                out,
-                events,
-            );
+            return self.refuse(id, Reject::UnauthorizedWorker, out, events);
         };
         let worker = Arc::clone(&worker.name);
         let sent = parse_job_id(submit.job_id)
@@ -682,13 +801,12 @@ impl Session {
         let (job, stale) = match sent.map(|s| ctx.book.lookup(s.id)) {
             Some(Lookup::Current(job)) => (job, false),
             Some(Lookup::Stale(job)) => (job, true),
-            Some(Lookup::NotFound) | None => {
-                return self.refuse(id, Reject::JobNotFound, worker, out, events)
-            }
+            Some(Lookup::NotFound) | None => return self.refuse(id, Reject::JobNotFound, out, events),
         };
         let sent = sent.expect("looked up above");
         let rules = ShareRules {
-            version_mask: self.version_mask,
+            // The mask the job was sent under: a narrowed mask applies to work sent after it.
+            version_mask: sent.version_mask,
             now: (ctx.now_ms / 1000) as u32,
             share_target: sent.target,
         };
@@ -725,6 +843,7 @@ impl Session {
                     self.vardiff.record(sent.difficulty, ctx.now_ms, vd);
                 }
                 self.retarget(ctx.now_ms, events);
+                self.maybe_save(ctx.now_ms, events);
                 Flow::Continue
             }
             Err(Reject::Stale) => {
@@ -740,25 +859,15 @@ impl Session {
         }
     }
 
-    /// Refuses a submit that names no job of this session or no worker of it.
+    /// Refuses a submit that names no job of this session or no worker of it: metrics only.
     fn refuse(
         &mut self,
         id: Id<'_>,
         reject: Reject,
-        worker: Arc<str>,
         out: &mut Vec<u8>,
         events: &mut Vec<Event>,
     ) -> Flow {
-        events.push(Event::Share(ShareRecord {
-            worker,
-            job_id: None,
-            height: None,
-            assigned_difficulty: self.difficulty.get(),
-            share_difficulty: 0.0,
-            result: Err(reject),
-            is_block: false,
-            hash: None,
-        }));
+        events.push(Event::Refused(reject));
         self.rejected += 1;
         message::write_error(out, id, reject.stratum_error());
         self.count_invalid()
@@ -774,6 +883,8 @@ impl Session {
         {
             self.difficulty = d;
             self.difficulty_pending = true;
+            self.vardiff_chose = true;
+            self.save_due = true;
             events.push(Event::Difficulty(d));
         }
     }
@@ -793,8 +904,22 @@ impl Session {
         if self.is_authorized() {
             self.retarget(now_ms, events);
         }
+        self.maybe_save(now_ms, events);
         Flow::Continue
     }
+}
+
+/// A session id as miners see it: 16 lowercase hex digits.
+pub fn format_session_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// A session id as a miner sent it back: 1 to 16 hex digits, either case.
+pub fn parse_session_id(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// The longest user agent kept, in bytes.

@@ -463,3 +463,216 @@ fn vardiff_converges_through_the_session() {
         );
     }
 }
+
+#[test]
+fn refusals_before_a_worker_is_known_carry_no_name() {
+    let mut h = Harness::default();
+    let name = "x".repeat(4000);
+    let submit = format!(
+        r#"{{"id":2,"method":"mining.submit","params":["{name}","1","00000000","00000000","00000000"]}}"#
+    );
+    let (r, _) = h.send(&submit);
+    assert_eq!(error_code(&r[0]), 25);
+    h.handshake();
+    let (r, _) = h.send(&submit);
+    assert_eq!(error_code(&r[0]), 24);
+    let job1 = Arc::clone(h.book.current().unwrap());
+    let (r, _) = h.send(
+        &h.share(&job1, 1, Target::MAX, true)
+            .replace(r#""1","#, r#""77","#),
+    );
+    assert_eq!(error_code(&r[0]), 21);
+    let refused: Vec<_> = h
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::Refused(r) => Some(*r),
+            Event::Share(_) => panic!("a refusal reached the share log: {e:?}"),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            Reject::NotSubscribed,
+            Reject::UnauthorizedWorker,
+            Reject::JobNotFound
+        ]
+    );
+}
+
+#[test]
+fn every_refused_request_counts_in_the_invalid_streak() {
+    let config = SessionConfig {
+        limits: SessionLimits {
+            max_invalid_streak: 4,
+            ..SessionLimits::default()
+        },
+        ..SessionConfig::new(Network::Regtest)
+    };
+    let mut h = Harness::new(config);
+    let authorize = format!(r#"{{"id":1,"method":"mining.authorize","params":["{ADDRESS}","x"]}}"#);
+    assert_eq!(h.send(&authorize).1, Flow::Continue, "before subscribe");
+    assert_eq!(
+        h.send(r#"{"id":2,"method":"mining.ping","params":[]}"#).1,
+        Flow::Continue
+    );
+    h.send(r#"{"id":3,"method":"mining.subscribe","params":[]}"#);
+    assert_eq!(
+        h.send(r#"{"id":4,"method":"mining.subscribe","params":[]}"#).1,
+        Flow::Continue,
+        "subscribing twice"
+    );
+    assert_eq!(
+        h.send(r#"{"id":5,"method":"mining.ping","params":[]}"#).1,
+        Flow::Close(CloseReason::InvalidStreak)
+    );
+}
+
+#[test]
+fn suggestions_are_rate_limited_at_their_edge() {
+    let config = SessionConfig {
+        limits: SessionLimits {
+            max_suggestions_per_minute: 3,
+            ..SessionLimits::default()
+        },
+        ..tiny()
+    };
+    let mut h = Harness::new(config);
+    h.handshake();
+    for n in 1..=3 {
+        let (r, _) = h.send(&format!(
+            r#"{{"id":{n},"method":"mining.suggest_difficulty","params":[{n}]}}"#
+        ));
+        assert_eq!(r[0]["result"], true, "suggestion {n}");
+    }
+    let (r, _) = h.send(r#"{"id":4,"method":"mining.suggest_difficulty","params":[0.5]}"#);
+    assert_eq!(error_code(&r[0]), 20, "the fourth in one minute");
+    assert_eq!(h.session.difficulty().get(), 3.0);
+    h.now += 60_000;
+    let (r, _) = h.send(r#"{"id":5,"method":"mining.suggest_difficulty","params":[4]}"#);
+    assert_eq!(r[0]["result"], true, "a new minute");
+}
+
+#[test]
+fn a_suggestion_cannot_hold_the_difficulty_below_vardiffs_choice() {
+    let mut h = Harness::new(tiny());
+    h.handshake();
+    let job1 = Arc::clone(h.book.current().unwrap());
+    // Shares far faster than vardiff's target: it raises the difficulty.
+    let mut en2 = 0;
+    while h.session.difficulty().get() == 1e-12 {
+        en2 += 1;
+        let target = h.session.difficulty().target();
+        let share = h.share(&job1, en2, target, true);
+        h.send(&share);
+        h.now += 100;
+        assert!(en2 < 1000, "vardiff never moved");
+    }
+    let chosen = h.session.difficulty();
+    let (r, _) = h.send(r#"{"id":7,"method":"mining.suggest_difficulty","params":[1e-12]}"#);
+    assert_eq!(r[0]["result"], true);
+    assert_eq!(h.session.difficulty(), chosen, "not lowered");
+    let higher = chosen.get() * 4.0;
+    let (r, _) = h.send(&format!(
+        r#"{{"id":8,"method":"mining.suggest_difficulty","params":[{higher}]}}"#
+    ));
+    assert_eq!(r[0]["result"], true);
+    assert_eq!(h.session.difficulty().get(), higher, "raising is fine");
+}
+
+#[test]
+fn saves_are_rate_limited_but_the_first_is_at_once() {
+    let config = SessionConfig {
+        vardiff: None,
+        ..tiny()
+    };
+    let mut h = Harness::new(config);
+    h.handshake();
+    let saves = |h: &Harness| h.events.iter().filter(|e| matches!(e, Event::Save)).count();
+    assert_eq!(saves(&h), 1, "the first authorize saves");
+    for n in 0..20 {
+        h.send(&format!(
+            r#"{{"id":{n},"method":"mining.suggest_difficulty","params":[0.{n}1]}}"#
+        ));
+    }
+    assert_eq!(saves(&h), 1, "changes within the interval wait");
+    h.now += SessionLimits::default().session_save_interval_ms;
+    let mut events = Vec::new();
+    h.session.tick(h.now, &mut events);
+    assert_eq!(
+        events.iter().filter(|e| matches!(e, Event::Save)).count(),
+        1,
+        "the tick saves what waited"
+    );
+    h.session.tick(h.now + 1, &mut events);
+    assert_eq!(
+        events.iter().filter(|e| matches!(e, Event::Save)).count(),
+        1
+    );
+}
+
+#[test]
+fn a_narrowed_mask_is_announced_and_applies_to_work_sent_after_it() {
+    let mut h = Harness::new(tiny());
+    h.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000","version-rolling.min-bit-count":2}]}"#);
+    h.handshake();
+    let job1 = Arc::clone(h.book.current().unwrap());
+    let narrow = Arc::new(SessionConfig {
+        version_mask: 0x00ff_e000,
+        ..(**h.session.config()).clone()
+    });
+    let mut out = Vec::new();
+    h.session.apply_config(narrow, &mut out);
+    let r = lines(&out);
+    assert_eq!(r[0]["method"], "mining.set_version_mask", "{r:?}");
+    assert_eq!(r[0]["params"][0], "00ffe000");
+    assert_eq!(h.session.version_mask(), 0x00ff_e000);
+    // Any hash is a share at this difficulty: only the version bits decide.
+    let rolled = |job: &Job, en2: u32, bits: u32| {
+        let en2b = en2.to_be_bytes();
+        format!(
+            r#"{{"id":9,"method":"mining.submit","params":["{ADDRESS}.rig","{}","{}","{:08x}","00000000","{bits:08x}"]}}"#,
+            job.id,
+            crate::hex::encode(&en2b),
+            job.ntime
+        )
+    };
+    // Job 1 was sent under the wide mask: a share rolling bit 28 on it is still judged.
+    let (r, _) = h.send(&rolled(&job1, 1, 0x1000_0000));
+    assert_eq!(r[0]["result"], true, "{r:?}");
+    let r = h.push(job(2, 0xaa, 0x1d00_ffff));
+    assert_eq!(r[0]["method"], "mining.notify");
+    let job2 = Arc::clone(h.book.current().unwrap());
+    let (r, _) = h.send(&rolled(&job2, 1, 0x1000_0000));
+    assert_eq!(error_code(&r[0]), 20, "outside the new mask on new work");
+    let (r, _) = h.send(&rolled(&job2, 2, 0x0010_0000));
+    assert_eq!(r[0]["result"], true, "inside the new mask: {r:?}");
+}
+
+#[test]
+fn a_resumed_session_keeps_its_shares_as_duplicates() {
+    let mut h = Harness::new(tiny());
+    h.handshake();
+    let job1 = Arc::clone(h.book.current().unwrap());
+    let share = h.share(&job1, 1, Target::MAX, true);
+    assert_eq!(h.send(&share).0[0]["result"], true);
+    let saved = h.session.release_snapshot(&h.book).expect("fits");
+    assert_eq!(saved.shares.len(), 1);
+
+    let mut again = Harness::new(tiny());
+    again.book = JobBook::new(16);
+    again.book.push(Arc::clone(&job1));
+    again.session.resume(0x1234, &saved).unwrap();
+    assert_eq!(again.session.session_id(), "0000000000001234");
+    let (r, _) = again.send(r#"{"id":1,"method":"mining.subscribe","params":["x","1234"]}"#);
+    assert_eq!(r[0]["result"][0][0][1], "0000000000001234");
+    assert_eq!(r.last().unwrap()["method"], "mining.notify");
+    let (r, _) = again.send(&share);
+    assert_eq!(error_code(&r[0]), 22, "still a duplicate after the resume");
+    let other = again.share(&job1, 2, Target::MAX, true);
+    assert_eq!(again.send(&other).0[0]["result"], true);
+}

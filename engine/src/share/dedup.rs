@@ -113,6 +113,101 @@ impl DuplicateFilter {
     pub fn tracked_jobs(&self) -> usize {
         self.sets.len()
     }
+
+    /// The sets of the jobs `keep` names, for a session that moves to another connection: `None`
+    /// when they hold more than `max_shares` in all (the session is then not carried over, so no
+    /// share can be credited twice). Jobs in increasing order.
+    pub fn export(&self, keep: impl Fn(JobId) -> bool, max_shares: usize) -> Option<SavedShares> {
+        let mut jobs: Vec<(JobId, Vec<u64>)> = self
+            .sets
+            .iter()
+            .filter(|(id, set)| !set.is_empty() && keep(*id))
+            .map(|(id, set)| {
+                let mut keys: Vec<u64> = set.iter().copied().collect();
+                keys.sort_unstable();
+                (*id, keys)
+            })
+            .collect();
+        if jobs.iter().map(|(_, k)| k.len()).sum::<usize>() > max_shares {
+            return None;
+        }
+        jobs.sort_unstable_by_key(|(id, _)| *id);
+        Some(SavedShares { jobs })
+    }
+
+    /// Takes over saved sets (a resumed session), replacing what this filter held; bounded by
+    /// this filter's own limits (the newest jobs and the first keys win).
+    pub fn import(&mut self, saved: &SavedShares) {
+        self.sets.clear();
+        let skip = saved.jobs.len().saturating_sub(self.limits.max_jobs);
+        for (id, keys) in saved.jobs.iter().skip(skip) {
+            let set: ShareSet = keys
+                .iter()
+                .copied()
+                .take(self.limits.max_shares_per_job)
+                .collect();
+            self.sets.push((*id, set));
+        }
+    }
+}
+
+/// A session's duplicate sets as they travel with it (to Redis, to another engine): per job, the
+/// short keys of the header hashes accepted on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedShares {
+    pub jobs: Vec<(JobId, Vec<u64>)>,
+}
+
+impl SavedShares {
+    /// The shares held, in all.
+    pub fn len(&self) -> usize {
+        self.jobs.iter().map(|(_, k)| k.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Binary, little-endian: per job, its id (u64), its key count (u32), the keys (u64 each).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 * self.jobs.len() + 8 * self.len());
+        for (id, keys) in &self.jobs {
+            out.extend_from_slice(&id.0.to_le_bytes());
+            out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+            for k in keys {
+                out.extend_from_slice(&k.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// The inverse of [`encode`](Self::encode); `None` for bytes it did not write or holding more
+    /// than `max_shares` keys (Redis is not trusted to keep the bound).
+    pub fn decode(mut bytes: &[u8], max_shares: usize) -> Option<SavedShares> {
+        let mut jobs = Vec::new();
+        let mut total = 0usize;
+        let take = |n: usize, bytes: &mut &[u8]| -> Option<Vec<u8>> {
+            if bytes.len() < n {
+                return None;
+            }
+            let (head, rest) = bytes.split_at(n);
+            *bytes = rest;
+            Some(head.to_vec())
+        };
+        while !bytes.is_empty() {
+            let id = u64::from_le_bytes(take(8, &mut bytes)?.try_into().ok()?);
+            let count = u32::from_le_bytes(take(4, &mut bytes)?.try_into().ok()?) as usize;
+            total = total.checked_add(count)?;
+            if total > max_shares || count.checked_mul(8)? > bytes.len() {
+                return None;
+            }
+            let keys = (0..count)
+                .map(|_| take(8, &mut bytes).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+                .collect::<Option<Vec<u64>>>()?;
+            jobs.push((JobId(id), keys));
+        }
+        Some(SavedShares { jobs })
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +236,30 @@ mod tests {
             Ok(()),
             "another job has its own set"
         );
+    }
+
+    #[test]
+    fn saved_sets_travel_and_stay_duplicates() {
+        let mut f = DuplicateFilter::new(DuplicateLimits {
+            max_jobs: 4,
+            max_shares_per_job: 8,
+        });
+        f.insert(JobId(1), &hash(1)).unwrap();
+        f.insert(JobId(2), &hash(2)).unwrap();
+        f.insert(JobId(2), &hash(3)).unwrap();
+        let saved = f.export(|id| id != JobId(1), 16).unwrap();
+        assert_eq!(saved.len(), 2, "job 1 is no longer open");
+        let bytes = saved.encode();
+        assert_eq!(SavedShares::decode(&bytes, 16), Some(saved.clone()));
+        assert_eq!(SavedShares::decode(&bytes, 1), None, "over the bound");
+        for n in 0..bytes.len() {
+            assert_eq!(SavedShares::decode(&bytes[..n], 16).is_some(), n == 0);
+        }
+        let mut g = DuplicateFilter::new(f.limits);
+        g.import(&saved);
+        assert_eq!(g.insert(JobId(2), &hash(3)), Err(DuplicateError::Duplicate));
+        assert_eq!(g.insert(JobId(1), &hash(1)), Ok(()));
+        assert_eq!(f.export(|_| true, 2), None, "three shares do not fit in two");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 pub mod dedup;
 pub mod validate;
 
-pub use dedup::{DuplicateFilter, DuplicateLimits, DEFAULT_MAX_SHARES_PER_JOB};
+pub use dedup::{DuplicateFilter, DuplicateLimits, SavedShares, DEFAULT_MAX_SHARES_PER_JOB};
 pub use validate::{
     parse_job_id, Reject, SessionShares, ShareProof, ShareRules, Verdict, MAX_NTIME_AHEAD_SECS,
 };

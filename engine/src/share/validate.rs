@@ -16,7 +16,7 @@ use crate::chain::job::Job;
 use crate::chain::merkle;
 use crate::hash::{header_hash, Sha256};
 use crate::hex;
-use crate::share::dedup::{DuplicateError, DuplicateFilter, DuplicateLimits};
+use crate::share::dedup::{DuplicateError, DuplicateFilter, DuplicateLimits, SavedShares};
 use crate::stratum::error::{ErrorCode, StratumError};
 use crate::stratum::request::Submit;
 use crate::units::{Extranonce1, HeaderHash, JobId, Target, MAX_EXTRANONCE2_SIZE};
@@ -212,6 +212,21 @@ impl SessionShares {
             duplicates: DuplicateFilter::new(limits),
             merkle_cache_hits: 0,
         }
+    }
+
+    /// The duplicate sets of the jobs `keep` names, to carry the session elsewhere; `None` when
+    /// they hold more than `max_shares` (see [`DuplicateFilter::export`]).
+    pub fn save_duplicates(
+        &self,
+        keep: impl Fn(JobId) -> bool,
+        max_shares: usize,
+    ) -> Option<SavedShares> {
+        self.duplicates.export(keep, max_shares)
+    }
+
+    /// Takes over a resumed session's duplicate sets.
+    pub fn restore_duplicates(&mut self, saved: &SavedShares) {
+        self.duplicates.import(saved);
     }
 
     /// How many shares reused the cached merkle root.
