@@ -9,7 +9,7 @@ use crate::connect::Redis;
 use crate::error::{CtlError, Result};
 
 /// The layout version this build reads; `engine/src/plane/keys.rs` has the writer's.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The share log's stream fields (`engine/src/plane/sharelog.rs`), in the order they are written.
 pub const SHARE_FIELDS: [&str; 15] = [

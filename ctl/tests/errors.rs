@@ -74,7 +74,7 @@ fn another_layout_version_exits_3_and_names_it() {
     let mut con = redis.con();
     let _: () = redis::cmd("SET")
         .arg("v2:layout")
-        .arg(2)
+        .arg(1)
         .query(&mut con)
         .unwrap();
     for cmd in COMMANDS {
@@ -84,7 +84,7 @@ fn another_layout_version_exits_3_and_names_it() {
         assert_eq!(run.code, 3, "{cmd:?}: {}", run.stderr);
         assert_eq!(
             run.stderr,
-            "sluicectl: Redis under prefix \"v2\" holds layout version 2, this sluicectl reads version 1: the fleet and sluicectl must be upgraded together\n"
+            "sluicectl: Redis under prefix \"v2\" holds layout version 1, this sluicectl reads version 2: the fleet and sluicectl must be upgraded together\n"
         );
         assert_eq!(run.stdout, "");
     }

@@ -1,7 +1,8 @@
 //! `session ls`, `session show` and `session kick`: the miners' sessions the engines save in
-//! `P:session:ID` (on authorize, on every difficulty change and on disconnect), indexed by the
-//! sorted set `P:sessions` (id → expiry in ms). A session outlives its connection by the session
-//! TTL, so a listed session is one a miner can resume, not necessarily one connected now.
+//! `P:session:ID` (on authorize, on difficulty changes at most every few seconds, and released on
+//! disconnect), indexed by the sorted set `P:sessions` (id → expiry in ms). A session outlives its
+//! connection by the session TTL: `state` says whether a connection holds it (`held`) or a miner
+//! may resume it (`released`). The record's duplicate sets (`shares`, hex) are not shown.
 
 use std::collections::HashMap;
 
@@ -31,6 +32,8 @@ pub struct Session {
     pub extranonce1: String,
     pub version_mask: String,
     pub updated_ms: Option<u64>,
+    /// Whether a connection holds it now (`false`: released, a miner may resume it).
+    pub held: bool,
     /// Its score in `P:sessions`; None when the index no longer holds it.
     pub expires_ms: Option<u64>,
 }
@@ -42,6 +45,7 @@ impl Session {
             workers: serde_json::from_str::<Vec<String>>(&workers).map_err(|_| workers),
             difficulty: h.get("difficulty").and_then(|v| v.parse().ok()),
             updated_ms: h.get("updated_ms").and_then(|v| v.parse().ok()),
+            held: h.get("released").map(String::as_str) != Some("1"),
             engine: h.remove("engine").unwrap_or_default(),
             extranonce1: h.remove("extranonce1").unwrap_or_default(),
             version_mask: h.remove("version_mask").unwrap_or_default(),
@@ -67,6 +71,7 @@ impl Session {
             "difficulty": self.difficulty,
             "extranonce1": self.extranonce1,
             "version_mask": self.version_mask,
+            "state": if self.held { "held" } else { "released" },
             "updated_ms": self.updated_ms,
             "updated_age_ms": self.updated_ms.map(|u| now_ms.saturating_sub(u)),
             "expires_ms": self.expires_ms,

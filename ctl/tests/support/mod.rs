@@ -355,14 +355,24 @@ pub fn sluicectl_command(args: &[&str]) -> Command {
     cmd
 }
 
-/// Marks the prefix as a fleet of layout version 1, as the first Sluice process does.
+/// Marks the prefix as a fleet of this build's layout version, as the first Sluice process does.
 pub fn claim_layout(con: &mut redis::Connection, prefix: &str) {
     let _: Option<String> = redis::cmd("SET")
         .arg(format!("{prefix}:layout"))
-        .arg(1)
+        .arg(sluicectl_layout_version())
         .arg("NX")
         .query(con)
         .unwrap();
+}
+
+/// The layout version sluicectl reads (`ctl/src/layout.rs`, held to the engine's by its tests).
+pub fn sluicectl_layout_version() -> u32 {
+    let source = include_str!("../../src/layout.rs");
+    source
+        .lines()
+        .find_map(|l| l.strip_prefix("pub const LAYOUT_VERSION: u32 = "))
+        .and_then(|v| v.trim_end_matches(';').parse().ok())
+        .expect("ctl/src/layout.rs declares LAYOUT_VERSION")
 }
 
 /// Redis's clock in ms (sluicectl measures by it).

@@ -77,6 +77,11 @@ impl JobBook {
         }
     }
 
+    /// The jobs, oldest first.
+    pub fn jobs(&self) -> impl Iterator<Item = &Arc<Job>> {
+        self.jobs.iter()
+    }
+
     pub fn contains(&self, id: JobId) -> bool {
         self.jobs.iter().any(|j| j.id == id)
     }

@@ -68,6 +68,10 @@ pub struct Job {
     witness_reserved_value: Option<[u8; 32]>,
     /// The whole `mining.notify` line, newline included, shared by every session.
     notify: Arc<[u8]>,
+    /// What the job is, whatever id an engine gave it: a hash of everything a share's header
+    /// depends on except the extranonces. Sessions that move between engines (whose ids differ)
+    /// carry their duplicate sets by it.
+    pub fingerprint: u64,
 }
 
 impl Job {
@@ -98,7 +102,24 @@ impl Job {
                 clean,
             },
         );
+        let fingerprint = {
+            let mut sha = crate::hash::Sha256::default();
+            sha.update(&parts.prev_hash);
+            for v in [parts.version, parts.nbits, parts.ntime] {
+                sha.update(&v.to_le_bytes());
+            }
+            for part in [&parts.coinb1, &parts.coinb2] {
+                sha.update(&(part.len() as u64).to_le_bytes());
+                sha.update(part);
+            }
+            for node in &merkle_branch {
+                sha.update(node);
+            }
+            let digest = sha.finalize();
+            u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+        };
         Ok(Job {
+            fingerprint,
             id,
             height: parts.height,
             prev_hash: parts.prev_hash,

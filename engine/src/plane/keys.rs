@@ -27,7 +27,7 @@
 use redis::Connection;
 
 /// Bumped whenever a key's meaning or encoding changes.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Entries kept in each block stream.
 pub const BLOCK_STREAM_MAXLEN: usize = 10_000;

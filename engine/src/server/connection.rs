@@ -302,7 +302,8 @@ async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: &mut
                 match store.claim(id, conn.id, SESSION_LOOKUP_DEADLINE).await {
                     Claim::Resumed(saved) => {
                         let own = *conn.session.borrow().extranonce1();
-                        let resumed = conn.session.borrow_mut().resume(id, &saved);
+                        let book = core.shared.feed.load();
+                        let resumed = conn.session.borrow_mut().resume(id, &saved, &book);
                         match resumed {
                             Ok(()) => {
                                 core.swap_extranonce(&own, &saved.extranonce1);

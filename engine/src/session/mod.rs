@@ -410,7 +410,10 @@ impl Session {
     /// [`MAX_SAVED_SHARES`]: the session then ends here.
     pub fn release_snapshot(&self, book: &JobBook) -> Option<SavedSession> {
         let shares = self.shares.save_duplicates(
-            |id| !matches!(book.lookup(id), Lookup::NotFound),
+            |id| match book.lookup(id) {
+                Lookup::Current(job) | Lookup::Stale(job) => Some(job.fingerprint),
+                Lookup::NotFound => None,
+            },
             MAX_SAVED_SHARES,
         )?;
         Some(SavedSession {
@@ -423,7 +426,13 @@ impl Session {
     /// shares stay valid for the miner), difficulty, version mask and authorized workers, each
     /// checked again against this listener's configuration. The subscribe that follows answers
     /// with the saved extranonce1, then sends the difficulty and a job at once.
-    pub fn resume(&mut self, session_id: u64, saved: &SavedSession) -> Result<(), &'static str> {
+    /// Its duplicate sets go to this engine's ids of the same jobs in `book`.
+    pub fn resume(
+        &mut self,
+        session_id: u64,
+        saved: &SavedSession,
+        book: &JobBook,
+    ) -> Result<(), &'static str> {
         if self.subscribed {
             return Err("already subscribed");
         }
@@ -442,7 +451,11 @@ impl Session {
         }
         self.extranonce1 = saved.extranonce1;
         self.session_id = session_id;
-        self.shares.restore_duplicates(&saved.shares);
+        self.shares.restore_duplicates(&saved.shares, |fingerprint| {
+            book.jobs()
+                .find(|j| j.fingerprint == fingerprint)
+                .map(|j| j.id)
+        });
         self.version_mask = saved.version_mask & self.config.version_mask;
         self.difficulty = clamp(
             saved.difficulty,

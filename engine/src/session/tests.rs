@@ -665,14 +665,38 @@ fn a_resumed_session_keeps_its_shares_as_duplicates() {
 
     let mut again = Harness::new(tiny());
     again.book = JobBook::new(16);
-    again.book.push(Arc::clone(&job1));
-    again.session.resume(0x1234, &saved).unwrap();
+    // Another engine: the same job under another id.
+    let same_job = Arc::new(
+        Job::new(
+            JobId(40),
+            JobParts {
+                height: 500,
+                prev_hash: [0xaa; 32],
+                version: 0x2000_0000,
+                nbits: 0x1d00_ffff,
+                ntime: (NOW_MS / 1000) as u32,
+                mintime: (NOW_MS / 1000) as u32 - 600,
+                coinb1: vec![0x01; 47],
+                coinb2: vec![0x02; 60],
+                extranonce: ExtranonceSizes::default(),
+                txids: vec![[7; 32], [8; 32], [9; 32]],
+                transactions: Vec::new(),
+                witness_reserved_value: None,
+            },
+            true,
+        )
+        .unwrap(),
+    );
+    assert_eq!(same_job.fingerprint, job1.fingerprint);
+    again.book.push(Arc::clone(&same_job));
+    again.session.resume(0x1234, &saved, &again.book).unwrap();
     assert_eq!(again.session.session_id(), "0000000000001234");
     let (r, _) = again.send(r#"{"id":1,"method":"mining.subscribe","params":["x","1234"]}"#);
     assert_eq!(r[0]["result"][0][0][1], "0000000000001234");
     assert_eq!(r.last().unwrap()["method"], "mining.notify");
-    let (r, _) = again.send(&share);
+    let resubmit = share.replace(r#""1","#, &format!(r#""{}","#, same_job.id));
+    let (r, _) = again.send(&resubmit);
     assert_eq!(error_code(&r[0]), 22, "still a duplicate after the resume");
-    let other = again.share(&job1, 2, Target::MAX, true);
+    let other = again.share(&same_job, 2, Target::MAX, true);
     assert_eq!(again.send(&other).0[0]["result"], true);
 }

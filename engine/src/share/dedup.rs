@@ -114,48 +114,62 @@ impl DuplicateFilter {
         self.sets.len()
     }
 
-    /// The sets of the jobs `keep` names, for a session that moves to another connection: `None`
-    /// when they hold more than `max_shares` in all (the session is then not carried over, so no
-    /// share can be credited twice). Jobs in increasing order.
-    pub fn export(&self, keep: impl Fn(JobId) -> bool, max_shares: usize) -> Option<SavedShares> {
-        let mut jobs: Vec<(JobId, Vec<u64>)> = self
+    /// The sets of the jobs still open, for a session that moves to another connection, keyed
+    /// by what each job is (`fingerprint` gives it for an open job, `None` for a closed one): job
+    /// ids are an engine's own. `None` when they hold more than `max_shares` in all (the session
+    /// is then not carried over, so no share can be credited twice).
+    pub fn export(
+        &self,
+        fingerprint: impl Fn(JobId) -> Option<u64>,
+        max_shares: usize,
+    ) -> Option<SavedShares> {
+        let mut jobs: Vec<(JobId, u64, Vec<u64>)> = self
             .sets
             .iter()
-            .filter(|(id, set)| !set.is_empty() && keep(*id))
-            .map(|(id, set)| {
+            .filter(|(_, set)| !set.is_empty())
+            .filter_map(|(id, set)| {
                 let mut keys: Vec<u64> = set.iter().copied().collect();
                 keys.sort_unstable();
-                (*id, keys)
+                Some((*id, fingerprint(*id)?, keys))
             })
             .collect();
-        if jobs.iter().map(|(_, k)| k.len()).sum::<usize>() > max_shares {
+        if jobs.iter().map(|(_, _, k)| k.len()).sum::<usize>() > max_shares {
             return None;
         }
-        jobs.sort_unstable_by_key(|(id, _)| *id);
-        Some(SavedShares { jobs })
+        jobs.sort_unstable_by_key(|(id, _, _)| *id);
+        Some(SavedShares {
+            jobs: jobs.into_iter().map(|(_, fp, keys)| (fp, keys)).collect(),
+        })
     }
 
-    /// Takes over saved sets (a resumed session), replacing what this filter held; bounded by
-    /// this filter's own limits (the newest jobs and the first keys win).
-    pub fn import(&mut self, saved: &SavedShares) {
+    /// Takes over saved sets (a resumed session), replacing what this filter held: each goes to
+    /// this engine's id of the same job (`local`; a job this engine does not hold cannot be
+    /// submitted against, so its set is dropped), bounded by this filter's own limits.
+    pub fn import(&mut self, saved: &SavedShares, local: impl Fn(u64) -> Option<JobId>) {
         self.sets.clear();
-        let skip = saved.jobs.len().saturating_sub(self.limits.max_jobs);
-        for (id, keys) in saved.jobs.iter().skip(skip) {
+        for (fingerprint, keys) in &saved.jobs {
+            let Some(id) = local(*fingerprint) else {
+                continue;
+            };
+            if self.sets.len() == self.limits.max_jobs || self.sets.iter().any(|(j, _)| *j == id)
+            {
+                continue;
+            }
             let set: ShareSet = keys
                 .iter()
                 .copied()
                 .take(self.limits.max_shares_per_job)
                 .collect();
-            self.sets.push((*id, set));
+            self.sets.push((id, set));
         }
     }
 }
 
-/// A session's duplicate sets as they travel with it (to Redis, to another engine): per job, the
-/// short keys of the header hashes accepted on it.
+/// A session's duplicate sets as they travel with it (to Redis, to another engine): per job (by
+/// its fingerprint, the same on every engine), the short keys of the header hashes accepted on it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SavedShares {
-    pub jobs: Vec<(JobId, Vec<u64>)>,
+    pub jobs: Vec<(u64, Vec<u64>)>,
 }
 
 impl SavedShares {
@@ -172,7 +186,7 @@ impl SavedShares {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(12 * self.jobs.len() + 8 * self.len());
         for (id, keys) in &self.jobs {
-            out.extend_from_slice(&id.0.to_le_bytes());
+            out.extend_from_slice(&id.to_le_bytes());
             out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
             for k in keys {
                 out.extend_from_slice(&k.to_le_bytes());
@@ -204,7 +218,7 @@ impl SavedShares {
             let keys = (0..count)
                 .map(|_| take(8, &mut bytes).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
                 .collect::<Option<Vec<u64>>>()?;
-            jobs.push((JobId(id), keys));
+            jobs.push((id, keys));
         }
         Some(SavedShares { jobs })
     }
@@ -247,7 +261,8 @@ mod tests {
         f.insert(JobId(1), &hash(1)).unwrap();
         f.insert(JobId(2), &hash(2)).unwrap();
         f.insert(JobId(2), &hash(3)).unwrap();
-        let saved = f.export(|id| id != JobId(1), 16).unwrap();
+        // Job 2 is this engine's id of the job another engine calls 7 (fingerprint 0x77).
+        let saved = f.export(|id| (id != JobId(1)).then_some(0x77), 16).unwrap();
         assert_eq!(saved.len(), 2, "job 1 is no longer open");
         let bytes = saved.encode();
         assert_eq!(SavedShares::decode(&bytes, 16), Some(saved.clone()));
@@ -256,10 +271,15 @@ mod tests {
             assert_eq!(SavedShares::decode(&bytes[..n], 16).is_some(), n == 0);
         }
         let mut g = DuplicateFilter::new(f.limits);
-        g.import(&saved);
-        assert_eq!(g.insert(JobId(2), &hash(3)), Err(DuplicateError::Duplicate));
+        g.import(&saved, |fp| (fp == 0x77).then_some(JobId(7)));
+        assert_eq!(g.insert(JobId(7), &hash(3)), Err(DuplicateError::Duplicate));
+        assert_eq!(g.insert(JobId(2), &hash(3)), Ok(()), "another job here");
         assert_eq!(g.insert(JobId(1), &hash(1)), Ok(()));
-        assert_eq!(f.export(|_| true, 2), None, "three shares do not fit in two");
+        assert_eq!(
+            f.export(|id| Some(id.0), 2),
+            None,
+            "three shares do not fit in two"
+        );
     }
 
     #[test]

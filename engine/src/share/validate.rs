@@ -214,19 +214,19 @@ impl SessionShares {
         }
     }
 
-    /// The duplicate sets of the jobs `keep` names, to carry the session elsewhere; `None` when
+    /// The duplicate sets of the jobs still open, to carry the session elsewhere; `None` when
     /// they hold more than `max_shares` (see [`DuplicateFilter::export`]).
     pub fn save_duplicates(
         &self,
-        keep: impl Fn(JobId) -> bool,
+        fingerprint: impl Fn(JobId) -> Option<u64>,
         max_shares: usize,
     ) -> Option<SavedShares> {
-        self.duplicates.export(keep, max_shares)
+        self.duplicates.export(fingerprint, max_shares)
     }
 
-    /// Takes over a resumed session's duplicate sets.
-    pub fn restore_duplicates(&mut self, saved: &SavedShares) {
-        self.duplicates.import(saved);
+    /// Takes over a resumed session's duplicate sets (see [`DuplicateFilter::import`]).
+    pub fn restore_duplicates(&mut self, saved: &SavedShares, local: impl Fn(u64) -> Option<JobId>) {
+        self.duplicates.import(saved, local);
     }
 
     /// How many shares reused the cached merkle root.
