@@ -215,7 +215,10 @@ fn slot_ttl(settings: &PlaneSettings) -> u64 {
 }
 
 /// Refuses to start a second process under an id that is live in the registry.
-pub fn check_id_is_free(con: &mut redis::Connection, settings: &PlaneSettings) -> Result<(), String> {
+pub fn check_id_is_free(
+    con: &mut redis::Connection,
+    settings: &PlaneSettings,
+) -> Result<(), String> {
     let live: bool = redis::cmd("EXISTS")
         .arg(Keys::new(&settings.prefix).service(&settings.id))
         .query(con)

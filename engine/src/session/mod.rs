@@ -15,9 +15,7 @@ use std::sync::Arc;
 use bitcoin::Network;
 
 use crate::chain::{Job, JobBook, Lookup};
-use crate::share::{
-    parse_job_id, DuplicateLimits, Reject, SavedShares, SessionShares, ShareRules,
-};
+use crate::share::{parse_job_id, DuplicateLimits, Reject, SavedShares, SessionShares, ShareRules};
 use crate::stratum::request::{Configure, ParseError};
 use crate::stratum::{message, parse, ErrorCode, Id, Request, StratumError, Submit};
 use crate::units::{Difficulty, Extranonce1, ExtranonceSizes, HeaderHash, JobId, Target};
@@ -451,11 +449,12 @@ impl Session {
         }
         self.extranonce1 = saved.extranonce1;
         self.session_id = session_id;
-        self.shares.restore_duplicates(&saved.shares, |fingerprint| {
-            book.jobs()
-                .find(|j| j.fingerprint == fingerprint)
-                .map(|j| j.id)
-        });
+        self.shares
+            .restore_duplicates(&saved.shares, |fingerprint| {
+                book.jobs()
+                    .find(|j| j.fingerprint == fingerprint)
+                    .map(|j| j.id)
+            });
         self.version_mask = saved.version_mask & self.config.version_mask;
         self.difficulty = clamp(
             saved.difficulty,
@@ -814,7 +813,9 @@ impl Session {
         let (job, stale) = match sent.map(|s| ctx.book.lookup(s.id)) {
             Some(Lookup::Current(job)) => (job, false),
             Some(Lookup::Stale(job)) => (job, true),
-            Some(Lookup::NotFound) | None => return self.refuse(id, Reject::JobNotFound, out, events),
+            Some(Lookup::NotFound) | None => {
+                return self.refuse(id, Reject::JobNotFound, out, events)
+            }
         };
         let sent = sent.expect("looked up above");
         let rules = ShareRules {

@@ -522,7 +522,8 @@ fn every_refused_request_counts_in_the_invalid_streak() {
     );
     h.send(r#"{"id":3,"method":"mining.subscribe","params":[]}"#);
     assert_eq!(
-        h.send(r#"{"id":4,"method":"mining.subscribe","params":[]}"#).1,
+        h.send(r#"{"id":4,"method":"mining.subscribe","params":[]}"#)
+            .1,
         Flow::Continue,
         "subscribing twice"
     );

@@ -151,8 +151,7 @@ impl DuplicateFilter {
             let Some(id) = local(*fingerprint) else {
                 continue;
             };
-            if self.sets.len() == self.limits.max_jobs || self.sets.iter().any(|(j, _)| *j == id)
-            {
+            if self.sets.len() == self.limits.max_jobs || self.sets.iter().any(|(j, _)| *j == id) {
                 continue;
             }
             let set: ShareSet = keys
@@ -216,7 +215,11 @@ impl SavedShares {
                 return None;
             }
             let keys = (0..count)
-                .map(|_| take(8, &mut bytes).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes))
+                .map(|_| {
+                    take(8, &mut bytes)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_le_bytes)
+                })
                 .collect::<Option<Vec<u64>>>()?;
             jobs.push((id, keys));
         }

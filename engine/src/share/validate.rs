@@ -225,7 +225,11 @@ impl SessionShares {
     }
 
     /// Takes over a resumed session's duplicate sets (see [`DuplicateFilter::import`]).
-    pub fn restore_duplicates(&mut self, saved: &SavedShares, local: impl Fn(u64) -> Option<JobId>) {
+    pub fn restore_duplicates(
+        &mut self,
+        saved: &SavedShares,
+        local: impl Fn(u64) -> Option<JobId>,
+    ) {
         self.duplicates.import(saved, local);
     }
 
