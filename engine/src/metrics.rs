@@ -57,7 +57,7 @@ impl CoreMetrics {
 }
 
 /// Why a connection was refused or closed by the engine.
-pub const CLOSE_REASONS: [&str; 9] = [
+pub const CLOSE_REASONS: [&str; 10] = [
     "line-too-long",
     "pending-output",
     "invalid-share-streak",
@@ -67,6 +67,7 @@ pub const CLOSE_REASONS: [&str; 9] = [
     "proxy-header",
     "limit-total",
     "limit-per-ip",
+    "untrusted-proxy",
 ];
 
 /// Every metric of one engine process.
