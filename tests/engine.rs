@@ -551,3 +551,106 @@ fn an_ordinary_miner_mines_blocks_on_sluice_run() {
         "the simulated chain accepted the miner's blocks"
     );
 }
+
+/// Runs `sluice ARGS` to its end (at most 30 s) and returns its stderr.
+fn stderr_of_failed_start(args: &[&str]) -> String {
+    let mut child = std::process::Command::new(support::engine::sluice_binary())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = eventually(Duration::from_secs(30), || child.try_wait().unwrap());
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("sluice {args:?} did not stop");
+    };
+    assert!(!status.success(), "sluice {args:?} started");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
+#[test]
+fn redis_passwords_never_reach_the_log_stderr_or_help() {
+    use support::fleet::{config_file, PREFIX};
+    use support::redis_server::RedisServer;
+
+    // Redis down: nothing listens on the port.
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://:sekrit@127.0.0.1:{down}");
+    for role in ["jobmanager", "stratum"] {
+        let config = config_file();
+        let stderr = stderr_of_failed_start(&[
+            role, "--redis", &url, "--prefix", PREFIX, "--config", &config,
+        ]);
+        assert!(stderr.contains("redis.url"), "{role}: {stderr}");
+        assert!(!stderr.contains("sekrit"), "{role}: {stderr}");
+    }
+    // The jobmanager names where it looked, without the password.
+    let config = config_file();
+    let stderr = stderr_of_failed_start(&["jobmanager", "--redis", &url, "--config", &config]);
+    assert!(
+        stderr.contains(&format!("redis://:***@127.0.0.1:{down}")),
+        "{stderr}"
+    );
+    // A URL that is not one is quoted back redacted too.
+    let stderr = stderr_of_failed_start(&["stratum", "--redis", "ops:sekrit@127.0.0.1:6379"]);
+    assert!(stderr.contains("ops:***@127.0.0.1:6379"), "{stderr}");
+    assert!(!stderr.contains("sekrit"), "{stderr}");
+
+    // A Redis that wants another password refuses this one: still not in the message.
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("sekrit")
+        .query(&mut con)
+        .unwrap();
+    let port = redis.url().rsplit(':').next().unwrap().to_owned();
+    let wrong = format!("redis://:wrongsekrit@127.0.0.1:{port}");
+    for role in ["jobmanager", "stratum"] {
+        let config = config_file();
+        let stderr = stderr_of_failed_start(&[role, "--redis", &wrong, "--config", &config]);
+        assert!(!stderr.contains("wrongsekrit"), "{role}: {stderr}");
+    }
+
+    // The right password: a fleet runs, and its logs (at debug) never show it.
+    let url = format!("redis://:sekrit@127.0.0.1:{port}");
+    let jm_config = config_file();
+    let jm = EngineProcess::start_role(
+        "jobmanager",
+        &[
+            "--redis", &url, "--prefix", PREFIX, "--id", "jm-1", "--config", &jm_config,
+        ],
+    );
+    let config = config_file();
+    let mut engine = EngineProcess::start_role(
+        "stratum",
+        &[
+            "--redis", &url, "--prefix", PREFIX, "--id", "engine-1", "--config", &config,
+        ],
+    );
+    let mut m = Miner::connect(engine.addr());
+    m.handshake();
+    engine.terminate();
+    for (name, log) in [("jobmanager", jm.log()), ("stratum", engine.log())] {
+        assert!(!log.is_empty(), "{name} logged nothing");
+        assert!(!log.contains("sekrit"), "{name}: {log}");
+    }
+
+    // `--help` shows where the URL comes from, not the environment's value.
+    let help = std::process::Command::new(support::engine::sluice_binary())
+        .args(["stratum", "--help"])
+        .env("SLUICE_REDIS", &url)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("SLUICE_REDIS"), "{help}");
+    assert!(!help.contains("sekrit"), "{help}");
+}

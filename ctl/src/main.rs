@@ -288,7 +288,7 @@ fn completions(shell: Shell) -> Result<()> {
     };
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "sluicectl", &mut script);
-    output::print(&String::from_utf8_lossy(&script))
+    output::print_raw(&String::from_utf8_lossy(&script))
 }
 
 /// Connects and checks the layout: every command but `completions` starts here.
@@ -401,7 +401,8 @@ fn main() -> ExitCode {
         // Output cut short by a closed pipe (`| head`) is what the reader asked for.
         Err(CtlError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sluicectl: {e}");
+            // Errors quote what Redis held (acknowledgements, names): escaped like stdout.
+            eprintln!("sluicectl: {}", output::sanitize(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }

@@ -15,6 +15,7 @@ use crate::chain::{CoinbaseConfig, Payout};
 use crate::node::client::NodeSettings;
 use crate::node::rpc::{Auth, Endpoint};
 use crate::server::jobmanager::nodes::NodePolicy;
+use crate::server::limits::{Cidr, DEFAULT_TRUSTED_PROXIES};
 use crate::session::vardiff::VardiffConfig;
 use crate::session::{SessionConfig, SessionLimits};
 use crate::share::DuplicateLimits;
@@ -136,6 +137,9 @@ pub struct ListenerSection {
     pub address: String,
     /// Expect a PROXY protocol (v1 or v2) header from a load balancer on every connection.
     pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the networks (CIDRs) whose PROXY header is believed; a connection
+    /// from anywhere else is closed before anything is read. Unset: loopback only.
+    pub trusted_proxies: Option<Vec<String>>,
     /// Defaults by network: [`default_difficulties`].
     pub start_difficulty: Option<f64>,
     pub min_difficulty: Option<f64>,
@@ -147,6 +151,7 @@ impl Default for ListenerSection {
         ListenerSection {
             address: "0.0.0.0:3333".into(),
             proxy_protocol: false,
+            trusted_proxies: None,
             start_difficulty: None,
             min_difficulty: None,
             max_difficulty: 1e15,
@@ -399,7 +404,10 @@ impl FileConfig {
         {
             return Err(invalid(
                 "redis.url",
-                format!("{url:?} is not a Redis URL: use redis://HOST:PORT"),
+                format!(
+                    "{:?} is not a Redis URL: use redis://HOST:PORT",
+                    crate::redact::url(&url)
+                ),
             ));
         }
         if r.prefix.is_empty() || r.prefix.contains([' ', '\n']) {
@@ -478,7 +486,16 @@ pub struct Listener {
     pub index: usize,
     pub address: SocketAddr,
     pub proxy_protocol: bool,
+    /// The peers whose PROXY header is believed (used only with `proxy_protocol`).
+    pub trusted_proxies: Vec<Cidr>,
     pub session: std::sync::Arc<SessionConfig>,
+}
+
+impl Listener {
+    /// Whether a connection from `peer` may send this listener a PROXY header.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
+    }
 }
 
 /// The settings the engine runs on, every one checked.
@@ -537,6 +554,31 @@ fn secs_to_ms(key: &str, v: f64) -> Result<u64, ConfigError> {
             format!("{v} is not a duration: use seconds greater than 0"),
         ))
     }
+}
+
+/// A listener's trusted proxies, checked: a list on a listener that reads no PROXY header, or an
+/// empty one on a listener that does, is a mistake the operator should hear about.
+fn trusted_proxies(key: &str, ls: &ListenerSection) -> Result<Vec<Cidr>, ConfigError> {
+    let list: Vec<String> = match &ls.trusted_proxies {
+        None => DEFAULT_TRUSTED_PROXIES.iter().map(|s| (*s).to_owned()).collect(),
+        Some(_) if !ls.proxy_protocol => {
+            return Err(invalid(
+                key,
+                "only a listener with proxy_protocol = true reads PROXY headers: set it, or remove trusted_proxies",
+            ))
+        }
+        Some(list) if list.is_empty() => {
+            return Err(invalid(
+                key,
+                "an empty list trusts no balancer, so every connection would be closed: list your HAProxy hosts' networks",
+            ))
+        }
+        Some(list) => list.clone(),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(j, text)| Cidr::parse(text).map_err(|e| invalid(format!("{key}[{j}]"), e)))
+        .collect()
 }
 
 fn address(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -727,10 +769,12 @@ impl FileConfig {
                     "must lie between min_difficulty and max_difficulty",
                 ));
             }
+            let trusted_proxies = trusted_proxies(&key("trusted_proxies"), ls)?;
             listeners.push(Listener {
                 index: i,
                 address: address(&key("address"), &ls.address)?,
                 proxy_protocol: ls.proxy_protocol,
+                trusted_proxies,
                 session: std::sync::Arc::new(SessionConfig {
                     network,
                     extranonce,
@@ -928,6 +972,39 @@ mod tests {
         );
         assert!(bad("[jobs]\npoll_interval_ms = 0\n").starts_with("jobs.poll_interval_ms:"));
         assert!(bad("[jobs]\nsubmit_attempts = 0\n").starts_with("jobs.submit_attempts:"));
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_loopback_and_errors_name_the_key() {
+        let settings = |toml: &str| FileConfig::from_toml(toml).unwrap().settings();
+        let l = &settings("[[listeners]]\nproxy_protocol = true\n")
+            .unwrap()
+            .listeners[0];
+        assert!(l.trusts("127.0.0.1".parse().unwrap()));
+        assert!(l.trusts("::1".parse().unwrap()));
+        assert!(l.trusts("::ffff:127.0.0.9".parse().unwrap()));
+        assert!(!l.trusts("10.0.0.1".parse().unwrap()));
+        let l = &settings(
+            "[[listeners]]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/48\"]\n",
+        )
+        .unwrap()
+        .listeners[0];
+        assert!(l.trusts("10.1.2.3".parse().unwrap()));
+        assert!(l.trusts("2001:db8:0:ffff::1".parse().unwrap()));
+        assert!(
+            !l.trusts("127.0.0.1".parse().unwrap()),
+            "the list replaces the default"
+        );
+        let bad = |toml: &str| settings(toml).unwrap_err().to_string();
+        let e = bad("[[listeners]]\n[[listeners]]\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n");
+        assert!(e.starts_with("listeners[1].trusted_proxies[1]:"), "{e}");
+        let e =
+            bad("[[listeners]]\nproxy_protocol = true\ntrusted_proxies = [\"haproxy.local\"]\n");
+        assert!(e.starts_with("listeners[0].trusted_proxies[0]:"), "{e}");
+        let e = bad("[[listeners]]\nproxy_protocol = true\ntrusted_proxies = []\n");
+        assert!(e.starts_with("listeners[0].trusted_proxies:"), "{e}");
+        let e = bad("[[listeners]]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
+        assert!(e.starts_with("listeners[0].trusted_proxies:"), "{e}");
     }
 
     #[test]

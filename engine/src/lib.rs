@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod node;
 pub mod plane;
 pub mod proxy;
+pub mod redact;
 pub mod roles;
 pub mod server;
 pub mod session;

@@ -39,7 +39,8 @@ struct RoleArgs {
     #[command(flatten)]
     run: RunArgs,
     /// The Redis control plane, e.g. redis://127.0.0.1:6379 (or redis.url in the file).
-    #[arg(long, env = "SLUICE_REDIS")]
+    // The URL may hold a password: `--help` must not print the environment's value.
+    #[arg(long, env = "SLUICE_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// Key prefix in Redis (or redis.prefix).
     #[arg(long)]

@@ -57,7 +57,7 @@ impl CoreMetrics {
 }
 
 /// Why a connection was refused or closed by the engine.
-pub const CLOSE_REASONS: [&str; 10] = [
+pub const CLOSE_REASONS: [&str; 11] = [
     "line-too-long",
     "pending-output",
     "invalid-share-streak",
@@ -68,6 +68,7 @@ pub const CLOSE_REASONS: [&str; 10] = [
     "limit-total",
     "limit-per-ip",
     "slot-lost",
+    "untrusted-proxy",
 ];
 
 /// Why a resume gave a fresh session instead (`sessions::Claim::refusal`, and `invalid`: the

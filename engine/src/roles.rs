@@ -42,7 +42,7 @@ impl Jobmanager {
         let mut con = connect(&plane.url).map_err(|e| {
             StartError::Plane(format!(
                 "redis.url: cannot reach Redis at {}: {e}",
-                plane.url
+                crate::redact::url(&plane.url)
             ))
         })?;
         crate::plane::keys::check_layout(&mut con, &keys)

@@ -51,11 +51,13 @@ pub struct Endpoint {
 impl Endpoint {
     /// Parses `http://[user:password@]host:port[/path]`. Credentials in the URL win over `auth`.
     pub fn parse(url: &str, auth: Auth) -> Result<Endpoint, String> {
+        // Errors quote the URL back to the operator, never its password.
+        let shown = crate::redact::url(url);
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             if url.starts_with("https://") {
-                format!("{url:?}: nodes speak plain HTTP on their RPC port; use http:// (put TLS in a tunnel if the node is remote)")
+                format!("{shown:?}: nodes speak plain HTTP on their RPC port; use http:// (put TLS in a tunnel if the node is remote)")
             } else {
-                format!("{url:?} is not an http:// URL, e.g. http://127.0.0.1:8332")
+                format!("{shown:?} is not an http:// URL, e.g. http://127.0.0.1:8332")
             }
         })?;
         let (authority, path) = match rest.find('/') {
@@ -71,7 +73,7 @@ impl Endpoint {
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         if !has_port {
             return Err(format!(
-                "{url:?} needs host:port, e.g. http://127.0.0.1:8332 (regtest: 18443)"
+                "{shown:?} needs host:port, e.g. http://127.0.0.1:8332 (regtest: 18443)"
             ));
         }
         let auth = match userinfo {
@@ -555,6 +557,15 @@ mod tests {
         assert!(Endpoint::parse("node:8332", Auth::None)
             .unwrap_err()
             .contains("http://"));
+        // Errors quote the URL without its password.
+        for bad in [
+            "https://rpc:sekrit@node:8332",
+            "rpc:sekrit@node:8332",
+            "http://rpc:sekrit@node",
+        ] {
+            let e = Endpoint::parse(bad, Auth::None).unwrap_err();
+            assert!(e.contains("rpc:***@node") && !e.contains("sekrit"), "{e}");
+        }
     }
 
     #[test]

@@ -239,6 +239,14 @@ async fn accept_loop(
             }
         };
         let metrics = &core.shared.metrics;
+        if listener.proxy_protocol && !listener.trusts(peer.ip()) {
+            // Its PROXY header would name any address it likes, and escape the per-address
+            // limit: only the balancers listed in trusted_proxies may send one.
+            metrics.count_close("untrusted-proxy");
+            tracing::debug!(peer = %peer, "closing a connection from outside trusted_proxies");
+            drop(stream);
+            continue;
+        }
         if core
             .shared
             .control

@@ -1,15 +1,112 @@
-//! Connection limits shared by every core: connections in total and per client address. Taken at
-//! accept time (or once the PROXY header names the client), released when the connection ends.
+//! Who may connect, and how many: connections in total and per client address, and the networks a
+//! PROXY header is believed from. Taken at accept time (or once the PROXY header names the
+//! client), released when the connection ends.
+//!
+//! A client address is counted by what one customer controls: an IPv4 address, or an IPv6 /64
+//! (one customer's prefix holds 2^64 addresses, so counting them one by one would be no limit).
+//! IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`, what a dual-stack socket reports) count as the
+//! IPv4 address.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The networks a PROXY protocol listener believes by default: HAProxy on this host. One on
+/// another host must be listed in `listeners[N].trusted_proxies`.
+pub const DEFAULT_TRUSTED_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// An IPv4 or IPv6 network, `ADDRESS/PREFIX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a host: /32 or /128). Host bits
+    /// set below the prefix are refused: `10.0.0.1/8` is more likely a typo than a wish.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.trim().parse().map_err(|_| {
+            format!(
+                "{text:?} is not a network: use ADDRESS/PREFIX, e.g. 10.0.0.0/8 or 2001:db8::/32"
+            )
+        })?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {bits}"))?,
+        };
+        let cidr = Cidr { network, prefix };
+        if cidr.masked(network) != network {
+            return Err(format!(
+                "{text:?} has host bits set below /{prefix}: write {}/{prefix}",
+                cidr.masked(network)
+            ));
+        }
+        Ok(cidr)
+    }
+
+    fn masked(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        }
+    }
+
+    /// Whether `ip` is in this network; an IPv4-mapped IPv6 address matches IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = unmapped(ip);
+        ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// The IPv4 address inside an IPv4-mapped IPv6 one; any other address as it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What the per-address limit counts `ip` under: the IPv4 address, or the IPv6 /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match unmapped(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
 
 pub struct ConnectionLimits {
     total: AtomicUsize,
     /// Both maxima change on a configuration reload; connections above a lowered maximum stay.
     max_total: AtomicUsize,
+    /// Keyed by [`client_key`].
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: AtomicUsize,
 }
@@ -30,7 +127,7 @@ impl Drop for TotalPermit {
     }
 }
 
-/// A place in one address's count.
+/// A place in one client's count (an IPv4 address or an IPv6 /64).
 pub struct IpPermit(Arc<ConnectionLimits>, IpAddr);
 
 impl Drop for IpPermit {
@@ -70,7 +167,9 @@ impl ConnectionLimits {
         Ok(TotalPermit(Arc::clone(self)))
     }
 
+    /// A place in the count of `ip`'s client: its IPv4 address, or its IPv6 /64.
     pub fn acquire_ip(self: &Arc<Self>, ip: IpAddr) -> Result<IpPermit, Refused> {
+        let ip = client_key(ip);
         let mut map = self.per_ip.lock().expect("limits lock");
         let n = map.entry(ip).or_insert(0);
         if *n >= self.max_per_ip.load(Ordering::Acquire) {
@@ -99,5 +198,77 @@ mod tests {
         assert!(limits.acquire_ip("127.0.0.10".parse().unwrap()).is_ok());
         drop(p);
         assert!(limits.acquire_ip(ip).is_ok());
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client_at_the_per_address_edge() {
+        let limits = ConnectionLimits::new(100, 1);
+        let first = limits.acquire_ip(ip("2001:db8:1:2::1")).unwrap();
+        // Another address of the same /64 shares its one place...
+        assert_eq!(
+            limits
+                .acquire_ip(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+                .err(),
+            Some(Refused::PerIp)
+        );
+        // ...the neighbouring /64s do not.
+        let _next = limits.acquire_ip(ip("2001:db8:1:3::1")).unwrap();
+        let _prev = limits.acquire_ip(ip("2001:db8:1:1:ffff::")).unwrap();
+        drop(first);
+        assert!(limits.acquire_ip(ip("2001:db8:1:2::abcd")).is_ok());
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_count_as_their_ipv4_address() {
+        let limits = ConnectionLimits::new(100, 1);
+        let _p = limits.acquire_ip(ip("192.0.2.7")).unwrap();
+        assert_eq!(
+            limits.acquire_ip(ip("::ffff:192.0.2.7")).err(),
+            Some(Refused::PerIp)
+        );
+        // Mapped addresses are not folded into one /64: each IPv4 address is its own client.
+        assert!(limits.acquire_ip(ip("::ffff:192.0.2.8")).is_ok());
+        assert_eq!(client_key(ip("::ffff:192.0.2.8")), ip("192.0.2.8"));
+    }
+
+    #[test]
+    fn cidrs_parse_match_and_refuse_what_is_not_one() {
+        let loopback = Cidr::parse("127.0.0.0/8").unwrap();
+        assert!(loopback.contains(ip("127.255.0.1")));
+        assert!(!loopback.contains(ip("128.0.0.1")));
+        assert!(
+            loopback.contains(ip("::ffff:127.0.0.1")),
+            "IPv4-mapped peer"
+        );
+        assert!(!loopback.contains(ip("::1")));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")));
+        assert!(!v6.contains(ip("2001:db9::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        let host = Cidr::parse("10.1.2.3").unwrap();
+        assert_eq!(host.to_string(), "10.1.2.3/32");
+        assert!(host.contains(ip("10.1.2.3")) && !host.contains(ip("10.1.2.4")));
+        let everything = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(everything.contains(ip("255.255.255.255")));
+        assert!(Cidr::parse("::/0").unwrap().contains(ip("2001:db8::1")));
+        assert!(Cidr::parse("::1/128").unwrap().contains(ip("::1")));
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.1/8",
+            "nowhere/8",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "",
+        ] {
+            assert!(Cidr::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        for default in DEFAULT_TRUSTED_PROXIES {
+            Cidr::parse(default).unwrap();
+        }
     }
 }

@@ -90,13 +90,13 @@ impl Shared {
         let mut restart = Vec::new();
         let old = &self.settings;
         if new.listeners.len() != old.listeners.len()
-            || new
-                .listeners
-                .iter()
-                .zip(&old.listeners)
-                .any(|(n, o)| n.proxy_protocol != o.proxy_protocol || n.address != o.address)
+            || new.listeners.iter().zip(&old.listeners).any(|(n, o)| {
+                n.proxy_protocol != o.proxy_protocol
+                    || n.address != o.address
+                    || n.trusted_proxies != o.trusted_proxies
+            })
         {
-            restart.push("listeners (addresses, proxy_protocol)");
+            restart.push("listeners (addresses, proxy_protocol, trusted_proxies)");
         }
         if new.threads != old.threads {
             restart.push("engine.threads");
