@@ -60,7 +60,10 @@ fn find_a_block_and_get_clean_work(miner: &mut Miner, what: &str) {
         let n = miner.wait_for("mining.notify", Duration::from_millis(100))?;
         (n["params"][8] == true).then_some(n)
     });
-    assert!(clean.is_some(), "{what}: a found block is followed by clean work");
+    assert!(
+        clean.is_some(),
+        "{what}: a found block is followed by clean work"
+    );
 }
 
 /// Waits until `engine`'s `sluice_jobs_published_total` is above `before`.
@@ -93,7 +96,11 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
         let moved = eventually(Duration::from_secs(5), || {
             miner.wait_for("mining.notify", Duration::from_millis(100))
         });
-        assert!(moved.is_some(), "{name} takes the standby's work\n{}", jm_b.log());
+        assert!(
+            moved.is_some(),
+            "{name} takes the standby's work\n{}",
+            jm_b.log()
+        );
     }
     let lease = leader(&mut con).expect("a leader");
     assert!(lease.starts_with("jm-b|"), "{lease}");
@@ -258,7 +265,10 @@ fn forged_job_messages_are_refused_and_the_fleet_keeps_working() {
             let n = miner.wait_for("mining.notify", Duration::from_millis(100))?;
             (n["params"][8] == true).then_some(())
         });
-        assert!(clean.is_some(), "{name}'s miner gets the leader's clean work");
+        assert!(
+            clean.is_some(),
+            "{name}'s miner gets the leader's clean work"
+        );
         assert_ne!(miner.work.as_ref().unwrap().prev_hash, FORGED_PREV);
     }
     assert_ne!(m1.work.as_ref().unwrap().prev_hash, FORGED_PREV);

@@ -107,7 +107,9 @@ pub enum WireError {
     Magic,
     #[error("an unsigned job message (SLJ1, from a Sluice without fleet keys): upgrade every jobmanager")]
     Unsigned,
-    #[error("job message is not signed with this fleet's key (redis.fleet_key / redis.fleet_key_file)")]
+    #[error(
+        "job message is not signed with this fleet's key (redis.fleet_key / redis.fleet_key_file)"
+    )]
     BadTag,
     #[error("job message ends early, in {0}")]
     Truncated(&'static str),
@@ -347,7 +349,11 @@ mod tests {
         for i in 4..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
-            assert_eq!(JobMessage::decode(&b, &key()), Err(WireError::BadTag), "byte {i}");
+            assert_eq!(
+                JobMessage::decode(&b, &key()),
+                Err(WireError::BadTag),
+                "byte {i}"
+            );
         }
         // A forger who re-signs without the key (a tag over the body with another key) is refused.
         let body = &bytes[..bytes.len() - TAG_BYTES];
@@ -355,7 +361,10 @@ mod tests {
             JobMessage::decode(&seal(&other_key(), body), &key()),
             Err(WireError::BadTag)
         );
-        assert_eq!(JobMessage::decode(&seal(&key(), body), &key()).unwrap(), sample());
+        assert_eq!(
+            JobMessage::decode(&seal(&key(), body), &key()).unwrap(),
+            sample()
+        );
     }
 
     #[test]
@@ -363,7 +372,10 @@ mod tests {
         let mut old = sample().encode(&key());
         old[..4].copy_from_slice(b"SLJ1");
         assert_eq!(JobMessage::decode(&old, &key()), Err(WireError::Unsigned));
-        assert_eq!(JobMessage::decode(b"SLJ", &key()), Err(WireError::Truncated("magic")));
+        assert_eq!(
+            JobMessage::decode(b"SLJ", &key()),
+            Err(WireError::Truncated("magic"))
+        );
         assert_eq!(
             JobMessage::decode(&[b"SLJ2".as_slice(), &[0; 31]].concat(), &key()),
             Err(WireError::Truncated("tag"))
@@ -393,7 +405,10 @@ mod tests {
             );
         }
         for n in 0..signed.len() {
-            assert!(JobMessage::decode(&signed[..n], &key()).is_err(), "prefix of {n} bytes");
+            assert!(
+                JobMessage::decode(&signed[..n], &key()).is_err(),
+                "prefix of {n} bytes"
+            );
         }
         let mut trailing = body.to_vec();
         trailing.push(0);
