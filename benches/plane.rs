@@ -45,7 +45,8 @@ fn job_latency(seconds: u64, miners: usize) {
     std::fs::write(
         &config,
         format!(
-            "[engine]\nthreads = 1\npin_threads = false\n[limits]\nmax_connections_per_ip = 100000\n[share_log]\nspool_path = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[redis]\nfleet_key = \"{}\"\n[engine]\nthreads = 1\npin_threads = false\n[limits]\nmax_connections_per_ip = 100000\n[share_log]\nspool_path = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            support::fleet::FLEET_KEY,
             spool.display()
         ),
     )
@@ -122,6 +123,7 @@ fn share_log_throughput(records: usize, batch_size: usize) {
         service_ttl: Duration::from_secs(10),
         lease: Duration::from_secs(2),
         session_ttl: Duration::from_secs(600),
+        fleet_key: support::fleet::fleet_key(),
     };
     let log = ShareLogSettings {
         batch_size,

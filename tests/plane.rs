@@ -5,7 +5,7 @@
 //! - exactly one jobmanager leads; engines started after it have work at once;
 //! - killing the leader: the standby publishes, and miners on both engines get its work, within
 //!   3 s;
-//! - a job carrying a stale fencing token is refused by the engines;
+//! - a job carrying a stale fencing token (signed with the fleet key) is refused by the engines;
 //! - the registry lists every live process without `KEYS`, and a dead one drops out with its TTL;
 //! - a block found on an engine reaches the leader and is recorded with its result in `P:blocks`.
 
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use support::engine::{eventually, EngineProcess};
 use support::fleet::{
-    config_file, jobmanager, leader, live_services, role, shares_in_stream, stratum, PREFIX,
+    config_file, fleet_key, jobmanager, leader, live_services, role, shares_in_stream, stratum,
+    PREFIX,
 };
 use support::miner::Miner;
 use support::redis_server::RedisServer;
@@ -87,7 +88,7 @@ fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
         .arg(format!("{PREFIX}:job:latest"))
         .query(&mut con)
         .unwrap();
-    let mut stale = sluice::plane::wire::JobMessage::decode(&latest).unwrap();
+    let mut stale = sluice::plane::wire::JobMessage::decode(&latest, &fleet_key()).unwrap();
     assert_eq!(stale.token, token_b);
     stale.token = token_b - 1;
     stale.sequence += 1000;
@@ -96,7 +97,7 @@ fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
     let refused_before = e1.metric("sluice_jobs_refused_total");
     let _: i64 = redis::cmd("PUBLISH")
         .arg(format!("{PREFIX}:jobs"))
-        .arg(stale.encode())
+        .arg(stale.encode(&fleet_key()))
         .query(&mut con)
         .unwrap();
     eventually(Duration::from_secs(3), || {
@@ -615,7 +616,9 @@ fn a_deposed_leader_that_wakes_up_publishes_nothing() {
     let mut seen = 0;
     while Instant::now() < until {
         if let Ok(msg) = pubsub.get_message() {
-            let job = sluice::plane::wire::JobMessage::decode(msg.get_payload_bytes()).unwrap();
+            let job =
+                sluice::plane::wire::JobMessage::decode(msg.get_payload_bytes(), &fleet_key())
+                    .unwrap();
             assert_eq!(
                 job.token, token_b,
                 "a job from the deposed leader was published"

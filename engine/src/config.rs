@@ -319,7 +319,27 @@ pub struct RedisSection {
     /// A miner may resume its session (same extranonce1, difficulty, workers) on any engine this
     /// long after it was last saved.
     pub session_ttl_secs: f64,
+    /// A file holding the fleet key that signs job messages (at least 32 bytes once surrounding
+    /// whitespace is trimmed). `sluice jobmanager` and `sluice stratum` need this or `fleet_key`.
+    pub fleet_key_file: Option<String>,
+    /// The fleet key inline, instead of `fleet_key_file`.
+    pub fleet_key: Option<Secret>,
 }
+
+/// A secret from the configuration file: it never prints (`Debug` shows `Secret(..)`).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How an operator makes a fleet key, for the errors that ask for one.
+const MAKE_FLEET_KEY: &str =
+    "make one with `head -c 32 /dev/urandom | xxd -p -c 64 > fleet.key`, give every jobmanager and engine of the fleet the same file, and set redis.fleet_key_file = \"fleet.key\"";
 
 impl Default for RedisSection {
     fn default() -> Self {
@@ -330,6 +350,8 @@ impl Default for RedisSection {
             service_ttl_secs: 10.0,
             lease_secs: 2.0,
             session_ttl_secs: 600.0,
+            fleet_key_file: None,
+            fleet_key: None,
         }
     }
 }
@@ -431,6 +453,43 @@ impl FileConfig {
                 "redis.session_ttl_secs",
                 r.session_ttl_secs,
             )?),
+            fleet_key: self.fleet_key(role)?,
+        })
+    }
+
+    /// The fleet key from `redis.fleet_key_file` or `redis.fleet_key` (exactly one of them).
+    fn fleet_key(&self, role: &str) -> Result<crate::plane::FleetKey, ConfigError> {
+        let r = &self.redis;
+        let (key, secret) = match (&r.fleet_key_file, &r.fleet_key) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "redis.fleet_key",
+                    "give redis.fleet_key_file or redis.fleet_key, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "redis.fleet_key",
+                    format!("`sluice {role}` needs the fleet key that signs job messages (set redis.fleet_key_file or redis.fleet_key): {MAKE_FLEET_KEY}"),
+                ))
+            }
+            (Some(path), None) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    invalid(
+                        "redis.fleet_key_file",
+                        format!("cannot read {path:?}: {e}; {MAKE_FLEET_KEY}"),
+                    )
+                })?;
+                ("redis.fleet_key_file", bytes)
+            }
+            (None, Some(inline)) => ("redis.fleet_key", inline.0.clone().into_bytes()),
+        };
+        let trimmed = secret.trim_ascii();
+        crate::plane::FleetKey::new(trimmed).map_err(|e| {
+            invalid(
+                key,
+                format!("{e} (after trimming whitespace); {MAKE_FLEET_KEY}"),
+            )
         })
     }
 }
@@ -1005,6 +1064,54 @@ mod tests {
         assert!(e.starts_with("listeners[0].trusted_proxies:"), "{e}");
         let e = bad("[[listeners]]\ntrusted_proxies = [\"10.0.0.0/8\"]\n");
         assert!(e.starts_with("listeners[0].trusted_proxies:"), "{e}");
+    }
+
+    #[test]
+    fn the_roles_need_a_fleet_key_of_at_least_32_bytes() {
+        let plane = |redis: &str| {
+            FileConfig::from_toml(&format!("[redis]\nurl = \"redis://127.0.0.1:1\"\n{redis}"))
+                .unwrap()
+                .plane("stratum")
+        };
+        let err = plane("").unwrap_err().to_string();
+        assert!(err.starts_with("redis.fleet_key:"), "{err}");
+        assert!(err.contains("head -c 32 /dev/urandom"), "{err}");
+        // 31 bytes once the whitespace around them is trimmed.
+        let short = format!("fleet_key = \"  {}\\n\"", "k".repeat(31));
+        let err = plane(&short).unwrap_err().to_string();
+        assert!(err.starts_with("redis.fleet_key:"), "{err}");
+        assert!(err.contains("31 bytes"), "{err}");
+        let exact = format!("fleet_key = \" {} \"", "k".repeat(32));
+        assert_eq!(
+            plane(&exact).unwrap().fleet_key,
+            crate::plane::FleetKey::new(vec![b'k'; 32]).unwrap()
+        );
+        let both = format!("{exact}\nfleet_key_file = \"/nonexistent\"");
+        assert!(plane(&both)
+            .unwrap_err()
+            .to_string()
+            .starts_with("redis.fleet_key:"));
+
+        let dir = std::env::temp_dir().join(format!("sluice-fleet-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("fleet.key");
+        std::fs::write(&file, format!("{}\n", "a".repeat(31))).unwrap();
+        let from_file = format!("fleet_key_file = {:?}", file.to_str().unwrap());
+        let err = plane(&from_file).unwrap_err().to_string();
+        assert!(err.starts_with("redis.fleet_key_file:"), "{err}");
+        std::fs::write(&file, format!("{}\n", "a".repeat(64))).unwrap();
+        assert_eq!(
+            plane(&from_file).unwrap().fleet_key,
+            crate::plane::FleetKey::new(vec![b'a'; 64]).unwrap()
+        );
+        let missing = format!("fleet_key_file = {:?}", dir.join("none").to_str().unwrap());
+        let err = plane(&missing).unwrap_err().to_string();
+        assert!(err.starts_with("redis.fleet_key_file:"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The secret never prints with the configuration.
+        let config = FileConfig::from_toml(&format!("[redis]\n{exact}")).unwrap();
+        assert!(!format!("{config:?}").contains("kkkk"));
+        assert!(!format!("{:?}", plane(&exact).unwrap()).contains("kkkk"));
     }
 
     #[test]

@@ -10,6 +10,14 @@ use super::redis_server::RedisServer;
 /// The key prefix every fleet test uses.
 pub const PREFIX: &str = "pool7";
 
+/// The fleet key (`redis.fleet_key`) every test role signs and checks job messages with.
+pub const FLEET_KEY: &str = "sluice-test-fleet-key-0123456789abcdef";
+
+/// [`FLEET_KEY`] as the plane takes it, for tests that sign job messages of their own.
+pub fn fleet_key() -> sluice::plane::FleetKey {
+    sluice::plane::FleetKey::new(FLEET_KEY).unwrap()
+}
+
 /// `sluice ROLE` on this Redis under the test prefix, with the test config and `extra` flags.
 pub fn role(redis: &RedisServer, role: &str, id: &str, extra: &[&str]) -> EngineProcess {
     role_with(redis, role, id, "", extra)
@@ -60,7 +68,7 @@ pub fn config_file() -> String {
 }
 
 /// A lease of 1 s and a service TTL of 1 s keep the tests short; the defaults are 2 s and 10 s.
-/// Each process gets its own file and share spool; `more` is appended.
+/// Each process gets its own file and share spool, and the fleet key; `more` is appended.
 pub fn config_file_with(more: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -73,7 +81,7 @@ pub fn config_file_with(more: &str) -> String {
     let path = dir.join("sluice.toml");
     std::fs::write(
         &path,
-        format!("[redis]\nlease_secs = 1.0\nservice_ttl_secs = 1.0\n[share_log]\nbatch_interval_ms = 50\nspool_path = \"{}\"\n[engine]\nthreads = 1\npin_threads = false\n[vardiff]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:0\"\nstart_difficulty = 0.000001\nmin_difficulty = 0.000001\n[admin]\nlisten = \"127.0.0.1:0\"\n{more}", dir.join("shares.spool").display()),
+        format!("[redis]\nlease_secs = 1.0\nservice_ttl_secs = 1.0\nfleet_key = \"{FLEET_KEY}\"\n[share_log]\nbatch_interval_ms = 50\nspool_path = \"{}\"\n[engine]\nthreads = 1\npin_threads = false\n[vardiff]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:0\"\nstart_difficulty = 0.000001\nmin_difficulty = 0.000001\n[admin]\nlisten = \"127.0.0.1:0\"\n{more}", dir.join("shares.spool").display()),
     )
     .unwrap();
     path.to_str().unwrap().to_owned()

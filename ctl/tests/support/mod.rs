@@ -142,6 +142,21 @@ pub fn sluice_binary() -> PathBuf {
         .clone()
 }
 
+/// The fleet key (`redis.fleet_key`) every role these tests start signs and checks jobs with.
+pub const FLEET_KEY: &str = "sluicectl-test-fleet-key-0123456789abcdef";
+
+/// `config` with the test fleet key in its `[redis]` section (a section of its own if it has none).
+fn with_fleet_key(config: &str) -> String {
+    let line = format!("fleet_key = {FLEET_KEY:?}\n");
+    match config.find("[redis]\n") {
+        Some(at) => {
+            let end = at + "[redis]\n".len();
+            format!("{}{line}{}", &config[..end], &config[end..])
+        }
+        None => format!("[redis]\n{line}{config}"),
+    }
+}
+
 /// A `sluice jobmanager` or `sluice stratum`, killed on drop.
 pub struct SluiceProcess {
     child: Child,
@@ -184,8 +199,8 @@ impl SluiceProcess {
         }
     }
 
-    /// `sluice ROLE --redis URL --prefix P --id ID [--config FILE] EXTRA...`, with `config` (when
-    /// given) written to FILE in the process's directory first.
+    /// `sluice ROLE --redis URL --prefix P --id ID --config FILE EXTRA...`, with `config` (or an
+    /// empty one) and the fleet key written to FILE in the process's directory first.
     fn role(
         role: &str,
         redis: &RedisServer,
@@ -197,12 +212,10 @@ impl SluiceProcess {
         let url = redis.url();
         let file = format!("{role}.toml");
         let mut args = vec![role, "--redis", &url, "--prefix", prefix, "--id", id];
-        if config.is_some() {
-            args.extend_from_slice(&["--config", &file]);
-        }
+        args.extend_from_slice(&["--config", &file]);
         args.extend_from_slice(extra);
-        let files: Vec<(&str, &str)> = config.map(|c| (file.as_str(), c)).into_iter().collect();
-        SluiceProcess::start_with(&args, &files)
+        let contents = with_fleet_key(config.unwrap_or(""));
+        SluiceProcess::start_with(&args, &[(file.as_str(), contents.as_str())])
     }
 
     pub fn jobmanager(redis: &RedisServer, prefix: &str, id: &str) -> SluiceProcess {

@@ -7,8 +7,16 @@
 //!
 //! The engine side subscribes first, then reads `P:job:latest`, so a job published in between is
 //! not missed; every (re)connection reads the latest again, so an engine that starts or returns to
-//! Redis has work at once. Jobs are applied in (token, sequence) order: a job with a token below
+//! Redis has work at once.
+//!
+//! What an engine trusts, in order: the message's tag under the fleet key (anything else is
+//! refused, counted and logged at most every [`REFUSAL_LOG_INTERVAL`], so a flood cannot flood the
+//! log); then, within the fleet epoch it follows, (token, sequence) order: a job with a token below
 //! the highest seen comes from a deposed leader and is refused, and one already applied is skipped.
+//! A signed job of another epoch means Redis lost its state (a restart, a failover that lost the
+//! last `INCR`) and the tokens count again: it starts the new epoch. The engine remembers a job's
+//! (epoch, token, sequence) only once the job is in the feed, so a job it could not use raises no
+//! fence against the next.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +27,7 @@ use crate::chain::JobParts;
 use crate::metrics::Metrics;
 use crate::plane::keys::LATEST_JOB_TTL_MS;
 use crate::plane::lease::Leadership;
-use crate::plane::wire::JobMessage;
+use crate::plane::wire::{JobMessage, WireError};
 use crate::plane::{connect, Keys, PlaneSettings};
 use crate::server::feed::{JobFeed, JobSink};
 use crate::units::ExtranonceSizes;
@@ -31,9 +39,13 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Writes the latest job and publishes it, only while `ARGV[1]` (`ID|TOKEN`) holds the lease.
+/// Refused job messages are logged at most this often (all are counted).
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Writes the latest job and publishes it, only while `ARGV[1]` (`ID|TOKEN`) holds the lease and
+/// `ARGV[4]` is still the fleet's epoch (a Redis that lost its state has another, or none).
 const PUBLISH_FENCED: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[4]) ~= ARGV[4] then
   return 0
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -74,49 +86,63 @@ impl RedisJobSink {
     fn send(
         &self,
         state: &mut SinkState,
-        token: u64,
+        (epoch, token): (u64, u64),
         parts: JobParts,
         clean: bool,
     ) -> Result<(), String> {
-        state.sequence += 1;
+        // Above the clock as well as the last one: should a failover hand a new leader a token
+        // the engines already saw (the counter lost its last INCR but not the epoch), its jobs
+        // still come after the old leader's.
+        state.sequence = (state.sequence + 1).max(now_us());
         let message = JobMessage {
+            epoch,
             token,
             sequence: state.sequence,
             published_us: now_us(),
             clean,
             parts,
         }
-        .encode();
-        if state.con.is_none() {
-            state.con = Some(connect(&self.settings.url).map_err(|e| e.to_string())?);
-        }
-        let con = state.con.as_mut().expect("connected above");
-        let published = self
-            .script
-            .key(self.keys.leader())
-            .key(self.keys.latest_job())
-            .key(self.keys.jobs_channel())
-            .arg(format!("{}|{token}", self.settings.id))
-            .arg(message)
-            .arg(LATEST_JOB_TTL_MS)
-            .invoke::<i64>(con);
-        match published {
-            Ok(1) => Ok(()),
-            Ok(_) => Err("the lease is no longer ours: job not published".into()),
-            Err(e) => {
-                state.con = None;
-                Err(format!("cannot publish the job to Redis: {e}"))
+        .encode(&self.settings.fleet_key);
+        // A connection Redis dropped (a restart) fails once; the second try is on a new one.
+        let mut last_error = String::new();
+        for _ in 0..2 {
+            if state.con.is_none() {
+                state.con = Some(connect(&self.settings.url).map_err(|e| e.to_string())?);
+            }
+            let con = state.con.as_mut().expect("connected above");
+            let published = self
+                .script
+                .key(self.keys.leader())
+                .key(self.keys.latest_job())
+                .key(self.keys.jobs_channel())
+                .key(self.keys.epoch())
+                .arg(format!("{}|{token}", self.settings.id))
+                .arg(&message)
+                .arg(LATEST_JOB_TTL_MS)
+                .arg(epoch)
+                .invoke::<i64>(con);
+            match published {
+                Ok(1) => return Ok(()),
+                Ok(_) => return Err("the lease is no longer ours: job not published".into()),
+                Err(e) => {
+                    state.con = None;
+                    last_error = format!("cannot publish the job to Redis: {e}");
+                }
             }
         }
+        Err(last_error)
     }
 
     /// Called when the lease changes hands: a new leader publishes its latest job at once, so the
     /// engines have work from it within one lease attempt.
     pub fn on_leadership(&self, token: Option<u64>) {
         let Some(token) = token else { return };
+        let Some((epoch, _)) = self.leadership.fence() else {
+            return;
+        };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(parts) = state.latest.clone() {
-            if let Err(e) = self.send(&mut state, token, parts, false) {
+            if let Err(e) = self.send(&mut state, (epoch, token), parts, false) {
                 tracing::warn!(error = %e, "new leader could not publish its latest job");
             }
         }
@@ -127,10 +153,10 @@ impl JobSink for RedisJobSink {
     fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), String> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.latest = Some(parts.clone());
-        match self.leadership.token() {
+        match self.leadership.fence() {
             // A standby keeps its latest job ready and publishes nothing.
             None => Ok(()),
-            Some(token) => self.send(&mut state, token, parts, clean),
+            Some(fence) => self.send(&mut state, fence, parts, clean),
         }
     }
 }
@@ -142,23 +168,63 @@ struct Follower {
     feed: Arc<JobFeed>,
     extranonce: ExtranonceSizes,
     metrics: Arc<Metrics>,
-    /// The highest fencing token seen, and the last sequence applied under it.
+    /// The fleet epoch followed (0 before the first job), the highest fencing token seen in it,
+    /// and the last sequence applied under that token.
+    epoch: u64,
     token: u64,
     sequence: u64,
+    /// Refusals since the last one logged, and when that was.
+    refusals: Refusals,
+}
+
+/// Logs refused job messages at most once every [`REFUSAL_LOG_INTERVAL`]: anyone who can publish
+/// on the channel can send thousands a second.
+#[derive(Default)]
+struct Refusals {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    /// Whether to log this refusal, and how many went unlogged before it.
+    fn log_now(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_INTERVAL)
+        {
+            self.unlogged += 1;
+            return None;
+        }
+        self.last_logged = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
 }
 
 impl Follower {
-    fn apply(&mut self, bytes: &[u8]) {
-        let metrics = &self.metrics;
-        let message = match JobMessage::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                metrics.jobs_refused.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "malformed job message from Redis");
-                return;
+    fn refuse(&mut self, error: &WireError) {
+        self.metrics.jobs_refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(unlogged) = self.refusals.log_now() {
+            let signed = matches!(
+                error,
+                WireError::BadTag | WireError::Unsigned | WireError::Magic
+            );
+            if signed {
+                tracing::error!(error = %error, refused_unlogged = unlogged, "job message refused: not signed with this fleet's key (is redis.fleet_key the same on every jobmanager and engine?), or forged by something that can publish on Redis");
+            } else {
+                tracing::error!(error = %error, refused_unlogged = unlogged, "job message refused: malformed, although signed with the fleet's key");
             }
+        }
+    }
+
+    fn apply(&mut self, bytes: &[u8]) {
+        let message = match JobMessage::decode(bytes, &self.settings.fleet_key) {
+            Ok(m) => m,
+            Err(e) => return self.refuse(&e),
         };
-        if message.token < self.token {
+        let metrics = &self.metrics;
+        let same_epoch = message.epoch == self.epoch;
+        if same_epoch && message.token < self.token {
             metrics.jobs_refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 token = message.token,
@@ -167,7 +233,7 @@ impl Follower {
             );
             return;
         }
-        if message.token == self.token && message.sequence <= self.sequence {
+        if same_epoch && message.token == self.token && message.sequence <= self.sequence {
             return;
         }
         if message.parts.extranonce != self.extranonce {
@@ -177,8 +243,6 @@ impl Follower {
             );
             return;
         }
-        self.token = message.token;
-        self.sequence = message.sequence;
         if let Ok(mut h) = metrics.plane_job_latency_us.lock() {
             let _ = h.record(now_us().saturating_sub(message.published_us).max(1));
         }
@@ -190,10 +254,23 @@ impl Follower {
                 .load()
                 .current()
                 .is_none_or(|j| j.prev_hash != message.parts.prev_hash);
+        let (epoch, token, sequence) = (message.epoch, message.token, message.sequence);
         match self.feed.publish(message.parts, clean) {
             Ok(job) => {
                 metrics.jobs_published.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(job = %job.id, height = job.height, token = message.token, clean, "job from Redis");
+                if !same_epoch && self.epoch != 0 {
+                    tracing::info!(
+                        epoch,
+                        token,
+                        previous_epoch = self.epoch,
+                        previous_token = self.token,
+                        "fleet epoch changed (Redis lost its state or failed over): following the new leader"
+                    );
+                }
+                self.epoch = epoch;
+                self.token = token;
+                self.sequence = sequence;
+                tracing::debug!(job = %job.id, height = job.height, token, clean, "job from Redis");
             }
             Err(e) => {
                 metrics.jobs_refused.fetch_add(1, Ordering::Relaxed);
@@ -266,8 +343,10 @@ pub fn start_subscriber(
         feed,
         extranonce,
         metrics,
+        epoch: 0,
         token: 0,
         sequence: 0,
+        refusals: Refusals::default(),
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()

@@ -8,9 +8,10 @@
 //! | `P:svc:ID` | hash | id, role, address, version, started_ms, heartbeat_ms, connections, hashrate, shares_per_second, state | TTL (`service_ttl`) |
 //! | `P:jm:leader` | string | `ID|TOKEN` of the leading jobmanager | TTL (the lease) |
 //! | `P:jm:token` | counter | the last fencing token handed out | one value |
+//! | `P:jm:epoch` | string | the fleet epoch (random u64, decimal) the tokens count in; written by the lease script when absent, so Redis losing its state starts a new one | one value |
 //! | `P:jm:control` | hash | `pause:ID` (that jobmanager may not lead), `prefer` (the jobmanager that should) | one field per jobmanager |
-//! | `P:job:latest` | string | the last job message (binary, `wire`) | TTL 1 h, rewritten per job |
-//! | `P:jobs` | pub/sub channel | every job message as published | not stored |
+//! | `P:job:latest` | string | the last job message (binary, `wire`: epoch, token, sequence, job, HMAC-SHA256 tag under the fleet key) | TTL 1 h, rewritten per job |
+//! | `P:jobs` | pub/sub channel | every job message as published (signed, as above) | not stored |
 //! | `P:blocks:found` | stream | blocks found by engines, for the leader to submit | MAXLEN ~ 10,000 |
 //! | `P:blocks:cursor` | string | the last `blocks:found` entry a leader took | one value |
 //! | `P:blocks` | stream | each found block with every node's answer | MAXLEN ~ 10,000 |
@@ -67,6 +68,10 @@ impl Keys {
     }
     pub fn token(&self) -> String {
         self.key("jm:token")
+    }
+    /// The fleet epoch the fencing tokens count in.
+    pub fn epoch(&self) -> String {
+        self.key("jm:epoch")
     }
     /// Operators' steering of the lease: fields `pause:ID` and `prefer`.
     pub fn jm_control(&self) -> String {

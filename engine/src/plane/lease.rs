@@ -3,6 +3,13 @@
 //! larger fencing token (`INCR P:jm:token`): jobs carry it, Redis refuses a publish whose holder no
 //! longer owns the lease, and engines ignore a job whose token is below the highest they have seen.
 //!
+//! A token only means something beside the counter it came from, and a Redis that restarts empty,
+//! or fails over to a replica that missed the last `INCR`, counts again from a lower number: engines
+//! that remembered the higher token would refuse every job after it, forever. So the same script
+//! keeps a fleet epoch (`P:jm:epoch`, a random u64 from the OS, written only when the key is
+//! absent): Redis losing its state loses the epoch with the counter, the next lease creates a new
+//! one, and engines judge tokens only within one epoch (`plane::jobs`).
+//!
 //! A standby tries to take the lease every quarter of its length, so it leads at most one lease and
 //! a quarter after the leader died. A leader that cannot renew (Redis unreachable, lease taken)
 //! steps down at once, before its lease could have lapsed anywhere else.
@@ -18,21 +25,52 @@ use std::time::Instant;
 
 use crate::plane::{connected, pause, Keys, PlaneSettings};
 
-/// Takes or renews the lease: returns the holder's token, or -1 when another holds it.
+/// Takes or renews the lease: returns `{token, epoch}`, the token -1 when another holds the lease.
+/// `ARGV[3]` (a fresh random epoch) becomes the fleet's epoch when there is none, or when what is
+/// there is not one (a stray write must not keep every jobmanager from leading).
 const ACQUIRE: &str = r#"
+local epoch = redis.call('GET', KEYS[3])
+if not epoch or not string.match(epoch, '^[1-9]%d*$') or string.len(epoch) > 19 then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[3], epoch)
+end
 local current = redis.call('GET', KEYS[1])
 if current then
   local id, token = string.match(current, '^(.*)|(%d+)$')
   if id == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return tonumber(token)
+    return {tonumber(token), epoch}
   end
-  return -1
+  return {-1, epoch}
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
-return token
+return {token, epoch}
 "#;
+
+/// A new fleet epoch from the OS's random source: 1 to 2^63 - 1, so that its decimal form has at
+/// most 19 digits and a Lua number never has to hold it. A fresh one per attempt: an epoch one
+/// process proposed before must not come back after a second loss of Redis's state.
+fn random_epoch() -> u64 {
+    let mut buf = [0u8; 8];
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom writes at most `len` bytes into the part of the buffer we own.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // No OS randomness (a kernel before 3.17): the clock still differs across restarts.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            buf = (now ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+            break;
+        }
+    }
+    (u64::from_le_bytes(buf) >> 1).max(1)
+}
 
 /// Gives the lease up if this process holds it.
 const RELEASE: &str = r#"
@@ -62,10 +100,12 @@ fn may_lead(con: &mut redis::Connection, keys: &Keys, id: &str) -> redis::RedisR
     }
 }
 
-/// The leadership state other threads read: the token while leading, 0 while not.
+/// The leadership state other threads read: the token while leading, 0 while not, and the fleet
+/// epoch the token belongs to.
 #[derive(Debug, Default)]
 pub struct Leadership {
     token: AtomicU64,
+    epoch: AtomicU64,
 }
 
 impl Leadership {
@@ -75,6 +115,13 @@ impl Leadership {
             0 => None,
             t => Some(t),
         }
+    }
+
+    /// `(epoch, token)` while this process leads. The two are read one after the other: a
+    /// publish that pairs an old token with a new epoch is refused by Redis, which checks both.
+    pub fn fence(&self) -> Option<(u64, u64)> {
+        let token = self.token()?;
+        Some((self.epoch.load(Ordering::Acquire), token))
     }
 }
 
@@ -102,10 +149,16 @@ pub fn spawn(
                         Ok(true) => acquire
                             .key(keys.leader())
                             .key(keys.token())
+                            .key(keys.epoch())
                             .arg(&settings.id)
                             .arg(lease_ms)
-                            .invoke::<i64>(c)
-                            .map_err(|e| e.to_string()),
+                            .arg(random_epoch())
+                            .invoke::<(i64, String)>(c)
+                            .map_err(|e| e.to_string())
+                            .and_then(|(token, epoch)| match epoch.parse::<u64>() {
+                                Ok(epoch) => Ok((token, epoch)),
+                                Err(_) => Err(format!("{} holds no epoch: {epoch:?}", keys.epoch())),
+                            }),
                         Ok(false) => {
                             if let Some(token) = leadership.token() {
                                 tracing::info!("paused, or another jobmanager is preferred: handing the lease over");
@@ -114,30 +167,32 @@ pub fn spawn(
                                     .arg(format!("{}|{token}", settings.id))
                                     .invoke::<i64>(c);
                             }
-                            Ok(0)
+                            Ok((0, 0))
                         }
                         Err(e) => Err(e.to_string()),
                     },
                     None => Err("cannot connect".to_owned()),
                 };
-                let now_token = match result {
-                    Ok(t) if t > 0 => t as u64,
-                    Ok(_) => 0,
+                let (now_token, now_epoch) = match result {
+                    Ok((t, epoch)) if t > 0 => (t as u64, epoch),
+                    Ok(_) => (0, 0),
                     Err(e) => {
                         con = None;
                         if leadership.token().is_some() {
                             tracing::warn!(error = %e, "cannot renew the jobmanager lease: stepping down");
                         }
-                        0
+                        (0, 0)
                     }
                 };
+                // The epoch first: a reader that sees the new token also sees its epoch.
+                let epoch_before = leadership.epoch.swap(now_epoch, Ordering::AcqRel);
                 let before = leadership.token.swap(now_token, Ordering::AcqRel);
-                if before != now_token {
+                if before != now_token || (now_token != 0 && epoch_before != now_epoch) {
                     if now_token == 0 {
                         tracing::warn!(token = before, "no longer the leading jobmanager");
                         on_change(None);
                     } else {
-                        tracing::info!(token = now_token, "leading jobmanager");
+                        tracing::info!(token = now_token, epoch = now_epoch, "leading jobmanager");
                         on_change(Some(now_token));
                     }
                 }

@@ -2,7 +2,7 @@
 //! on one publishing jobmanager, and pass jobs and found blocks (design section 6).
 //!
 //! - [`keys`]: the layout (every key, its type and bound) and its version;
-//! - [`lease`]: jobmanager leadership, a lease with a fencing token;
+//! - [`lease`]: jobmanager leadership, a lease with a fleet epoch and a fencing token;
 //! - [`registry`]: each process's service hash, refreshed under a TTL;
 //! - [`jobs`]: the leader publishes jobs (fenced in Redis), engines take them (fenced again by token);
 //! - [`blocks`]: engines hand found blocks to the leader, which records each node's answer;
@@ -10,7 +10,7 @@
 //! - [`sharelog`]: every share verdict to a stream in idempotent batches, spooled while Redis is away;
 //! - [`policies`]: per-connection overrides of difficulty, vardiff target and version mask;
 //! - [`commands`]: drain, undrain and kick from sluicectl, acknowledged through Redis;
-//! - [`wire`]: the binary job message.
+//! - [`wire`]: the binary job message, signed with the fleet key.
 //!
 //! Everything here is blocking (the `redis` crate's synchronous client) and runs on threads of its
 //! own: never on an engine core.
@@ -29,6 +29,7 @@ pub mod wire;
 use std::time::Duration;
 
 pub use keys::{Keys, LAYOUT_VERSION};
+pub use wire::FleetKey;
 
 /// How a process reaches the plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct PlaneSettings {
     pub lease: Duration,
     /// A saved session lives this long after its last save.
     pub session_ttl: Duration,
+    /// Signs the job messages a leader publishes and checks those an engine takes.
+    pub fleet_key: FleetKey,
 }
 
 /// Redis calls time out after this: a hung Redis must not hold a thread forever.

@@ -1,29 +1,96 @@
 //! The job message jobmanagers publish through Redis and engines read: a compact binary encoding of
-//! [`JobParts`] with the publisher's fencing token.
+//! [`JobParts`] with the publisher's fleet epoch and fencing token, signed with the fleet key.
 //!
 //! Binary rather than JSON because a mainnet job carries the template's transactions (megabytes in
 //! hex) to every engine; engines need them to assemble a block. Decoding is total: any bytes give a
 //! job or a [`WireError`], never a panic, and every length is checked against what is left.
 //!
-//! Layout (integers little-endian): magic `SLJ1`, token u64, sequence u64, published_us u64 (the
-//! publisher's clock, microseconds since the Unix epoch), clean u8, height u64,
+//! Anyone who can `PUBLISH` on the fleet's Redis could otherwise hand every miner work that pays
+//! another address, or a token so high that engines refuse every real job after it. So the message
+//! ends in an HMAC-SHA256 tag over every byte before it, keyed with the fleet key
+//! (`redis.fleet_key_file` or `redis.fleet_key`) that only jobmanagers and engines hold, and the
+//! tag is checked, in constant time, before any other field is read.
+//!
+//! Layout (integers little-endian): magic `SLJ2`, epoch u64, token u64, sequence u64, published_us
+//! u64 (the publisher's clock, microseconds since the Unix epoch), clean u8, height u64,
 //! prev_hash [32], version u32, nbits u32, ntime u32, mintime u32, extranonce1 size u8, extranonce2
 //! size u8, coinb1 (u32 length + bytes), coinb2 (u32 + bytes), txid count u32 then txids [32] each,
-//! transactions (u32 + bytes), witness flag u8 then the reserved value [32] when 1.
+//! transactions (u32 + bytes), witness flag u8 then the reserved value [32] when 1; then the tag
+//! [32]. `SLJ1` (the same without epoch and tag) came before fleet keys and is refused.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::chain::JobParts;
 use crate::units::ExtranonceSizes;
 
-const MAGIC: &[u8; 4] = b"SLJ1";
+const MAGIC: &[u8; 4] = b"SLJ2";
+const UNSIGNED_MAGIC: &[u8; 4] = b"SLJ1";
 
 /// The largest field accepted: far above any block's transactions.
 pub const MAX_FIELD_BYTES: usize = 64 * 1024 * 1024;
 
-/// A job as it travels: who published it (the fencing token of its lease) and in which order.
+/// The tag at the end of every message (HMAC-SHA256).
+pub const TAG_BYTES: usize = 32;
+
+/// The shortest fleet key accepted: 256 bits, HMAC-SHA256's full strength.
+pub const MIN_FLEET_KEY_BYTES: usize = 32;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The fleet's shared secret, which signs and checks job messages. It never prints: `Debug` shows
+/// `FleetKey(..)`, and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetKey(Vec<u8>);
+
+/// Why a secret cannot be a fleet key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetKeyError {
+    #[error("the fleet key is {len} bytes, it must be at least {MIN_FLEET_KEY_BYTES}")]
+    TooShort { len: usize },
+}
+
+impl FleetKey {
+    /// The key from its secret bytes, as given (callers trim text first).
+    pub fn new(secret: impl Into<Vec<u8>>) -> Result<FleetKey, FleetKeyError> {
+        let secret = secret.into();
+        if secret.len() < MIN_FLEET_KEY_BYTES {
+            return Err(FleetKeyError::TooShort { len: secret.len() });
+        }
+        Ok(FleetKey(secret))
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::new_from_slice(&self.0).expect("HMAC takes a key of any length")
+    }
+}
+
+impl std::fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetKey(..)")
+    }
+}
+
+/// `body` followed by its tag under `key`: what [`JobMessage::encode`] sends, for any bytes (tests
+/// and the fuzz target sign bodies of their own with it).
+pub fn seal(key: &FleetKey, body: &[u8]) -> Vec<u8> {
+    let mut mac = key.mac();
+    mac.update(body);
+    let mut out = Vec::with_capacity(body.len() + TAG_BYTES);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
+/// A job as it travels: who published it (the fleet epoch and fencing token of its lease) and in
+/// which order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobMessage {
+    /// The fleet epoch of the lease (`P:jm:epoch`): a new one means Redis lost its state, and the
+    /// tokens counted again from 1.
+    pub epoch: u64,
     /// The fencing token of the lease the publisher held; engines ignore jobs with a token below
-    /// the highest they have seen.
+    /// the highest they have seen in the same epoch.
     pub token: u64,
     /// Increases with every job one leader publishes.
     pub sequence: u64,
@@ -38,6 +105,12 @@ pub struct JobMessage {
 pub enum WireError {
     #[error("not a Sluice job message (bad magic)")]
     Magic,
+    #[error("an unsigned job message (SLJ1, from a Sluice without fleet keys): upgrade every jobmanager")]
+    Unsigned,
+    #[error(
+        "job message is not signed with this fleet's key (redis.fleet_key / redis.fleet_key_file)"
+    )]
+    BadTag,
     #[error("job message ends early, in {0}")]
     Truncated(&'static str),
     #[error("job message field {0} is over the size limit")]
@@ -54,12 +127,14 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 impl JobMessage {
-    pub fn encode(&self) -> Vec<u8> {
+    /// The message signed with `key`.
+    pub fn encode(&self, key: &FleetKey) -> Vec<u8> {
         let p = &self.parts;
         let mut out = Vec::with_capacity(
             128 + p.coinb1.len() + p.coinb2.len() + 32 * p.txids.len() + p.transactions.len(),
         );
         out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.token.to_le_bytes());
         out.extend_from_slice(&self.sequence.to_le_bytes());
         out.extend_from_slice(&self.published_us.to_le_bytes());
@@ -85,14 +160,28 @@ impl JobMessage {
                 out.extend_from_slice(&v);
             }
         }
-        out
+        seal(key, &out)
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<JobMessage, WireError> {
-        let mut r = Reader(bytes);
-        if r.take(4, "magic")? != MAGIC {
+    /// The message, only if `key` signed it: nothing but the magic is read before the tag checks.
+    pub fn decode(bytes: &[u8], key: &FleetKey) -> Result<JobMessage, WireError> {
+        let magic = bytes.get(..4).ok_or(WireError::Truncated("magic"))?;
+        if magic == UNSIGNED_MAGIC {
+            return Err(WireError::Unsigned);
+        }
+        if magic != MAGIC {
             return Err(WireError::Magic);
         }
+        let Some(split) = bytes.len().checked_sub(TAG_BYTES).filter(|&n| n >= 4) else {
+            return Err(WireError::Truncated("tag"));
+        };
+        let (body, tag) = bytes.split_at(split);
+        let mut mac = key.mac();
+        mac.update(body);
+        // verify_slice compares in constant time: a forger learns nothing from how long it took.
+        mac.verify_slice(tag).map_err(|_| WireError::BadTag)?;
+        let mut r = Reader(&body[4..]);
+        let epoch = r.u64("epoch")?;
         let token = r.u64("token")?;
         let sequence = r.u64("sequence")?;
         let published_us = r.u64("published_us")?;
@@ -131,6 +220,7 @@ impl JobMessage {
             return Err(WireError::Trailing(r.0.len()));
         }
         Ok(JobMessage {
+            epoch,
             token,
             sequence,
             published_us,
@@ -196,8 +286,17 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
+    fn key() -> FleetKey {
+        FleetKey::new(*b"0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    fn other_key() -> FleetKey {
+        FleetKey::new(*b"0123456789abcdef0123456789abcdeF").unwrap()
+    }
+
     fn sample() -> JobMessage {
         JobMessage {
+            epoch: 0xfeed_beef_dead_cafe,
             token: 7,
             sequence: 42,
             published_us: 1_700_000_000_000_000,
@@ -222,36 +321,112 @@ mod tests {
     #[test]
     fn round_trips() {
         let m = sample();
-        assert_eq!(JobMessage::decode(&m.encode()).unwrap(), m);
+        let decoded = JobMessage::decode(&m.encode(&key()), &key()).unwrap();
+        assert_eq!(decoded, m);
+        assert_eq!(decoded.epoch, 0xfeed_beef_dead_cafe);
         let mut legacy = sample();
         legacy.parts.witness_reserved_value = None;
         legacy.clean = false;
-        assert_eq!(JobMessage::decode(&legacy.encode()).unwrap(), legacy);
+        legacy.epoch = u64::MAX;
+        assert_eq!(
+            JobMessage::decode(&legacy.encode(&key()), &key()).unwrap(),
+            legacy
+        );
+    }
+
+    #[test]
+    fn a_tampered_byte_or_another_key_fails_verification() {
+        let bytes = sample().encode(&key());
+        assert_eq!(
+            JobMessage::decode(&bytes, &other_key()),
+            Err(WireError::BadTag)
+        );
+        assert_eq!(
+            JobMessage::decode(&sample().encode(&other_key()), &key()),
+            Err(WireError::BadTag)
+        );
+        // Every byte after the magic is covered, the tag itself included.
+        for i in 4..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert_eq!(
+                JobMessage::decode(&b, &key()),
+                Err(WireError::BadTag),
+                "byte {i}"
+            );
+        }
+        // A forger who re-signs without the key (a tag over the body with another key) is refused.
+        let body = &bytes[..bytes.len() - TAG_BYTES];
+        assert_eq!(
+            JobMessage::decode(&seal(&other_key(), body), &key()),
+            Err(WireError::BadTag)
+        );
+        assert_eq!(
+            JobMessage::decode(&seal(&key(), body), &key()).unwrap(),
+            sample()
+        );
+    }
+
+    #[test]
+    fn unsigned_and_short_messages_are_refused() {
+        let mut old = sample().encode(&key());
+        old[..4].copy_from_slice(b"SLJ1");
+        assert_eq!(JobMessage::decode(&old, &key()), Err(WireError::Unsigned));
+        assert_eq!(
+            JobMessage::decode(b"SLJ", &key()),
+            Err(WireError::Truncated("magic"))
+        );
+        assert_eq!(
+            JobMessage::decode(&[b"SLJ2".as_slice(), &[0; 31]].concat(), &key()),
+            Err(WireError::Truncated("tag"))
+        );
+        assert_eq!(JobMessage::decode(b"XXXX", &key()), Err(WireError::Magic));
+    }
+
+    #[test]
+    fn fleet_keys_are_at_least_32_bytes_and_never_print() {
+        assert_eq!(
+            FleetKey::new(vec![7; 31]),
+            Err(FleetKeyError::TooShort { len: 31 })
+        );
+        let k = FleetKey::new(vec![b'z'; 32]).unwrap();
+        assert_eq!(format!("{k:?}"), "FleetKey(..)");
     }
 
     #[test]
     fn every_truncation_and_corruption_is_an_error_not_a_panic() {
-        let bytes = sample().encode();
-        for n in 0..bytes.len() {
+        let signed = sample().encode(&key());
+        let body = &signed[..signed.len() - TAG_BYTES];
+        // Signed bodies cut short reach the parser (the tag is good) and fail there.
+        for n in 4..body.len() {
             assert!(
-                JobMessage::decode(&bytes[..n]).is_err(),
+                JobMessage::decode(&seal(&key(), &body[..n]), &key()).is_err(),
+                "body prefix of {n} bytes"
+            );
+        }
+        for n in 0..signed.len() {
+            assert!(
+                JobMessage::decode(&signed[..n], &key()).is_err(),
                 "prefix of {n} bytes"
             );
         }
-        let mut trailing = bytes.clone();
+        let mut trailing = body.to_vec();
         trailing.push(0);
-        assert_eq!(JobMessage::decode(&trailing), Err(WireError::Trailing(1)));
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
+        assert_eq!(
+            JobMessage::decode(&seal(&key(), &trailing), &key()),
+            Err(WireError::Trailing(1))
+        );
+        for i in 4..body.len() {
+            let mut b = body.to_vec();
             b[i] ^= 0xff;
-            let _ = JobMessage::decode(&b);
+            let _ = JobMessage::decode(&seal(&key(), &b), &key());
         }
-        let mut huge = bytes;
+        let mut huge = body.to_vec();
         // The txid count claims more than the message holds.
-        let at = 4 + 8 + 8 + 8 + 1 + 8 + 32 + 16 + 2 + 4 + 3 + 4 + 2;
+        let at = 4 + 8 + 8 + 8 + 8 + 1 + 8 + 32 + 16 + 2 + 4 + 3 + 4 + 2;
         huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
-            JobMessage::decode(&huge),
+            JobMessage::decode(&seal(&key(), &huge), &key()),
             Err(WireError::Truncated("txids"))
         );
     }
