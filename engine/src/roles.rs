@@ -59,6 +59,8 @@ impl Jobmanager {
             crossbeam_channel::bounded::<BlockRecord>(BLOCK_RECORD_QUEUE);
         status.set_block_sink(records_tx);
         let (submit_tx, submit_rx) = crossbeam_channel::bounded(BLOCK_RECORD_QUEUE);
+        // The recorder names each fleet block whose outcome it wrote; the reader waits for it.
+        let (outcomes_tx, outcomes_rx) = crossbeam_channel::bounded::<String>(BLOCK_RECORD_QUEUE);
         threads.push(jobmanager::start_source(
             &settings,
             Arc::clone(&sink) as Arc<dyn JobSink>,
@@ -71,6 +73,7 @@ impl Jobmanager {
             plane.clone(),
             Arc::clone(&leadership),
             submit_tx,
+            outcomes_rx,
             Arc::clone(&stop),
         )?);
         let recorder_plane = plane.clone();
@@ -87,16 +90,30 @@ impl Jobmanager {
                         else {
                             continue;
                         };
-                        // A record waits for Redis a while, then goes to the log only.
-                        for _ in 0..50 {
+                        // A record waits for Redis as long as it takes: for a fleet block it is
+                        // what moves the cursor, and without it the next leader submits again.
+                        loop {
                             match connected(&mut con, &recorder_plane.url)
                                 .map(|c| blocks::record(c, &keys, &record))
                             {
-                                Some(Ok(_)) => break,
-                                _ => {
-                                    con = None;
-                                    std::thread::sleep(std::time::Duration::from_millis(200));
+                                Some(Ok(_)) => {
+                                    if let Some(entry) = &record.entry {
+                                        let _ = outcomes_tx.try_send(entry.clone());
+                                    }
+                                    break;
                                 }
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, hash = %record.hash, "cannot record the block's outcome in Redis yet");
+                                    con = None;
+                                }
+                                None => {}
+                            }
+                            if !crate::plane::pause(
+                                std::time::Duration::from_millis(200),
+                                &recorder_stop,
+                            ) {
+                                tracing::error!(hash = %record.hash, entry = ?record.entry, "stopping before the block's outcome reached Redis: the next leader submits it again");
+                                break;
                             }
                         }
                     }

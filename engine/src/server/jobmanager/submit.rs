@@ -94,6 +94,7 @@ pub fn run_submitter(
                 .map(|n| n.settings.name())
                 .zip(results)
                 .collect(),
+            entry: block.entry,
         };
         for (node, result) in &record.results {
             match result {
