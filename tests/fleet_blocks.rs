@@ -239,7 +239,10 @@ fn a_block_held_while_redis_is_frozen_survives_the_engine_and_reaches_the_leader
     assert!(hex.len() > 160, "the whole block, not just its header");
     e1.kill();
     redis.resume();
-    assert!(held_in(&held).contains_key(&hash), "the file outlives the engine");
+    assert!(
+        held_in(&held).contains_key(&hash),
+        "the file outlives the engine"
+    );
 
     let e2 = role_with(&redis, "stratum", "engine-2", &toml, &[]);
     let sent = eventually(Duration::from_secs(10), || {
@@ -257,10 +260,7 @@ fn a_block_held_while_redis_is_frozen_survives_the_engine_and_reaches_the_leader
         Some(recorded(&mut con, &hash)).filter(|r| !r.is_empty())
     })
     .unwrap_or_else(|| panic!("the leader records block {hash}\n{}", jm.log()));
-    assert!(
-        records.iter().any(|r| r["accepted"] == "1"),
-        "{records:?}"
-    );
+    assert!(records.iter().any(|r| r["accepted"] == "1"), "{records:?}");
     assert!(
         jm.log()
             .lines()
@@ -337,7 +337,10 @@ fn the_cursor_over_found_blocks_only_moves_forward() {
     let keys = sluice::plane::Keys::new(PREFIX);
     assert!(advance_cursor(&mut con, &keys, "5-1").unwrap());
     for behind in ["5-1", "5-0", "4-9", "0-0"] {
-        assert!(!advance_cursor(&mut con, &keys, behind).unwrap(), "{behind}");
+        assert!(
+            !advance_cursor(&mut con, &keys, behind).unwrap(),
+            "{behind}"
+        );
     }
     assert!(advance_cursor(&mut con, &keys, "5-2").unwrap());
     // Numbers, not text: 10 is past 9.

@@ -3,7 +3,8 @@
 //!
 //! - [`Jobmanager`]: the configured job source (nodes, or the simulated chain) publishing into Redis
 //!   while it holds the lease; found blocks read from Redis, submitted, and recorded there;
-//! - [`Stratum`]: an engine whose jobs come from Redis and whose found blocks go there.
+//! - [`Stratum`]: an engine whose jobs come from Redis and whose found blocks go there (and, with
+//!   `[[nodes]]`, straight to those nodes as well).
 //!
 //! Both register in the service registry and deregister on a clean stop.
 
@@ -36,7 +37,9 @@ pub struct Jobmanager {
 
 impl Jobmanager {
     /// Checks Redis's layout, starts the job source (checking the nodes), then the lease, the
-    /// found-block reader, the block recorder and the registry heartbeat.
+    /// found-block reader, the block recorder and the registry heartbeat. The reader takes one
+    /// fleet block at a time and waits for the recorder to have written its outcome (which moves
+    /// `P:blocks:cursor`), so a leader that dies mid-submission leaves the block to the next.
     pub fn start(settings: Settings, plane: PlaneSettings) -> Result<Jobmanager, StartError> {
         let keys = Keys::new(&plane.prefix);
         let mut con = connect(&plane.url).map_err(|e| {

@@ -11,12 +11,12 @@
 //!   that dies before the outcome is known leaves the entry for the next one, which resubmits it
 //!   (the nodes answer `duplicate` to a block they have: harmless).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -205,13 +205,12 @@ impl HeldBlocks {
     /// Holds `block` at the back, in memory and (fsynced) in the file; at the cap, the oldest
     /// goes first and is returned. A file that cannot be written is an error for the caller to
     /// log: the block is still held in memory.
-    pub fn hold(
-        &mut self,
-        block: CandidateBlock,
-    ) -> (Option<CandidateBlock>, std::io::Result<()>) {
+    pub fn hold(&mut self, block: CandidateBlock) -> (Option<CandidateBlock>, std::io::Result<()>) {
         let mut line = serde_json::to_vec(&HeldLine::of(&block)).expect("a block serializes");
         line.push(b'\n');
-        let dropped = (self.blocks.len() >= self.cap).then(|| self.blocks.pop_front()).flatten();
+        let dropped = (self.blocks.len() >= self.cap)
+            .then(|| self.blocks.pop_front())
+            .flatten();
         self.blocks.push_back(block);
         let written = if dropped.is_some() {
             self.rewrite()
@@ -226,10 +225,16 @@ impl HeldBlocks {
         (dropped, written)
     }
 
-    /// Drops the oldest block (it reached Redis) and rewrites the file with the rest.
-    pub fn release_front(&mut self) -> std::io::Result<()> {
-        self.blocks.pop_front();
-        self.rewrite()
+    /// Drops the oldest block with this hash (it reached Redis) and rewrites the file with the
+    /// rest; nothing to do if it is gone already (dropped at the cap meanwhile).
+    pub fn release(&mut self, hash: &str) -> std::io::Result<()> {
+        match self.blocks.iter().position(|b| b.hash == hash) {
+            Some(i) => {
+                self.blocks.remove(i);
+                self.rewrite()
+            }
+            None => Ok(()),
+        }
     }
 
     /// Replaces the file atomically with what is held now.
@@ -288,89 +293,146 @@ fn xadd_found(
 }
 
 /// The engine side: assembles each found block off the cores, passes it at once to `direct` (the
-/// engine's own submitter, when it has nodes), and hands it to Redis (`P:blocks:found`) through
-/// the held-blocks file at `held_path`: blocks an earlier run left there go first.
+/// engine's own submitter, when it has nodes) and to the held-blocks file at `held_path`; a second
+/// thread hands the held blocks to Redis (`P:blocks:found`), oldest first, blocks an earlier run
+/// left there included. Two threads, so that a hung Redis delays neither the nodes nor the file.
 pub fn spawn_forwarder(
     settings: PlaneSettings,
     held_path: &Path,
     blocks: Receiver<Box<BlockFound>>,
     direct: Option<Sender<CandidateBlock>>,
 ) -> Result<JoinHandle<()>, HeldBlocksError> {
-    let mut held = HeldBlocks::open(held_path, MAX_HELD_BLOCKS)?;
+    let held = HeldBlocks::open(held_path, MAX_HELD_BLOCKS)?;
     if !held.is_empty() {
         tracing::warn!(blocks = held.len(), path = %held.path().display(), "blocks held by an earlier run: handing them to Redis");
     }
+    let spawn_error = |source| HeldBlocksError::Io {
+        path: held_path.display().to_string(),
+        source,
+    };
+    let state = Arc::new(Mutex::new(Held {
+        blocks: held,
+        announced: HashSet::new(),
+        away: false,
+    }));
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let handover = {
+        let state = Arc::clone(&state);
+        std::thread::Builder::new()
+            .name("sluice-plane-handover".into())
+            .spawn(move || hand_over(settings, state, wake_rx))
+            .map_err(spawn_error)?
+    };
     std::thread::Builder::new()
         .name("sluice-plane-blocks".into())
         .spawn(move || {
-            let keys = Keys::new(&settings.prefix);
-            let mut con = None;
-            // Set once the cores are gone (shutdown): held blocks get a last while, then stay in
-            // the file for the next start.
-            let mut giving_up_at: Option<Instant> = None;
-            loop {
-                if giving_up_at.is_some_and(|t| Instant::now() >= t) {
-                    for block in &held.blocks {
-                        tracing::error!(hash = %block.hash, block = %hex::encode(&block.raw), path = %held.path().display(), "shutting down with Redis away: this block stays in the held-blocks file for the next start (or submit it by hand)");
+            for found in blocks {
+                let block = CandidateBlock::assemble(&found);
+                tracing::info!(hash = %block.hash, height = block.height, "block found; handing it to the jobmanager through Redis");
+                if let Some(direct) = &direct {
+                    if direct.try_send(block.clone()).is_err() {
+                        tracing::error!(hash = %block.hash, "the engine's own submitter is not taking blocks: this one goes through Redis only");
+                    }
+                }
+                let mut held = lock(&state);
+                let (hash, height, hex) = (block.hash.clone(), block.height, hex::encode(&block.raw));
+                let (dropped, written) = held.blocks.hold(block);
+                if let Some(dropped) = dropped {
+                    held.announced.remove(&dropped.hash);
+                    tracing::error!(hash = %dropped.hash, block = %hex::encode(&dropped.raw), "too many blocks held while Redis is away (MAX_HELD_BLOCKS): dropped this one (submit it by hand)");
+                }
+                if let Err(e) = written {
+                    tracing::error!(error = %e, path = %held.blocks.path().display(), %hash, block = %hex, "cannot write the held-blocks file: this block is held in memory only");
+                }
+                if held.away {
+                    tracing::error!(%hash, height, block = %hex, path = %held.blocks.path().display(), "Redis is away: block held in the held-blocks file until it answers (or submit it by hand)");
+                    held.announced.insert(hash);
+                }
+                drop(held);
+                let _ = wake_tx.try_send(());
+            }
+            // The cores are gone: the hand-over gets its last while, then ends.
+            drop(wake_tx);
+            let _ = handover.join();
+        })
+        .map_err(spawn_error)
+}
+
+/// What the two forwarder threads share.
+struct Held {
+    blocks: HeldBlocks,
+    /// Blocks already logged in full as held (each is logged once).
+    announced: HashSet<String>,
+    /// The last hand-over failed.
+    away: bool,
+}
+
+fn lock(state: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+    // A panic on the other thread must not cost the blocks held here.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hands the held blocks to Redis, oldest first, whenever woken and every half second while any
+/// is held; once the intake is gone, for [`SHUTDOWN_GRACE`] more.
+fn hand_over(settings: PlaneSettings, state: Arc<Mutex<Held>>, wake: Receiver<()>) {
+    let keys = Keys::new(&settings.prefix);
+    let mut con = None;
+    let mut giving_up_at: Option<Instant> = None;
+    loop {
+        match wake.recv_timeout(Duration::from_millis(500)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if lock(&state).blocks.is_empty() {
+                    return;
+                }
+                let t = *giving_up_at.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+                if Instant::now() >= t {
+                    let held = lock(&state);
+                    for block in &held.blocks.blocks {
+                        tracing::error!(hash = %block.hash, block = %hex::encode(&block.raw), path = %held.blocks.path().display(), "shutting down with Redis away: this block stays in the held-blocks file for the next start (or submit it by hand)");
                     }
                     return;
                 }
-                let mut new = None;
-                match blocks.recv_timeout(Duration::from_millis(500)) {
-                    Ok(found) => {
-                        let block = CandidateBlock::assemble(&found);
-                        tracing::info!(hash = %block.hash, height = block.height, "block found; handing it to the jobmanager through Redis");
-                        if let Some(direct) = &direct {
-                            if direct.try_send(block.clone()).is_err() {
-                                tracing::error!(hash = %block.hash, "the engine's own submitter is not taking blocks: this one goes through Redis only");
-                            }
-                        }
-                        new = Some(block.hash.clone());
-                        let hex = hex::encode(&block.raw);
-                        let (dropped, written) = held.hold(block);
-                        if let Some(dropped) = dropped {
-                            tracing::error!(hash = %dropped.hash, block = %hex::encode(&dropped.raw), "too many blocks held while Redis is away (MAX_HELD_BLOCKS): dropped this one (submit it by hand)");
-                        }
-                        if let Err(e) = written {
-                            tracing::error!(error = %e, path = %held.path().display(), block = %hex, "cannot write the held-blocks file: this block is held in memory only");
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) if held.is_empty() => return,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        giving_up_at.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
-                        std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        loop {
+            // Not locked while Redis is asked: the intake must never wait for Redis.
+            let Some(block) = lock(&state).blocks.front().cloned() else {
+                lock(&state).away = false;
+                break;
+            };
+            let sent = match connected(&mut con, &settings.url) {
+                Some(c) => xadd_found(c, &keys, &settings.id, &block).map_err(|e| e.to_string()),
+                None => Err("cannot connect".to_owned()),
+            };
+            let mut held = lock(&state);
+            match sent {
+                Ok(_) => {
+                    tracing::info!(hash = %block.hash, "block handed to Redis");
+                    held.away = false;
+                    held.announced.remove(&block.hash);
+                    if let Err(e) = held.blocks.release(&block.hash) {
+                        tracing::error!(error = %e, path = %held.blocks.path().display(), "cannot rewrite the held-blocks file: the next start hands its blocks over again (harmless)");
                     }
                 }
-                while let Some(block) = held.front() {
-                    let Some(c) = connected(&mut con, &settings.url) else {
-                        break;
-                    };
-                    match xadd_found(c, &keys, &settings.id, block) {
-                        Ok(_) => {
-                            tracing::info!(hash = %block.hash, "block handed to Redis");
-                            if let Err(e) = held.release_front() {
-                                tracing::error!(error = %e, path = %held.path().display(), "cannot rewrite the held-blocks file: the next start hands its blocks over again (harmless)");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, hash = %block.hash, "cannot hand the block to Redis yet");
-                            con = None;
-                            break;
+                Err(e) => {
+                    tracing::warn!(error = %e, hash = %block.hash, "cannot hand the block to Redis yet");
+                    con = None;
+                    held.away = true;
+                    let Held {
+                        blocks, announced, ..
+                    } = &mut *held;
+                    for b in &blocks.blocks {
+                        if announced.insert(b.hash.clone()) {
+                            tracing::error!(hash = %b.hash, height = b.height, block = %hex::encode(&b.raw), path = %blocks.path().display(), "Redis is away: block held in the held-blocks file until it answers (or submit it by hand)");
                         }
                     }
-                }
-                if let (Some(hash), Some(block)) = (new, held.blocks.back()) {
-                    if block.hash == hash {
-                        tracing::error!(%hash, height = block.height, block = %hex::encode(&block.raw), path = %held.path().display(), "Redis is away: block held in the held-blocks file until it answers (or submit it by hand)");
-                    }
+                    break;
                 }
             }
-        })
-        .map_err(|source| HeldBlocksError::Io {
-            path: held_path.display().to_string(),
-            source,
-        })
+        }
+    }
 }
 
 /// The jobmanager side: while this process leads, takes one entry of `P:blocks:found` at a time
@@ -602,6 +664,10 @@ mod tests {
         dir.join("held.blocks")
     }
 
+    fn remove(path: &Path) {
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
     fn block(n: u64) -> CandidateBlock {
         CandidateBlock {
             hash: format!("{n:064x}"),
@@ -619,12 +685,13 @@ mod tests {
         for n in 0..3 {
             assert!(held.hold(block(n)).1.is_ok());
         }
-        held.release_front().unwrap();
+        held.release(&block(0).hash).unwrap();
         drop(held);
         let held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
         let heights: Vec<_> = held.blocks.iter().map(|b| b.height).collect();
         assert_eq!(heights, [1, 2]);
         assert_eq!(held.front(), Some(&block(1)));
+        remove(&path);
     }
 
     #[test]
@@ -642,6 +709,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.ends_with('\n') && !text.contains("00ab\""), "{text}");
         assert_eq!(text.lines().count(), 1);
+        remove(&path);
     }
 
     #[test]
@@ -656,11 +724,16 @@ mod tests {
         assert_eq!(held.len(), MAX_HELD_BLOCKS);
         let (dropped, written) = held.hold(block(MAX_HELD_BLOCKS as u64));
         written.unwrap();
-        assert_eq!(dropped, Some(block(0)), "one past the limit drops the oldest");
+        assert_eq!(
+            dropped,
+            Some(block(0)),
+            "one past the limit drops the oldest"
+        );
         drop(held);
         let held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
         assert_eq!(held.len(), MAX_HELD_BLOCKS);
         assert_eq!(held.front(), Some(&block(1)));
+        remove(&path);
     }
 
     #[test]
@@ -674,5 +747,6 @@ mod tests {
             .unwrap()
             .to_string()
             .starts_with("blocks.held_path"));
+        remove(&path);
     }
 }
