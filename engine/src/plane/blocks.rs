@@ -316,6 +316,8 @@ pub fn spawn_forwarder(
         away: false,
     }));
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    // What an earlier run left goes at once.
+    let _ = wake_tx.try_send(());
     let handover = {
         let state = Arc::clone(&state);
         std::thread::Builder::new()
