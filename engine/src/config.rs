@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub nodes: Vec<NodeSection>,
     pub redis: RedisSection,
     pub share_log: ShareLogSection,
+    pub blocks: BlocksSection,
     pub admin: AdminSection,
     pub statsd: StatsdSection,
 }
@@ -56,6 +57,7 @@ impl Default for FileConfig {
             nodes: Vec::new(),
             redis: RedisSection::default(),
             share_log: ShareLogSection::default(),
+            blocks: BlocksSection::default(),
             admin: AdminSection::default(),
             statsd: StatsdSection::default(),
         }
@@ -496,6 +498,27 @@ impl FileConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct BlocksSection {
+    /// Where a fleet engine keeps the found blocks it has not yet handed to Redis (fsynced per
+    /// block, sent at its next start); unset, `<share_log.spool_path>.blocks`. One per engine.
+    pub held_path: Option<String>,
+}
+
+impl FileConfig {
+    fn held_blocks_path(&self) -> Result<std::path::PathBuf, ConfigError> {
+        match &self.blocks.held_path {
+            Some(p) if p.is_empty() => Err(invalid(
+                "blocks.held_path",
+                "give a file path, or leave it out for <share_log.spool_path>.blocks",
+            )),
+            Some(p) => Ok(p.into()),
+            None => Ok(format!("{}.blocks", self.share_log.spool_path).into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Address of the HTTP listener for `/metrics` and `/status`; none turns it off.
     pub listen: Option<String>,
@@ -579,6 +602,8 @@ pub struct Settings {
     pub node_policy: NodePolicy,
     pub admin: Option<SocketAddr>,
     pub statsd: Option<(SocketAddr, String, u64)>,
+    /// A fleet engine's held-blocks file (`blocks.held_path`).
+    pub held_blocks_path: std::path::PathBuf,
 }
 
 fn parse_network(s: &str) -> Result<Network, ConfigError> {
@@ -917,6 +942,7 @@ impl FileConfig {
                 .map(|a| address("admin.listen", a))
                 .transpose()?,
             statsd,
+            held_blocks_path: self.held_blocks_path()?,
         })
     }
 }
@@ -1031,6 +1057,7 @@ mod tests {
         );
         assert!(bad("[jobs]\npoll_interval_ms = 0\n").starts_with("jobs.poll_interval_ms:"));
         assert!(bad("[jobs]\nsubmit_attempts = 0\n").starts_with("jobs.submit_attempts:"));
+        assert!(bad("[blocks]\nheld_path = \"\"\n").starts_with("blocks.held_path:"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! - [`Jobmanager`]: the configured job source (nodes, or the simulated chain) publishing into Redis
 //!   while it holds the lease; found blocks read from Redis, submitted, and recorded there;
-//! - [`Stratum`]: an engine whose jobs come from Redis and whose found blocks go there.
+//! - [`Stratum`]: an engine whose jobs come from Redis and whose found blocks go there (and, with
+//!   `[[nodes]]`, straight to those nodes as well).
 //!
 //! Both register in the service registry and deregister on a clean stop.
 
@@ -36,7 +37,9 @@ pub struct Jobmanager {
 
 impl Jobmanager {
     /// Checks Redis's layout, starts the job source (checking the nodes), then the lease, the
-    /// found-block reader, the block recorder and the registry heartbeat.
+    /// found-block reader, the block recorder and the registry heartbeat. The reader takes one
+    /// fleet block at a time and waits for the recorder to have written its outcome (which moves
+    /// `P:blocks:cursor`), so a leader that dies mid-submission leaves the block to the next.
     pub fn start(settings: Settings, plane: PlaneSettings) -> Result<Jobmanager, StartError> {
         let keys = Keys::new(&plane.prefix);
         let mut con = connect(&plane.url).map_err(|e| {
@@ -61,6 +64,8 @@ impl Jobmanager {
             crossbeam_channel::bounded::<BlockRecord>(BLOCK_RECORD_QUEUE);
         status.set_block_sink(records_tx);
         let (submit_tx, submit_rx) = crossbeam_channel::bounded(BLOCK_RECORD_QUEUE);
+        // The recorder names each fleet block whose outcome it wrote; the reader waits for it.
+        let (outcomes_tx, outcomes_rx) = crossbeam_channel::bounded::<String>(BLOCK_RECORD_QUEUE);
         threads.push(jobmanager::start_source(
             &settings,
             Arc::clone(&sink) as Arc<dyn JobSink>,
@@ -73,6 +78,7 @@ impl Jobmanager {
             plane.clone(),
             Arc::clone(&leadership),
             submit_tx,
+            outcomes_rx,
             Arc::clone(&stop),
         )?);
         let recorder_plane = plane.clone();
@@ -89,16 +95,30 @@ impl Jobmanager {
                         else {
                             continue;
                         };
-                        // A record waits for Redis a while, then goes to the log only.
-                        for _ in 0..50 {
+                        // A record waits for Redis as long as it takes: for a fleet block it is
+                        // what moves the cursor, and without it the next leader submits again.
+                        loop {
                             match connected(&mut con, &recorder_plane.url)
                                 .map(|c| blocks::record(c, &keys, &record))
                             {
-                                Some(Ok(_)) => break,
-                                _ => {
-                                    con = None;
-                                    std::thread::sleep(std::time::Duration::from_millis(200));
+                                Some(Ok(_)) => {
+                                    if let Some(entry) = &record.entry {
+                                        let _ = outcomes_tx.try_send(entry.clone());
+                                    }
+                                    break;
                                 }
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, hash = %record.hash, "cannot record the block's outcome in Redis yet");
+                                    con = None;
+                                }
+                                None => {}
+                            }
+                            if !crate::plane::pause(
+                                std::time::Duration::from_millis(200),
+                                &recorder_stop,
+                            ) {
+                                tracing::error!(hash = %record.hash, entry = ?record.entry, "stopping before the block's outcome reached Redis: the next leader submits it again");
+                                break;
                             }
                         }
                     }

@@ -118,6 +118,23 @@ impl RegtestNode {
         self.child.id()
     }
 
+    /// Freezes the node (SIGSTOP): its sockets stay open but nothing answers, as when a node hangs.
+    /// Calls to it (`cli` too) wait until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGSTOP);
+        }
+    }
+
+    /// Thaws a frozen node (SIGCONT).
+    pub fn thaw(&self) {
+        // SAFETY: signalling our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGCONT);
+        }
+    }
+
     /// Runs `bitcoin-cli` against this node with the RPC method and its arguments, e.g.
     /// `["getblock", &hash, "0"]`. Output that is JSON is parsed; other output (a bare hash, an
     /// address, `submitblock`'s rejection reason) is a `Value::String` of the trimmed text, and no

@@ -2,18 +2,26 @@
 //! `P:blocks:found`; the leading jobmanager reads that stream from `P:blocks:cursor`, submits each
 //! block to every node, and appends the block with every node's answer to `P:blocks`.
 //!
-//! An engine keeps a block it could not hand over (Redis away) and tries again until it can: a
-//! block is worth far more than the rest of the traffic. A standby taking over reads on from the
-//! cursor its predecessor left, so a block is submitted at least once; a second submission is
-//! harmless (the nodes answer `duplicate`).
+//! A block is worth far more than the rest of the traffic, so every step is at least once:
+//! - an engine writes each found block to its held-blocks file (fsynced) before it hands it to
+//!   Redis, and takes it out of the file only once `XADD` answered; while Redis is away the file
+//!   holds it, so an engine that dies (or stops) with Redis away sends it at its next start;
+//! - the leader takes one entry at a time and moves the cursor past it only in the same script that
+//!   records the block's outcome in `P:blocks`, and only forwards (set if greater), so a leader
+//!   that dies before the outcome is known leaves the entry for the next one, which resubmits it
+//!   (the nodes answer `duplicate` to a block they have: harmless).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::{Deserialize, Serialize};
 
 use crate::hex;
 use crate::plane::keys::BLOCK_STREAM_MAXLEN;
@@ -22,12 +30,242 @@ use crate::plane::{connected, pause, Keys, PlaneSettings};
 use crate::server::jobmanager::{BlockRecord, CandidateBlock};
 use crate::session::BlockFound;
 
-/// How long a stopping engine keeps trying to hand over the blocks it holds.
+/// How long a stopping engine keeps trying to hand over the blocks it holds (they stay in the
+/// held-blocks file after it, for the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Blocks an engine holds while Redis is away, beyond which the oldest is logged in full and
-/// dropped (each is logged with its hex when found, so an operator can still submit it by hand).
+/// Blocks an engine holds while Redis is away (in memory and in its held-blocks file), beyond
+/// which the oldest is logged in full and dropped: the oldest is the likeliest to be stale, and
+/// each was logged with its hex when it was held, so an operator can still submit it by hand.
 pub const MAX_HELD_BLOCKS: usize = 1024;
+
+/// How long the leader waits for the outcome of a block it took before it reads the entry again
+/// (and so submits it again): far longer than every node's tries take (`jobs.submit_attempts`
+/// times `jobs.rpc_timeout_secs`), so it only fires if the outcome was lost.
+pub const OUTCOME_WAIT: Duration = Duration::from_secs(120);
+
+/// The held-blocks file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HeldBlocksError {
+    #[error("blocks.held_path {path}: {source} (set blocks.held_path to a writable file)")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("blocks.held_path {path}: another running engine holds this file; give each engine its own blocks.held_path")]
+    InUse { path: String },
+}
+
+/// One line of the held-blocks file.
+#[derive(Debug, Serialize, Deserialize)]
+struct HeldLine {
+    hash: String,
+    height: u64,
+    worker: String,
+    block: String,
+}
+
+impl HeldLine {
+    fn of(block: &CandidateBlock) -> HeldLine {
+        HeldLine {
+            hash: block.hash.clone(),
+            height: block.height,
+            worker: block.worker.clone(),
+            block: hex::encode(&block.raw),
+        }
+    }
+
+    fn into_block(self) -> Option<CandidateBlock> {
+        Some(CandidateBlock {
+            raw: hex::decode_vec(&self.block).ok()?,
+            hash: self.hash,
+            height: self.height,
+            worker: self.worker,
+            entry: None,
+        })
+    }
+}
+
+/// The blocks an engine has not yet handed to Redis, oldest first, mirrored in a file: one JSON
+/// line per block, appended and fsynced as each is held, rewritten whole (temporary file, fsync,
+/// rename) when one leaves. A lock file beside it keeps a second engine off it.
+pub struct HeldBlocks {
+    path: PathBuf,
+    blocks: VecDeque<CandidateBlock>,
+    cap: usize,
+    file: Option<File>,
+    /// Held open for the lock (`flock` goes with the descriptor).
+    _lock: File,
+}
+
+impl HeldBlocks {
+    /// Opens (or creates) the file at `path` and reads the blocks an earlier run left in it. A torn
+    /// last line (a crash while appending) is cut off and logged; an unreadable line is logged in
+    /// full and dropped; past `cap`, the oldest are logged and dropped.
+    pub fn open(path: &Path, cap: usize) -> Result<HeldBlocks, HeldBlocksError> {
+        let io = |source| HeldBlocksError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let lock = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(lock_path(path))
+            .map_err(io)?;
+        // SAFETY: flock on a descriptor we own; non-blocking, so it cannot hang.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            return Err(HeldBlocksError::InUse {
+                path: path.display().to_string(),
+            });
+        }
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(e)),
+        };
+        let mut blocks = VecDeque::new();
+        let mut rewrite = false;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if complete < bytes.len() {
+            tracing::error!(path = %path.display(), torn = %String::from_utf8_lossy(&bytes[complete..]), "the held-blocks file ends in a torn line (a crash while writing it): cut off");
+            rewrite = true;
+        }
+        for line in bytes[..complete].split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<HeldLine>(line)
+                .ok()
+                .and_then(HeldLine::into_block)
+            {
+                Some(block) => blocks.push_back(block),
+                None => {
+                    tracing::error!(path = %path.display(), line = %String::from_utf8_lossy(line), "an unreadable line in the held-blocks file: dropped");
+                    rewrite = true;
+                }
+            }
+        }
+        while blocks.len() > cap {
+            let dropped = blocks.pop_front().expect("over the cap");
+            tracing::error!(hash = %dropped.hash, block = %hex::encode(&dropped.raw), "more held blocks than MAX_HELD_BLOCKS: dropped this one (submit it by hand)");
+            rewrite = true;
+        }
+        let mut held = HeldBlocks {
+            path: path.to_owned(),
+            blocks,
+            cap,
+            file: None,
+            _lock: lock,
+        };
+        if rewrite {
+            held.rewrite().map_err(io)?;
+        }
+        held.append_handle().map_err(io)?;
+        Ok(held)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    pub fn front(&self) -> Option<&CandidateBlock> {
+        self.blocks.front()
+    }
+
+    fn append_handle(&mut self) -> std::io::Result<&mut File> {
+        if self.file.is_none() {
+            self.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
+        }
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+
+    /// Holds `block` at the back, in memory and (fsynced) in the file; at the cap, the oldest
+    /// goes first and is returned. A file that cannot be written is an error for the caller to
+    /// log: the block is still held in memory.
+    pub fn hold(&mut self, block: CandidateBlock) -> (Option<CandidateBlock>, std::io::Result<()>) {
+        let mut line = serde_json::to_vec(&HeldLine::of(&block)).expect("a block serializes");
+        line.push(b'\n');
+        let dropped = (self.blocks.len() >= self.cap)
+            .then(|| self.blocks.pop_front())
+            .flatten();
+        self.blocks.push_back(block);
+        let written = if dropped.is_some() {
+            self.rewrite()
+        } else {
+            self.append_handle()
+                .and_then(|f| f.write_all(&line).and_then(|()| f.sync_data()))
+        };
+        if written.is_err() {
+            // A half-written append must not stay in the file: put back what is held.
+            let _ = self.rewrite();
+        }
+        (dropped, written)
+    }
+
+    /// Drops the oldest block with this hash (it reached Redis) and rewrites the file with the
+    /// rest; nothing to do if it is gone already (dropped at the cap meanwhile).
+    pub fn release(&mut self, hash: &str) -> std::io::Result<()> {
+        match self.blocks.iter().position(|b| b.hash == hash) {
+            Some(i) => {
+                self.blocks.remove(i);
+                self.rewrite()
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces the file atomically with what is held now.
+    fn rewrite(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        let mut tmp_name = self.path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = PathBuf::from(tmp_name);
+        let mut file = File::create(&tmp)?;
+        for block in &self.blocks {
+            let mut line = serde_json::to_vec(&HeldLine::of(block)).expect("a block serializes");
+            line.push(b'\n');
+            file.write_all(&line)?;
+        }
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &self.path)?;
+        // The rename itself must survive a crash too.
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        self.append_handle()?;
+        Ok(())
+    }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
 
 fn xadd_found(
     con: &mut redis::Connection,
@@ -54,70 +292,159 @@ fn xadd_found(
         .query(con)
 }
 
-/// The engine side: assembles each found block off the cores and appends it to `P:blocks:found`.
+/// The engine side: assembles each found block off the cores, passes it at once to `direct` (the
+/// engine's own submitter, when it has nodes) and to the held-blocks file at `held_path`; a second
+/// thread hands the held blocks to Redis (`P:blocks:found`), oldest first, blocks an earlier run
+/// left there included. Two threads, so that a hung Redis delays neither the nodes nor the file.
 pub fn spawn_forwarder(
     settings: PlaneSettings,
+    held_path: &Path,
     blocks: Receiver<Box<BlockFound>>,
-) -> std::io::Result<JoinHandle<()>> {
+    direct: Option<Sender<CandidateBlock>>,
+) -> Result<JoinHandle<()>, HeldBlocksError> {
+    let held = HeldBlocks::open(held_path, MAX_HELD_BLOCKS)?;
+    if !held.is_empty() {
+        tracing::warn!(blocks = held.len(), path = %held.path().display(), "blocks held by an earlier run: handing them to Redis");
+    }
+    let spawn_error = |source| HeldBlocksError::Io {
+        path: held_path.display().to_string(),
+        source,
+    };
+    let state = Arc::new(Mutex::new(Held {
+        blocks: held,
+        announced: HashSet::new(),
+        away: false,
+    }));
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    // What an earlier run left goes at once.
+    let _ = wake_tx.try_send(());
+    let handover = {
+        let state = Arc::clone(&state);
+        std::thread::Builder::new()
+            .name("sluice-plane-handover".into())
+            .spawn(move || hand_over(settings, state, wake_rx))
+            .map_err(spawn_error)?
+    };
     std::thread::Builder::new()
         .name("sluice-plane-blocks".into())
         .spawn(move || {
-            let keys = Keys::new(&settings.prefix);
-            let mut held: VecDeque<CandidateBlock> = VecDeque::new();
-            let mut con = None;
-            // Set once the cores are gone (shutdown): held blocks get a last while, then the log.
-            let mut giving_up_at: Option<std::time::Instant> = None;
-            loop {
-                if giving_up_at.is_some_and(|t| std::time::Instant::now() >= t) {
-                    for block in held.drain(..) {
-                        tracing::error!(hash = %block.hash, block = %hex::encode(&block.raw), "shutting down with Redis away: this block never reached the jobmanager (submit it by hand)");
+            for found in blocks {
+                let block = CandidateBlock::assemble(&found);
+                tracing::info!(hash = %block.hash, height = block.height, "block found; handing it to the jobmanager through Redis");
+                if let Some(direct) = &direct {
+                    if direct.try_send(block.clone()).is_err() {
+                        tracing::error!(hash = %block.hash, "the engine's own submitter is not taking blocks: this one goes through Redis only");
+                    }
+                }
+                let mut held = lock(&state);
+                let (hash, height, hex) = (block.hash.clone(), block.height, hex::encode(&block.raw));
+                let (dropped, written) = held.blocks.hold(block);
+                if let Some(dropped) = dropped {
+                    held.announced.remove(&dropped.hash);
+                    tracing::error!(hash = %dropped.hash, block = %hex::encode(&dropped.raw), "too many blocks held while Redis is away (MAX_HELD_BLOCKS): dropped this one (submit it by hand)");
+                }
+                if let Err(e) = written {
+                    tracing::error!(error = %e, path = %held.blocks.path().display(), %hash, block = %hex, "cannot write the held-blocks file: this block is held in memory only");
+                }
+                if held.away {
+                    tracing::error!(%hash, height, block = %hex, path = %held.blocks.path().display(), "Redis is away: block held in the held-blocks file until it answers (or submit it by hand)");
+                    held.announced.insert(hash);
+                }
+                drop(held);
+                let _ = wake_tx.try_send(());
+            }
+            // The cores are gone: the hand-over gets its last while, then ends.
+            drop(wake_tx);
+            let _ = handover.join();
+        })
+        .map_err(spawn_error)
+}
+
+/// What the two forwarder threads share.
+struct Held {
+    blocks: HeldBlocks,
+    /// Blocks already logged in full as held (each is logged once).
+    announced: HashSet<String>,
+    /// The last hand-over failed.
+    away: bool,
+}
+
+fn lock(state: &Mutex<Held>) -> std::sync::MutexGuard<'_, Held> {
+    // A panic on the other thread must not cost the blocks held here.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hands the held blocks to Redis, oldest first, whenever woken and every half second while any
+/// is held; once the intake is gone, for [`SHUTDOWN_GRACE`] more.
+fn hand_over(settings: PlaneSettings, state: Arc<Mutex<Held>>, wake: Receiver<()>) {
+    let keys = Keys::new(&settings.prefix);
+    let mut con = None;
+    let mut giving_up_at: Option<Instant> = None;
+    loop {
+        match wake.recv_timeout(Duration::from_millis(500)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if lock(&state).blocks.is_empty() {
+                    return;
+                }
+                let t = *giving_up_at.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
+                if Instant::now() >= t {
+                    let held = lock(&state);
+                    for block in &held.blocks.blocks {
+                        tracing::error!(hash = %block.hash, block = %hex::encode(&block.raw), path = %held.blocks.path().display(), "shutting down with Redis away: this block stays in the held-blocks file for the next start (or submit it by hand)");
                     }
                     return;
                 }
-                match blocks.recv_timeout(Duration::from_millis(500)) {
-                    Ok(found) => {
-                        let block = CandidateBlock::assemble(&found);
-                        tracing::info!(hash = %block.hash, height = block.height, "block found; handing it to the jobmanager through Redis");
-                        if held.len() == MAX_HELD_BLOCKS {
-                            let dropped = held.pop_front().expect("full");
-                            tracing::error!(hash = %dropped.hash, block = %hex::encode(&dropped.raw), "too many blocks held while Redis is away: dropped this one (submit it by hand)");
-                        }
-                        held.push_back(block);
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) if held.is_empty() => return,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        giving_up_at.get_or_insert_with(|| {
-                            std::time::Instant::now() + SHUTDOWN_GRACE
-                        });
-                        std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        loop {
+            // Not locked while Redis is asked: the intake must never wait for Redis.
+            let Some(block) = lock(&state).blocks.front().cloned() else {
+                lock(&state).away = false;
+                break;
+            };
+            let sent = match connected(&mut con, &settings.url) {
+                Some(c) => xadd_found(c, &keys, &settings.id, &block).map_err(|e| e.to_string()),
+                None => Err("cannot connect".to_owned()),
+            };
+            let mut held = lock(&state);
+            match sent {
+                Ok(_) => {
+                    tracing::info!(hash = %block.hash, "block handed to Redis");
+                    held.away = false;
+                    held.announced.remove(&block.hash);
+                    if let Err(e) = held.blocks.release(&block.hash) {
+                        tracing::error!(error = %e, path = %held.blocks.path().display(), "cannot rewrite the held-blocks file: the next start hands its blocks over again (harmless)");
                     }
                 }
-                while let Some(block) = held.front() {
-                    let Some(c) = connected(&mut con, &settings.url) else {
-                        break;
-                    };
-                    match xadd_found(c, &keys, &settings.id, block) {
-                        Ok(_) => {
-                            held.pop_front();
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, hash = %block.hash, "cannot hand the block to Redis yet");
-                            con = None;
-                            break;
+                Err(e) => {
+                    tracing::warn!(error = %e, hash = %block.hash, "cannot hand the block to Redis yet");
+                    con = None;
+                    held.away = true;
+                    let Held {
+                        blocks, announced, ..
+                    } = &mut *held;
+                    for b in &blocks.blocks {
+                        if announced.insert(b.hash.clone()) {
+                            tracing::error!(hash = %b.hash, height = b.height, block = %hex::encode(&b.raw), path = %blocks.path().display(), "Redis is away: block held in the held-blocks file until it answers (or submit it by hand)");
                         }
                     }
+                    break;
                 }
             }
-        })
+        }
+    }
 }
 
-/// The jobmanager side: while this process leads, reads `P:blocks:found` on from the cursor and
-/// passes each block to the submitter.
+/// The jobmanager side: while this process leads, takes one entry of `P:blocks:found` at a time
+/// from the cursor, passes it to the submitter, and waits for `outcomes` to name it (the recorder
+/// has written it to `P:blocks` and moved the cursor past it) before it takes the next.
 pub fn spawn_reader(
     settings: PlaneSettings,
     leadership: Arc<Leadership>,
     submit: Sender<CandidateBlock>,
+    outcomes: Receiver<String>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -134,29 +461,66 @@ pub fn spawn_reader(
                     pause(Duration::from_millis(200), &stop);
                     continue;
                 };
-                if let Err(e) = read_batch(c, &keys, &submit) {
-                    tracing::warn!(error = %e, "cannot read found blocks from Redis");
-                    con = None;
+                match take_one(c, &keys, &submit) {
+                    Ok(Some((id, hash))) => wait_for_outcome(&id, &hash, &outcomes, &stop),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read found blocks from Redis");
+                        con = None;
+                    }
                 }
             }
         })
 }
 
+fn wait_for_outcome(id: &str, hash: &str, outcomes: &Receiver<String>, stop: &AtomicBool) {
+    let deadline = Instant::now() + OUTCOME_WAIT;
+    while !stop.load(Ordering::Relaxed) {
+        match outcomes.recv_timeout(Duration::from_millis(100)) {
+            // An older entry's outcome (one taken again after OUTCOME_WAIT) is not this one's.
+            Ok(done) if done == id => return,
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(%id, %hash, "no outcome recorded for this block within OUTCOME_WAIT: taking it again");
+            return;
+        }
+    }
+}
+
 type StreamReply = Option<Vec<(String, Vec<(String, Vec<(String, Vec<u8>)>)>)>>;
 
-fn read_batch(
+/// A stream entry id, `MS-SEQ`.
+fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Reads the entry after the cursor; a valid block goes to the submitter (its id and hash are
+/// returned), an invalid one is logged and the cursor moved past it.
+fn take_one(
     con: &mut redis::Connection,
     keys: &Keys,
     submit: &Sender<CandidateBlock>,
-) -> Result<(), String> {
+) -> Result<Option<(String, String)>, String> {
     let cursor: Option<String> = redis::cmd("GET")
         .arg(keys.blocks_cursor())
         .query(con)
         .map_err(|e| e.to_string())?;
-    let cursor = cursor.unwrap_or_else(|| "0-0".to_owned());
+    let cursor = match cursor {
+        None => "0-0".to_owned(),
+        Some(c) if parse_stream_id(&c).is_some() => c,
+        Some(c) => {
+            // At least once: reading from the start resubmits old blocks (harmless), skipping
+            // could lose one.
+            tracing::error!(cursor = %c, "P:blocks:cursor is not a stream id: reading found blocks from the start");
+            "0-0".to_owned()
+        }
+    };
     let reply: StreamReply = redis::cmd("XREAD")
         .arg("COUNT")
-        .arg(16)
+        .arg(1)
         .arg("BLOCK")
         .arg(200)
         .arg("STREAMS")
@@ -164,42 +528,98 @@ fn read_batch(
         .arg(&cursor)
         .query(con)
         .map_err(|e| e.to_string())?;
-    for (_, entries) in reply.unwrap_or_default() {
-        for (id, fields) in entries {
-            let field = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_slice())
-                    .unwrap_or_default()
+    let Some((id, fields)) = reply
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|(_, entries)| entries)
+        .next()
+    else {
+        return Ok(None);
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default()
+    };
+    let text = |name: &str| String::from_utf8_lossy(field(name)).into_owned();
+    match hex::decode_vec(&text("block")) {
+        Ok(raw) if !raw.is_empty() => {
+            let block = CandidateBlock {
+                hash: text("hash"),
+                height: text("height").parse().unwrap_or(0),
+                worker: text("worker"),
+                raw,
+                entry: Some(id.clone()),
             };
-            let text = |name: &str| String::from_utf8_lossy(field(name)).into_owned();
-            match hex::decode_vec(&text("block")) {
-                Ok(raw) => {
-                    let block = CandidateBlock {
-                        hash: text("hash"),
-                        height: text("height").parse().unwrap_or(0),
-                        worker: text("worker"),
-                        raw,
-                    };
-                    tracing::info!(hash = %block.hash, engine = %text("engine"), "found block from the fleet");
-                    if submit.send(block).is_err() {
-                        return Err("the submitter stopped".into());
-                    }
-                }
-                Err(_) => tracing::error!(%id, "a found-block entry without valid hex: skipped"),
+            tracing::info!(hash = %block.hash, engine = %text("engine"), entry = %id, "took a found block from the fleet; submitting it");
+            let hash = block.hash.clone();
+            if submit.send(block).is_err() {
+                return Err("the submitter stopped".into());
             }
-            redis::cmd("SET")
-                .arg(keys.blocks_cursor())
-                .arg(&id)
-                .query::<()>(con)
-                .map_err(|e| e.to_string())?;
+            Ok(Some((id, hash)))
+        }
+        _ => {
+            tracing::error!(%id, "a found-block entry without valid hex: skipped");
+            advance_cursor(con, keys, &id).map_err(|e| e.to_string())?;
+            Ok(None)
         }
     }
-    Ok(())
 }
 
-/// Appends a submitted block with every node's answer to `P:blocks`.
+/// Lua: `greater(a, b)` for two stream ids (an id that does not parse is below every other, so a
+/// garbled cursor is replaced).
+macro_rules! greater_lua {
+    () => {
+        r#"
+local function parse(id)
+  if not id then return nil end
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then return nil end
+  return tonumber(ms), tonumber(seq)
+end
+local function advance(key, id)
+  local nm, ns = parse(id)
+  if not nm then return 0 end
+  local cm, cs = parse(redis.call('GET', key))
+  if cm and (cm > nm or (cm == nm and cs >= ns)) then return 0 end
+  redis.call('SET', key, id)
+  return 1
+end
+"#
+    };
+}
+
+/// KEYS[1] the cursor; ARGV[1] the entry id. 1 if the cursor moved.
+const ADVANCE: &str = concat!(greater_lua!(), "return advance(KEYS[1], ARGV[1])\n");
+
+/// KEYS[1] `P:blocks`, KEYS[2] the cursor; ARGV[1] MAXLEN, ARGV[2] the entry id or '', then the
+/// record's fields and values. The record and the cursor move together or not at all.
+const RECORD: &str = concat!(
+    greater_lua!(),
+    r#"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+if ARGV[2] ~= '' then advance(KEYS[2], ARGV[2]) end
+return id
+"#
+);
+
+/// Moves `P:blocks:cursor` to `id` if that is past it (never backwards); true if it moved.
+pub fn advance_cursor(
+    con: &mut redis::Connection,
+    keys: &Keys,
+    id: &str,
+) -> redis::RedisResult<bool> {
+    let moved: i64 = redis::Script::new(ADVANCE)
+        .key(keys.blocks_cursor())
+        .arg(id)
+        .invoke(con)?;
+    Ok(moved == 1)
+}
+
+/// Appends a submitted block with every node's answer to `P:blocks` and, for a block read from
+/// `P:blocks:found`, moves the cursor past its entry in the same script (never backwards).
 pub fn record(
     con: &mut redis::Connection,
     keys: &Keys,
@@ -212,12 +632,11 @@ pub fn record(
             |(node, r)| serde_json::json!({"node": node, "result": r.kind(), "reason": r.reason()}),
         )
         .collect();
-    redis::cmd("XADD")
-        .arg(keys.blocks())
-        .arg("MAXLEN")
-        .arg("~")
+    redis::Script::new(RECORD)
+        .key(keys.blocks())
+        .key(keys.blocks_cursor())
         .arg(BLOCK_STREAM_MAXLEN)
-        .arg("*")
+        .arg(record.entry.as_deref().unwrap_or(""))
         .arg("hash")
         .arg(&record.hash)
         .arg("height")
@@ -230,5 +649,106 @@ pub fn record(
         .arg(record.found_ms)
         .arg("results")
         .arg(serde_json::Value::Array(results).to_string())
-        .query(con)
+        .invoke(con)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-held-{tag}-{}-{}",
+            std::process::id(),
+            crate::server::now_ms()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("held.blocks")
+    }
+
+    fn remove(path: &Path) {
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    fn block(n: u64) -> CandidateBlock {
+        CandidateBlock {
+            hash: format!("{n:064x}"),
+            height: n,
+            worker: "w".into(),
+            raw: n.to_le_bytes().to_vec(),
+            entry: None,
+        }
+    }
+
+    #[test]
+    fn held_blocks_survive_a_reopen_and_leave_once_released() {
+        let path = temp_path("reopen");
+        let mut held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        for n in 0..3 {
+            assert!(held.hold(block(n)).1.is_ok());
+        }
+        held.release(&block(0).hash).unwrap();
+        drop(held);
+        let held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        let heights: Vec<_> = held.blocks.iter().map(|b| b.height).collect();
+        assert_eq!(heights, [1, 2]);
+        assert_eq!(held.front(), Some(&block(1)));
+        remove(&path);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_and_the_rest_kept() {
+        let path = temp_path("torn");
+        let mut held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        held.hold(block(7)).1.unwrap();
+        drop(held);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"hash\":\"00ab").unwrap();
+        drop(file);
+        let held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held.front(), Some(&block(7)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with('\n') && !text.contains("00ab\""), "{text}");
+        assert_eq!(text.lines().count(), 1);
+        remove(&path);
+    }
+
+    #[test]
+    fn held_blocks_limit_at_its_edge() {
+        let path = temp_path("bound");
+        let mut held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        for n in 0..MAX_HELD_BLOCKS as u64 {
+            let (dropped, written) = held.hold(block(n));
+            assert!(dropped.is_none(), "nothing dropped up to the limit");
+            written.unwrap();
+        }
+        assert_eq!(held.len(), MAX_HELD_BLOCKS);
+        let (dropped, written) = held.hold(block(MAX_HELD_BLOCKS as u64));
+        written.unwrap();
+        assert_eq!(
+            dropped,
+            Some(block(0)),
+            "one past the limit drops the oldest"
+        );
+        drop(held);
+        let held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        assert_eq!(held.len(), MAX_HELD_BLOCKS);
+        assert_eq!(held.front(), Some(&block(1)));
+        remove(&path);
+    }
+
+    #[test]
+    fn a_second_engine_on_the_same_file_is_refused() {
+        let path = temp_path("lock");
+        let _first = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        let second = HeldBlocks::open(&path, MAX_HELD_BLOCKS);
+        assert!(matches!(second, Err(HeldBlocksError::InUse { .. })));
+        assert!(second
+            .err()
+            .unwrap()
+            .to_string()
+            .starts_with("blocks.held_path"));
+        remove(&path);
+    }
 }

@@ -13,7 +13,7 @@
 //! | `P:job:latest` | string | the last job message (binary, `wire`: epoch, token, sequence, job, HMAC-SHA256 tag under the fleet key) | TTL 1 h, rewritten per job |
 //! | `P:jobs` | pub/sub channel | every job message as published (signed, as above) | not stored |
 //! | `P:blocks:found` | stream | blocks found by engines, for the leader to submit | MAXLEN ~ 10,000 |
-//! | `P:blocks:cursor` | string | the last `blocks:found` entry a leader took | one value |
+//! | `P:blocks:cursor` | string | the last `blocks:found` entry whose outcome is in `P:blocks`; moved with the record, only forward | one value |
 //! | `P:blocks` | stream | each found block with every node's answer | MAXLEN ~ 10,000 |
 //! | `P:slot:N` | string | the engine holding slot N, the first byte of its extranonce1 values | TTL (`service_ttl`) |
 //! | `P:session:ID` | hash | a session to resume: extranonce1, difficulty, version_mask, workers, engine, updated_ms | TTL (`session_ttl`) |

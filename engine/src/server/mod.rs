@@ -260,6 +260,49 @@ impl Engine {
                             .into(),
                     ));
                 }
+                // First, so a held-blocks file that cannot be used stops the start before
+                // anything else runs. With nodes of its own, the engine submits each block itself
+                // too, at once: the path through Redis and the leader then adds a second try.
+                let direct = if settings.nodes.is_empty() {
+                    None
+                } else {
+                    let (direct_tx, direct_rx) = crossbeam_channel::bounded(BLOCK_QUEUE);
+                    let policy = jobmanager::submit::SubmitPolicy {
+                        attempts: settings.node_policy.submit_attempts,
+                        first_backoff: std::time::Duration::from_millis(250),
+                        rpc_timeout: settings.node_policy.rpc_timeout,
+                    };
+                    let (nodes, status, metrics) = (
+                        settings.nodes.clone(),
+                        Arc::clone(&source_status),
+                        Arc::clone(&metrics),
+                    );
+                    background.push(
+                        std::thread::Builder::new()
+                            .name("sluice-submit".into())
+                            .spawn(move || {
+                                // Nobody here waits for "submitted": jobs come through Redis.
+                                let (after, _) = crossbeam_channel::bounded(1);
+                                jobmanager::submit::run_submitter(
+                                    nodes, policy, direct_rx, status, metrics, after,
+                                )
+                            })?,
+                    );
+                    tracing::info!(
+                        nodes = settings.nodes.len(),
+                        "found blocks go to the configured nodes directly as well as through Redis"
+                    );
+                    Some(direct_tx)
+                };
+                background.push(
+                    crate::plane::blocks::spawn_forwarder(
+                        plane.clone(),
+                        &settings.held_blocks_path,
+                        blocks_rx,
+                        direct,
+                    )
+                    .map_err(|e| StartError::Plane(e.to_string()))?,
+                );
                 let (lease, keeper) =
                     crate::plane::sessions::lease_slot(plane).map_err(StartError::Plane)?;
                 tracing::info!(
@@ -308,10 +351,6 @@ impl Engine {
                     )
                     .map_err(StartError::Plane)?,
                 );
-                background.push(crate::plane::blocks::spawn_forwarder(
-                    plane.clone(),
-                    blocks_rx,
-                )?);
             }
         }
 

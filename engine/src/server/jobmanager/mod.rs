@@ -38,6 +38,9 @@ pub struct CandidateBlock {
     pub worker: String,
     /// The serialized block, as `submitblock` takes it (before hex).
     pub raw: Vec<u8>,
+    /// The `P:blocks:found` entry it was read from (the jobmanager role): the cursor moves past it
+    /// only once the block's outcome is recorded. `None` for a block found by this process.
+    pub entry: Option<String>,
 }
 
 impl CandidateBlock {
@@ -47,6 +50,7 @@ impl CandidateBlock {
             height: found.job.height,
             worker: found.worker.to_string(),
             raw: found.assemble(),
+            entry: None,
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct BlockRecord {
     pub found_ms: u64,
     /// One entry per node: its name and its answer.
     pub results: Vec<(String, SubmitResult)>,
+    /// The `P:blocks:found` entry of the block, carried from its [`CandidateBlock`].
+    pub entry: Option<String>,
 }
 
 impl BlockRecord {
@@ -221,6 +227,7 @@ mod tests {
                 worker: "w".into(),
                 found_ms: 0,
                 results: vec![("n".into(), SubmitResult::Accepted)],
+                entry: None,
             });
         }
         let blocks = status.recent_blocks();

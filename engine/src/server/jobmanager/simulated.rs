@@ -92,6 +92,7 @@ impl SimulatedJobManager {
                                 Err(reason) => SubmitResult::Rejected(reason.to_string()),
                             },
                         )],
+                        entry: block.entry.clone(),
                     });
                     match outcome {
                         Ok(accepted) => {

@@ -2,7 +2,9 @@
 //! block reaches the network through whichever node is best connected; a node that does not answer
 //! is asked again, and each node's final answer is recorded.
 //!
-//! The submitter has a thread of its own so a slow node never holds up template fetching.
+//! The submitter has a thread of its own so a slow node never holds up template fetching. A
+//! `sluice stratum` with `[[nodes]]` runs one too, fed by its block forwarder, so its blocks reach
+//! the nodes without waiting for Redis or the leader.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -94,6 +96,7 @@ pub fn run_submitter(
                 .map(|n| n.settings.name())
                 .zip(results)
                 .collect(),
+            entry: block.entry,
         };
         for (node, result) in &record.results {
             match result {
