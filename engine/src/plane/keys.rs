@@ -15,8 +15,8 @@
 //! | `P:blocks:found` | stream | blocks found by engines, for the leader to submit | MAXLEN ~ 10,000 |
 //! | `P:blocks:cursor` | string | the last `blocks:found` entry whose outcome is in `P:blocks`; moved with the record, only forward | one value |
 //! | `P:blocks` | stream | each found block with every node's answer | MAXLEN ~ 10,000 |
-//! | `P:slot:N` | string | the engine holding slot N, the first byte of its extranonce1 values | TTL (`service_ttl`) |
-//! | `P:session:ID` | hash | a session to resume: extranonce1, difficulty, version_mask, workers, engine, updated_ms | TTL (`session_ttl`) |
+//! | `P:slot:N` | string | slot N, the first byte of an engine's extranonce1 values: `ID|RUN` of its holder, `released:ID|RUN` after a clean stop, `pinned` while another engine hosts its sessions | TTL max(`session_ttl`, `service_ttl`), renewed |
+//! | `P:session:ID` | hash | a session (ID: 16 hex digits, random): extranonce1, difficulty, version_mask, workers, engine, updated_ms, holder, holder_slot, conn, released, shares (hex duplicate sets while released, ≤ `MAX_SAVED_SHARES`) | TTL (`session_ttl`) |
 //! | `P:sessions` | sorted set | session id → expiry (ms) | pruned on every save |
 //! | `P:shares` | stream | one entry per share verdict (`sharelog::FIELDS`) | MAXLEN ~ `share_log.stream_maxlen` |
 //! | `P:shares:hwm:ENGINE:EPOCH` | string | the last share batch written by one run of an engine | TTL 7 days |
