@@ -433,7 +433,12 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
                         );
                     }
                 }
-                Event::Refused(reason) => metrics.reject(reason),
+                Event::Refused(reason) => {
+                    metrics.reject(reason);
+                    if let Ok(mut h) = metrics.submit_latency_ns.lock() {
+                        let _ = h.record(started.elapsed().as_nanos().max(1) as u64);
+                    }
+                }
                 Event::Save => save = true,
                 Event::Difficulty(_) => {}
             }
