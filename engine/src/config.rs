@@ -323,6 +323,8 @@ pub struct ShareLogSection {
     pub spool_path: String,
     /// The spool's bound; past it, batches are dropped and counted.
     pub max_spool_bytes: u64,
+    /// Named workers per minute's rollup hash, fleet-wide; the rest are summed under one name.
+    pub max_rollup_workers: usize,
 }
 
 impl Default for ShareLogSection {
@@ -333,6 +335,7 @@ impl Default for ShareLogSection {
             stream_maxlen: 1_000_000,
             spool_path: "sluice-shares.spool".into(),
             max_spool_bytes: 1 << 30,
+            max_rollup_workers: crate::plane::sharelog::DEFAULT_MAX_ROLLUP_WORKERS,
         }
     }
 }
@@ -346,6 +349,7 @@ impl FileConfig {
             ("share_log.batch_interval_ms", l.batch_interval_ms),
             ("share_log.stream_maxlen", l.stream_maxlen as u64),
             ("share_log.max_spool_bytes", l.max_spool_bytes),
+            ("share_log.max_rollup_workers", l.max_rollup_workers as u64),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -360,6 +364,7 @@ impl FileConfig {
             stream_maxlen: l.stream_maxlen,
             spool_path: l.spool_path.clone().into(),
             max_spool_bytes: l.max_spool_bytes,
+            max_rollup_workers: l.max_rollup_workers,
         })
     }
 
