@@ -857,6 +857,27 @@ mod tests {
         let example = include_str!("../../sluice.example.toml");
         let parsed = FileConfig::from_toml(example).unwrap();
         parsed.settings().unwrap();
+        assert_eq!(
+            parsed.share_log().unwrap(),
+            FileConfig::default().share_log().unwrap(),
+            "the example shows the share log's defaults"
+        );
+    }
+
+    #[test]
+    fn the_rollup_cap_is_named_when_refused() {
+        let log = |toml: &str| FileConfig::from_toml(toml).unwrap().share_log();
+        assert_eq!(
+            log("[share_log]\nmax_rollup_workers = 1\n")
+                .unwrap()
+                .max_rollup_workers,
+            1
+        );
+        let err = log("[share_log]\nmax_rollup_workers = 0\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("share_log.max_rollup_workers:"),
+            "{err}"
+        );
     }
 
     #[test]
