@@ -131,6 +131,7 @@ fn share_log_throughput(records: usize, batch_size: usize) {
         stream_maxlen: 10_000_000,
         spool_path: dir.path().join("spool"),
         max_spool_bytes: 1 << 30,
+        max_rollup_workers: sluice::plane::sharelog::DEFAULT_MAX_ROLLUP_WORKERS,
     };
     let stats = Arc::new(ShareLogStats::default());
     let stop = Arc::new(AtomicBool::new(false));

@@ -17,6 +17,13 @@ pub const SHARE_FIELDS: [&str; 15] = [
     "session", "client", "agent", "block", "hash",
 ];
 
+/// The rollup name under which a minute's workers past the share log's cap are summed
+/// (`engine/src/plane/sharelog.rs`): it holds a space, which no worker name can.
+pub const OTHER_WORKERS: &str = "~ other";
+
+/// The rollup hash's count of its named workers: a field without a `|`, not a worker.
+pub const ROLLUP_WORKER_COUNT: &str = "~workers";
+
 /// The key names under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -114,6 +121,11 @@ mod tests {
     fn the_layout_is_the_engines() {
         assert_eq!(LAYOUT_VERSION, sluice::plane::LAYOUT_VERSION);
         assert_eq!(SHARE_FIELDS, sluice::plane::sharelog::FIELDS);
+        assert_eq!(OTHER_WORKERS, sluice::plane::sharelog::OTHER_WORKERS);
+        assert_eq!(
+            ROLLUP_WORKER_COUNT,
+            sluice::plane::sharelog::ROLLUP_WORKER_COUNT
+        );
         let ours = Keys::new("pool");
         let theirs = sluice::plane::Keys::new("pool");
         assert_eq!(ours.layout(), theirs.layout());

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{
-    claim_layout, log_shares, record_block, redis_now_ms, sluicectl, sluicectl_command,
-    RedisServer, Share,
+    claim_layout, log_shares, record_block, redis_now_ms, register_service, sluicectl,
+    sluicectl_command, RedisServer, Share,
 };
 
 const PREFIX: &str = "pool3";
@@ -409,4 +409,90 @@ fn stats_sums_the_rollups_of_the_window_and_counts_rejects_by_reason() {
         let run = sluicectl(&redis, PREFIX, &["stats", "--minutes", bad]);
         assert_eq!(run.code, 1, "--minutes {bad}");
     }
+}
+
+#[test]
+fn stats_shows_the_workers_past_the_cap_as_one_row_and_engines_that_lost_accepted_shares() {
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    claim_layout(&mut con, PREFIX);
+    let now = redis_now_ms(&mut con);
+
+    // Nothing lost: no alarm, in either form.
+    register_service(&mut con, PREFIX, "engine-a", "stratum", 60_000);
+    let run = sluicectl(&redis, PREFIX, &["stats"]);
+    assert!(!run.stdout.contains("SHARES LOST"), "{}", run.stdout);
+    let doc = sluicectl(&redis, PREFIX, &["stats", "--json"]).json();
+    assert_eq!(doc["shares_dropped"]["accepted"], 0);
+
+    // A minute past the cap, as the engine's script leaves it: the named workers, the count
+    // field, and `~ other` with the rest.
+    let minute = format!("{PREFIX}:roll:{}", now / 60_000);
+    redis::cmd("HSET")
+        .arg(&minute)
+        .arg("alice.rig1|accepted")
+        .arg(3)
+        .arg("alice.rig1|difficulty")
+        .arg(6)
+        .arg("~ other|accepted")
+        .arg(40)
+        .arg("~ other|difficulty")
+        .arg(80)
+        .arg("~ other|rejected")
+        .arg(7)
+        .arg("~workers")
+        .arg(1)
+        .query::<()>(&mut con)
+        .unwrap();
+    // Two engines lost accepted shares; a third did not; an expired one is not counted.
+    register_service(&mut con, PREFIX, "engine-b", "stratum", 60_000);
+    register_service(&mut con, PREFIX, "engine-c", "stratum", 60_000);
+    register_service(&mut con, PREFIX, "engine-gone", "stratum", -1_000);
+    for (id, n) in [
+        ("engine-a", 0),
+        ("engine-b", 12),
+        ("engine-c", 3),
+        ("engine-gone", 99),
+    ] {
+        redis::cmd("HSET")
+            .arg(format!("{PREFIX}:svc:{id}"))
+            .arg("shares_dropped")
+            .arg(n)
+            .query::<()>(&mut con)
+            .unwrap();
+    }
+
+    let doc = sluicectl(&redis, PREFIX, &["stats", "--json"]).json();
+    let w = doc["workers"].as_array().unwrap();
+    assert_eq!(w.len(), 2, "the count field is not a worker: {doc}");
+    assert_eq!(w[0]["worker"], "alice.rig1");
+    assert_eq!(
+        w[1]["worker"], "~ other",
+        "the summed workers come last, whatever their size"
+    );
+    assert_eq!(w[1]["other"], true);
+    assert_eq!(w[0]["other"], false);
+    assert_eq!(w[1]["accepted"], 40);
+    assert_eq!(w[1]["rejected"], 7);
+    assert_eq!(doc["totals"]["accepted"], 43);
+    assert_eq!(doc["shares_dropped"]["accepted"], 15);
+    assert_eq!(
+        doc["shares_dropped"]["engines"],
+        json!([{"engine": "engine-b", "accepted": 12}, {"engine": "engine-c", "accepted": 3}])
+    );
+
+    let run = sluicectl(&redis, PREFIX, &["stats"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let first = run.stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("!! SHARES LOST: 15 accepted shares")
+            && first.contains("engine-b: 12")
+            && first.contains("engine-c: 3")
+            && !first.contains("engine-a")
+            && !first.contains("engine-gone"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.lines().any(|l| l.starts_with("~ other ")));
+    assert!(run.stdout.contains("share_log.max_rollup_workers"));
 }

@@ -371,6 +371,8 @@ pub struct ShareLogSection {
     pub spool_path: String,
     /// The spool's bound; past it, batches are dropped and counted.
     pub max_spool_bytes: u64,
+    /// Named workers per minute's rollup hash, fleet-wide; the rest are summed under one name.
+    pub max_rollup_workers: usize,
 }
 
 impl Default for ShareLogSection {
@@ -381,6 +383,7 @@ impl Default for ShareLogSection {
             stream_maxlen: 1_000_000,
             spool_path: "sluice-shares.spool".into(),
             max_spool_bytes: 1 << 30,
+            max_rollup_workers: crate::plane::sharelog::DEFAULT_MAX_ROLLUP_WORKERS,
         }
     }
 }
@@ -394,6 +397,7 @@ impl FileConfig {
             ("share_log.batch_interval_ms", l.batch_interval_ms),
             ("share_log.stream_maxlen", l.stream_maxlen as u64),
             ("share_log.max_spool_bytes", l.max_spool_bytes),
+            ("share_log.max_rollup_workers", l.max_rollup_workers as u64),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -408,6 +412,7 @@ impl FileConfig {
             stream_maxlen: l.stream_maxlen,
             spool_path: l.spool_path.clone().into(),
             max_spool_bytes: l.max_spool_bytes,
+            max_rollup_workers: l.max_rollup_workers,
         })
     }
 
@@ -1019,6 +1024,27 @@ mod tests {
         let example = include_str!("../../sluice.example.toml");
         let parsed = FileConfig::from_toml(example).unwrap();
         parsed.settings().unwrap();
+        assert_eq!(
+            parsed.share_log().unwrap(),
+            FileConfig::default().share_log().unwrap(),
+            "the example shows the share log's defaults"
+        );
+    }
+
+    #[test]
+    fn the_rollup_cap_is_named_when_refused() {
+        let log = |toml: &str| FileConfig::from_toml(toml).unwrap().share_log();
+        assert_eq!(
+            log("[share_log]\nmax_rollup_workers = 1\n")
+                .unwrap()
+                .max_rollup_workers,
+            1
+        );
+        let err = log("[share_log]\nmax_rollup_workers = 0\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("share_log.max_rollup_workers:"),
+            "{err}"
+        );
     }
 
     #[test]

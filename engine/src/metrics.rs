@@ -355,7 +355,7 @@ impl Metrics {
         metric(
             "sluice_share_log_total",
             "counter",
-            "Share log: records written to Redis, batches spooled and replayed, records dropped.",
+            "Share log: records written to Redis, batches spooled and replayed, records dropped (dropped = dropped_accepted + dropped_rejected; dropped_accepted is an error), torn and unreadable spool lines.",
             &[
                 (
                     "{kind=\"written\"}".into(),
@@ -369,9 +369,22 @@ impl Metrics {
                     "{kind=\"replayed_batches\"}".into(),
                     log.replayed_batches.load(Relaxed).to_string(),
                 ),
+                ("{kind=\"dropped\"}".into(), log.dropped().to_string()),
                 (
-                    "{kind=\"dropped\"}".into(),
-                    log.dropped.load(Relaxed).to_string(),
+                    "{kind=\"dropped_accepted\"}".into(),
+                    log.dropped_accepted.load(Relaxed).to_string(),
+                ),
+                (
+                    "{kind=\"dropped_rejected\"}".into(),
+                    log.dropped_rejected.load(Relaxed).to_string(),
+                ),
+                (
+                    "{kind=\"spool_torn_lines\"}".into(),
+                    log.spool_torn_lines.load(Relaxed).to_string(),
+                ),
+                (
+                    "{kind=\"spool_unreadable_lines\"}".into(),
+                    log.spool_unreadable_lines.load(Relaxed).to_string(),
                 ),
             ],
         );

@@ -235,6 +235,7 @@ impl Stratum {
                         } else {
                             "serving".into()
                         },
+                        shares_dropped: metrics.share_log.dropped_accepted.load(Ordering::Relaxed),
                     }
                 }
             },

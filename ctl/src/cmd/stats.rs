@@ -1,6 +1,9 @@
 //! `stats`: per-worker share counts and hash rate over the last minutes, from the share log's
 //! per-minute rollups `P:roll:MINUTE` (fields `WORKER|accepted`, `WORKER|rejected`,
-//! `WORKER|difficulty`), and rejects by reason from the newest entries of `P:shares`.
+//! `WORKER|difficulty`), and rejects by reason from the newest entries of `P:shares`. A minute's
+//! workers past the share log's cap (`share_log.max_rollup_workers`) are summed under
+//! [`OTHER_WORKERS`], shown as one row of its own. Accepted shares an engine's share log lost
+//! (`shares_dropped` in its service hash) are shown first, as an error.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,6 +12,7 @@ use serde_json::{json, Value};
 use super::Ctx;
 use crate::error::Result;
 use crate::format;
+use crate::layout::{OTHER_WORKERS, ROLLUP_WORKER_COUNT};
 use crate::output::{self, Align, Table};
 use crate::stream;
 
@@ -33,9 +37,13 @@ fn hashrate(difficulty: f64, seconds: f64) -> f64 {
 }
 
 /// Adds one rollup hash. The worker name is everything before the last `|`: a name may hold a
-/// `|`, the counter's name never does.
+/// `|`, the counter's name never does. Fields without a `|` (the hash's worker count) are not
+/// workers.
 fn add_rollup(workers: &mut HashMap<String, Worker>, rollup: HashMap<String, String>) {
     for (field, value) in rollup {
+        if field == ROLLUP_WORKER_COUNT {
+            continue;
+        }
         let Some((name, counter)) = field.rsplit_once('|') else {
             continue;
         };
@@ -49,8 +57,41 @@ fn add_rollup(workers: &mut HashMap<String, Worker>, rollup: HashMap<String, Str
     }
 }
 
+/// Live stratum engines whose share log lost accepted shares since they started, by id, with
+/// the count (from the registry: `P:services` by score, then each `P:svc:ID`).
+fn engines_that_dropped(ctx: &mut Ctx, now_ms: u64) -> Result<Vec<(String, u64)>> {
+    let ids: Vec<String> = ctx.redis.query(
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(ctx.keys.services())
+            .arg(format!("({now_ms}"))
+            .arg("+inf"),
+    )?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("HMGET")
+            .arg(ctx.keys.service(id))
+            .arg("role")
+            .arg("shares_dropped");
+    }
+    let found: Vec<(Option<String>, Option<String>)> = ctx.redis.query_pipe(&pipe)?;
+    let mut dropped: Vec<(String, u64)> = ids
+        .into_iter()
+        .zip(found)
+        .filter(|(_, (role, _))| role.as_deref() == Some("stratum"))
+        .filter_map(|(id, (_, n))| Some((id, n?.parse::<u64>().ok()?)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    dropped.sort();
+    Ok(dropped)
+}
+
 pub fn show(ctx: &mut Ctx, minutes: u64) -> Result<()> {
     let now = ctx.redis.now_ms()?;
+    let dropped = engines_that_dropped(ctx, now)?;
+    let dropped_total: u64 = dropped.iter().map(|(_, n)| n).sum();
     let this_minute = now / 60_000;
     let first_minute = this_minute + 1 - minutes;
     // The window runs from the start of its first minute to now, so it includes the minute under
@@ -70,9 +111,11 @@ pub fn show(ctx: &mut Ctx, minutes: u64) -> Result<()> {
     }
     let mut workers: Vec<(String, Worker)> = workers.into_iter().collect();
     // The biggest contributors first; the name breaks ties so the order is stable.
+    // `~ other` last, after the named workers it is not one of.
     workers.sort_by(|a, b| {
-        b.1.difficulty
-            .total_cmp(&a.1.difficulty)
+        (a.0 == OTHER_WORKERS)
+            .cmp(&(b.0 == OTHER_WORKERS))
+            .then(b.1.difficulty.total_cmp(&a.1.difficulty))
             .then(b.1.accepted.cmp(&a.1.accepted))
             .then(a.0.cmp(&b.0))
     });
@@ -110,6 +153,7 @@ pub fn show(ctx: &mut Ctx, minutes: u64) -> Result<()> {
             .map(|(name, w)| {
                 json!({
                     "worker": name,
+                    "other": name == OTHER_WORKERS,
                     "accepted": w.accepted,
                     "rejected": w.rejected,
                     "difficulty": w.difficulty,
@@ -131,16 +175,28 @@ pub fn show(ctx: &mut Ctx, minutes: u64) -> Result<()> {
             },
             "rejects_by_reason": reasons,
             "rejects_sample": { "entries": sample.len(), "in_window": in_window, "covers_window": covers_window },
+            "shares_dropped": {
+                "accepted": dropped_total,
+                "engines": dropped.iter().map(|(id, n)| json!({"engine": id, "accepted": n})).collect::<Vec<_>>(),
+            },
         }));
     }
 
-    let mut text = format!(
+    let mut text = String::new();
+    if dropped_total > 0 {
+        let engines: Vec<String> = dropped.iter().map(|(id, n)| format!("{id}: {n}")).collect();
+        text.push_str(&format!(
+            "!! SHARES LOST: {dropped_total} accepted shares never reached the share log since their engines started ({}); see those engines' error log\n\n",
+            engines.join(", ")
+        ));
+    }
+    text.push_str(&format!(
         "last {minutes} min ({} to now, {}): {:.2} shares/s, {}\n\n",
         format::utc_ms(start_ms),
         format::duration_ms((seconds * 1000.0) as u64),
         shares_per_second,
         format::hashrate(hashrate(total.difficulty, seconds)),
-    );
+    ));
     if workers.is_empty() {
         text.push_str("no shares in this window\n");
         return output::print(&text);
@@ -173,6 +229,11 @@ pub fn show(ctx: &mut Ctx, minutes: u64) -> Result<()> {
         ]);
     }
     text.push_str(&t.render());
+    if workers.iter().any(|(name, _)| name == OTHER_WORKERS) {
+        text.push_str(&format!(
+            "({OTHER_WORKERS}: the workers of a minute past share_log.max_rollup_workers, summed)\n"
+        ));
+    }
     if !reasons.is_empty() {
         let mut r = Table::new(&[("REJECT REASON", Align::Left), ("COUNT", Align::Right)]);
         for (reason, n) in &reasons {
@@ -212,6 +273,7 @@ mod tests {
                 ("a|b.1|accepted", "1"),
                 ("a|b.1|rejected", "4"),
                 ("junk", "9"),
+                (ROLLUP_WORKER_COUNT, "1"),
             ]),
         );
         assert_eq!(

@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `P:layout` | string | the layout version; a process refuses a different one | one value |
 //! | `P:services` | sorted set | service id → expiry (ms); the registry's index | pruned by score on every heartbeat |
-//! | `P:svc:ID` | hash | id, role, address, version, started_ms, heartbeat_ms, connections, hashrate, shares_per_second, state | TTL (`service_ttl`) |
+//! | `P:svc:ID` | hash | id, role, address, version, started_ms, heartbeat_ms, connections, hashrate, shares_per_second, state, shares_dropped (accepted shares the share log lost) | TTL (`service_ttl`) |
 //! | `P:jm:leader` | string | `ID|TOKEN` of the leading jobmanager | TTL (the lease) |
 //! | `P:jm:token` | counter | the last fencing token handed out | one value |
 //! | `P:jm:epoch` | string | the fleet epoch (random u64, decimal) the tokens count in; written by the lease script when absent, so Redis losing its state starts a new one | one value |
@@ -23,7 +23,7 @@
 //! | `P:policies` | hash | policy name → JSON (`policies::Policy`) | at most 1,000 read |
 //! | `P:cmd:ENGINE` | stream | commands from sluicectl: id, cmd (drain, undrain, kick), arg, sent_ms | MAXLEN ~ 1,000 |
 //! | `P:ack:ID` | string | the engine's JSON answer to command ID | TTL 1 h |
-//! | `P:roll:MINUTE` | hash | per worker `W|accepted`, `W|rejected`, `W|difficulty` (accepted shares' assigned difficulty) | TTL 2 days |
+//! | `P:roll:MINUTE` | hash | per worker `W|accepted`, `W|rejected`, `W|difficulty` (accepted shares' assigned difficulty); `~workers` (named workers counted, `sharelog::ROLLUP_WORKER_COUNT`); `~ other|…` (the workers past the cap, `sharelog::OTHER_WORKERS`) | TTL 2 days; at most `share_log.max_rollup_workers` named workers, fleet-wide (the batch script counts them) |
 
 use redis::Connection;
 

@@ -1,5 +1,5 @@
 //! Service discovery: every process keeps a hash `P:svc:ID` (id, role, address, version, start time,
-//! load) alive under a TTL and its id in the sorted set `P:services`, scored by when it expires. A
+//! load, accepted shares its share log lost) alive under a TTL and its id in the sorted set `P:services`, scored by when it expires. A
 //! process that stops refreshing disappears on its own; listing reads the index by score, never
 //! `KEYS`. Each heartbeat also prunes expired ids from the index, so it stays as small as the fleet.
 
@@ -28,6 +28,9 @@ pub struct Load {
     pub shares_per_second: f64,
     /// Role-specific state, e.g. `leader` or `standby`.
     pub state: String,
+    /// Accepted shares the share log lost since this process started (`shares_dropped` in the
+    /// hash): each one an error, which `sluicectl stats` shows. Always 0 for a jobmanager.
+    pub shares_dropped: u64,
 }
 
 /// One heartbeat: the hash, its TTL and the index entry, in one transaction.
@@ -65,6 +68,8 @@ pub fn heartbeat(
         .arg(load.shares_per_second)
         .arg("state")
         .arg(&load.state)
+        .arg("shares_dropped")
+        .arg(load.shares_dropped)
         .ignore()
         .cmd("PEXPIRE")
         .arg(&key)

@@ -1,31 +1,42 @@
 //! The share log: every share verdict of an engine goes to the stream `P:shares` in pipelined
 //! batches, with per-minute rollups per worker, and nothing is lost or counted twice while Redis is
-//! away.
+//! away; what cannot be kept is counted and reported, never dropped silently.
 //!
-//! Cores hand records to the writer over a bounded channel (a full channel drops the record and
-//! counts it; a core never waits). The writer cuts a batch at `batch_size` records or
-//! `batch_interval`, whichever comes first, and numbers it: `(engine id, epoch, sequence)`, where
-//! the epoch is the writer's start time. One Lua script writes a batch: it skips a batch whose
-//! sequence is not above the high-water mark `P:shares:hwm:ENGINE:EPOCH`, else appends every record,
-//! updates the rollups `P:roll:MINUTE` and raises the mark, all at once. So a batch sent twice (a
-//! reply lost, a replay after a crash) is written once.
+//! Cores hand records to the writer through a [`ShareQueue`], a bounded channel in which accepted
+//! shares have priority: rejected records are queued only while the queue is below its high-water
+//! mark, so a flood of rejects cannot take the room honest shares need. A core never waits; an
+//! accepted record that finds the queue full is an error (counted, logged at most once a second,
+//! published in the engine's service hash and shown by `sluicectl stats`).
+//!
+//! The writer cuts a batch at `batch_size` records or `batch_interval`, whichever comes first, and
+//! numbers it: `(engine id, epoch, sequence)`, where the epoch is the writer's start time. One Lua
+//! script writes a batch: it skips a batch whose sequence is not above the high-water mark
+//! `P:shares:hwm:ENGINE:EPOCH`, else appends every record, updates the rollups `P:roll:MINUTE` and
+//! raises the mark, all at once. So a batch sent twice (a reply lost, a replay after a crash) is
+//! written once. The script also caps each minute's rollup at `max_rollup_workers` named workers,
+//! counted in the hash itself, so no number of engines together can pass it; later workers of that
+//! minute are summed under [`OTHER_WORKERS`].
 //!
 //! When a batch cannot be written, it and every later batch go to the spool file, appended and
 //! fsynced per batch, up to `max_spool_bytes` (beyond it a batch is dropped and counted, loudly).
-//! Once a second the writer tries Redis again; when it answers, the spool is replayed in order and
-//! truncated, and batches go straight to Redis again. A spool left by an earlier run is replayed at
-//! start.
+//! Once a second the writer tries Redis again; when it answers, the spool is replayed in order a
+//! bounded slice at a time (a read offset in the file), going back to the queue in between, so the
+//! cores' queue keeps draining however long the spool is. New batches keep going to the end of the
+//! spool until the replay catches up; then the spool is truncated and batches go straight to Redis
+//! again. A spool left by an earlier run is replayed at start, from its beginning (the high-water
+//! marks skip what had landed); a torn last line (a crash while appending) is cut off first.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 
 use crate::plane::{connect, Keys, PlaneSettings};
@@ -36,8 +47,32 @@ use crate::units::Extranonce1;
 /// Records queued between the cores and the writer.
 pub const SHARE_QUEUE: usize = 65_536;
 
+/// Rejected records are queued only while fewer than this many records wait: the last quarter of
+/// [`SHARE_QUEUE`] is kept for accepted shares.
+pub const SHARE_QUEUE_REJECTED_HIGH_WATER: usize = SHARE_QUEUE / 4 * 3;
+
+/// Default of `share_log.max_rollup_workers`: named workers per minute's rollup hash.
+pub const DEFAULT_MAX_ROLLUP_WORKERS: usize = 10_000;
+
+/// The rollup name under which a minute's workers past `max_rollup_workers` are summed. It holds
+/// a space, which no worker name can (`session::worker::parse_worker` takes printable ASCII
+/// without spaces), so no miner can authorize it.
+pub const OTHER_WORKERS: &str = "~ other";
+
+/// The field of a rollup hash counting its named workers. It has no `|`, so readers of the
+/// `WORKER|counter` fields skip it.
+pub const ROLLUP_WORKER_COUNT: &str = "~workers";
+
 /// How often the writer tries Redis again while spooling.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A replay turn writes at most this many spooled batches ...
+const REPLAY_TURN_BATCHES: usize = 64;
+/// ... or for at most about this long, before the writer goes back to the queue.
+const REPLAY_TURN_TIME: Duration = Duration::from_millis(50);
+
+/// At most one error line a second about dropped accepted shares.
+const DROP_LOG_INTERVAL_MS: u64 = 1_000;
 
 /// One share as the engine hands it to the log.
 #[derive(Debug, Clone)]
@@ -58,6 +93,83 @@ pub struct ShareLogSettings {
     pub stream_maxlen: usize,
     pub spool_path: PathBuf,
     pub max_spool_bytes: u64,
+    /// Named workers per minute's rollup hash, fleet-wide; the rest go under [`OTHER_WORKERS`].
+    pub max_rollup_workers: usize,
+}
+
+/// What became of a record handed to the [`ShareQueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    Yes,
+    /// A rejected record refused: the queue was at its high-water mark.
+    DroppedRejected,
+    /// An accepted record refused: the queue was full (or the writer gone). An error.
+    DroppedAccepted,
+}
+
+/// The cores' side of the share log: a bounded channel to the writer in which accepted shares
+/// have priority. Rejected records are admitted only below the high-water mark. Cores check the
+/// length and then send without a lock, so with N cores rejected records can pass the mark by at
+/// most N - 1: the room kept for accepted ones is the capacity less the mark, less that.
+#[derive(Debug, Clone)]
+pub struct ShareQueue {
+    tx: Sender<LoggedShare>,
+    high_water: usize,
+    stats: Arc<ShareLogStats>,
+}
+
+impl ShareQueue {
+    /// The engine's queue: [`SHARE_QUEUE`] records, rejected ones up to
+    /// [`SHARE_QUEUE_REJECTED_HIGH_WATER`].
+    pub fn new(stats: Arc<ShareLogStats>) -> (ShareQueue, Receiver<LoggedShare>) {
+        ShareQueue::with_capacity(SHARE_QUEUE, SHARE_QUEUE_REJECTED_HIGH_WATER, stats)
+    }
+
+    pub fn with_capacity(
+        capacity: usize,
+        high_water: usize,
+        stats: Arc<ShareLogStats>,
+    ) -> (ShareQueue, Receiver<LoggedShare>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        (
+            ShareQueue {
+                tx,
+                high_water: high_water.min(capacity),
+                stats,
+            },
+            rx,
+        )
+    }
+
+    /// Queues a record without waiting; what cannot be queued is counted (and an accepted one
+    /// logged).
+    pub fn push(&self, share: LoggedShare) -> Queued {
+        let accepted = share.record.result.is_ok();
+        if !accepted && self.tx.len() >= self.high_water {
+            self.stats.drop_rejected(1);
+            return Queued::DroppedRejected;
+        }
+        match self.tx.try_send(share) {
+            Ok(()) => Queued::Yes,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) if accepted => {
+                self.stats.drop_accepted(1, "the share queue is full");
+                Queued::DroppedAccepted
+            }
+            Err(_) => {
+                self.stats.drop_rejected(1);
+                Queued::DroppedRejected
+            }
+        }
+    }
+
+    /// Records waiting now.
+    pub fn len(&self) -> usize {
+        self.tx.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tx.is_empty()
+    }
 }
 
 /// The stream entry's fields, in the order records carry their values. The rollups read `ts`,
@@ -76,12 +188,25 @@ struct Batch {
     records: Vec<Vec<String>>,
 }
 
+impl Batch {
+    /// (accepted, rejected) records.
+    fn verdicts(&self) -> (u64, u64) {
+        let accepted = self.records.iter().filter(|r| r[3] == "accepted").count() as u64;
+        (accepted, self.records.len() as u64 - accepted)
+    }
+}
+
 /// Writes a batch unless its sequence is at or below the high-water mark: every record to the
-/// stream, then the batch's rollups, summed per (minute, worker, counter) before they are sent.
-/// Rollup hashes live two days, high-water marks a week (longer than any spool waits).
+/// stream, then the batch's rollups, summed per (minute, worker) before they are sent. A worker
+/// new to a minute's hash takes one of its `cap` places, counted in the hash's field COUNT; once
+/// they are taken, new workers are summed under OTHER. Checked here, inside one script, so engines
+/// writing at once cannot pass the cap between them. Rollup hashes live two days, high-water marks
+/// a week (longer than any spool waits). Returns the records written (-1: a batch already
+/// written).
 ///
-/// ARGV: seq, maxlen, prefix, field count F, record count R, rollup count U, the F field names,
-/// the R records of F values each, then U rollups of (minute, field, increment).
+/// ARGV: seq, maxlen, prefix, field count F, record count R, rollup count U, cap, OTHER, COUNT,
+/// the F field names, the R records of F values each, then U rollups of (minute, worker,
+/// accepted, rejected, difficulty).
 const WRITE_BATCH: &str = r#"
 local hwm = tonumber(redis.call('GET', KEYS[2]) or '0')
 local seq = tonumber(ARGV[1])
@@ -89,10 +214,14 @@ if seq <= hwm then return -1 end
 local f = tonumber(ARGV[4])
 local records = tonumber(ARGV[5])
 local rollups = tonumber(ARGV[6])
-local base = 7 + f
+local cap = tonumber(ARGV[7])
+local other = ARGV[8]
+local count = ARGV[9]
+local names = 9
+local base = names + 1 + f
 local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
 for j = 1, f do
-  args[6 + 2 * j - 1] = ARGV[6 + j]
+  args[6 + 2 * j - 1] = ARGV[names + j]
 end
 for i = 0, records - 1 do
   for j = 1, f do
@@ -102,31 +231,52 @@ for i = 0, records - 1 do
 end
 local at = base + records * f
 for u = 0, rollups - 1 do
-  local key = ARGV[3] .. ':roll:' .. ARGV[at + 3 * u]
-  redis.call('HINCRBYFLOAT', key, ARGV[at + 3 * u + 1], ARGV[at + 3 * u + 2])
+  local i = at + 5 * u
+  local key = ARGV[3] .. ':roll:' .. ARGV[i]
+  local worker = ARGV[i + 1]
+  if redis.call('HEXISTS', key, worker .. '|accepted') == 0
+    and redis.call('HEXISTS', key, worker .. '|rejected') == 0 then
+    if tonumber(redis.call('HGET', key, count) or '0') >= cap then
+      worker = other
+    else
+      redis.call('HINCRBY', key, count, 1)
+    end
+  end
+  local accepted = tonumber(ARGV[i + 2])
+  local rejected = tonumber(ARGV[i + 3])
+  if accepted > 0 then
+    redis.call('HINCRBY', key, worker .. '|accepted', accepted)
+    redis.call('HINCRBYFLOAT', key, worker .. '|difficulty', ARGV[i + 4])
+  end
+  if rejected > 0 then
+    redis.call('HINCRBY', key, worker .. '|rejected', rejected)
+  end
   redis.call('EXPIRE', key, 172800)
 end
 redis.call('SET', KEYS[2], seq, 'EX', 604800)
 return records
 "#;
 
-/// A batch's rollup increments: (minute, `worker|counter`) → increment.
-fn rollups(batch: &Batch) -> std::collections::BTreeMap<(u64, String), f64> {
-    let mut sums = std::collections::BTreeMap::new();
+/// One worker's sums in one minute of a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Rollup {
+    accepted: u64,
+    rejected: u64,
+    /// The accepted shares' assigned difficulty.
+    difficulty: f64,
+}
+
+/// A batch's rollups: (minute, worker) → sums.
+fn rollups(batch: &Batch) -> std::collections::BTreeMap<(u64, &str), Rollup> {
+    let mut sums = std::collections::BTreeMap::<(u64, &str), Rollup>::new();
     for r in &batch.records {
         let minute = r[0].parse::<u64>().unwrap_or(0) / 60_000;
-        let worker = &r[5];
+        let sum = sums.entry((minute, r[5].as_str())).or_default();
         if r[3] == "accepted" {
-            *sums
-                .entry((minute, format!("{worker}|accepted")))
-                .or_insert(0.0) += 1.0;
-            *sums
-                .entry((minute, format!("{worker}|difficulty")))
-                .or_insert(0.0) += r[6].parse::<f64>().unwrap_or(0.0);
+            sum.accepted += 1;
+            sum.difficulty += r[6].parse::<f64>().unwrap_or(0.0);
         } else {
-            *sums
-                .entry((minute, format!("{worker}|rejected")))
-                .or_insert(0.0) += 1.0;
+            sum.rejected += 1;
         }
     }
     sums
@@ -138,8 +288,67 @@ pub struct ShareLogStats {
     pub written: AtomicU64,
     pub spooled_batches: AtomicU64,
     pub replayed_batches: AtomicU64,
-    /// Records lost: the channel was full, or the spool was at its limit.
-    pub dropped: AtomicU64,
+    /// Rejected records lost: the queue was at its high-water mark, or the spool could not take
+    /// their batch.
+    pub dropped_rejected: AtomicU64,
+    /// Accepted records lost: the queue was full, or the spool could not take their batch. Each
+    /// is an error the operator sees (log, service hash, `sluicectl stats`).
+    pub dropped_accepted: AtomicU64,
+    /// Torn last lines cut off the spool when it was opened (a crash while appending).
+    pub spool_torn_lines: AtomicU64,
+    /// Spool lines that did not parse as a batch, skipped by the replay.
+    pub spool_unreadable_lines: AtomicU64,
+    /// When the last error line about dropped accepted shares was written (ms).
+    last_drop_log_ms: AtomicU64,
+    /// Accepted shares dropped since that line.
+    unlogged_drops: AtomicU64,
+}
+
+impl ShareLogStats {
+    /// Records lost, of either verdict.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_rejected.load(Ordering::Relaxed)
+            + self.dropped_accepted.load(Ordering::Relaxed)
+    }
+
+    pub fn drop_rejected(&self, n: u64) {
+        self.dropped_rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts accepted records lost and logs at error level, at most once a second with the count
+    /// since the last line (a flood of drops must not become a flood of log lines).
+    pub fn drop_accepted(&self, n: u64, why: &'static str) {
+        if n == 0 {
+            return;
+        }
+        self.dropped_accepted.fetch_add(n, Ordering::Relaxed);
+        self.unlogged_drops.fetch_add(n, Ordering::Relaxed);
+        self.log_drops(why);
+    }
+
+    /// Writes the error line for drops not yet logged, if a second has passed since the last.
+    fn log_drops(&self, why: &'static str) {
+        if self.unlogged_drops.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let now = now_ms();
+        let last = self.last_drop_log_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < DROP_LOG_INTERVAL_MS
+            || self
+                .last_drop_log_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let dropped = self.unlogged_drops.swap(0, Ordering::Relaxed);
+        tracing::error!(
+            dropped,
+            total = self.dropped_accepted.load(Ordering::Relaxed),
+            why,
+            "ACCEPTED SHARES LOST: the share log could not keep them; the miners were credited but Redis will not see these shares"
+        );
+    }
 }
 
 fn fields_of(share: &LoggedShare, engine: &str, batch: &str) -> Vec<String> {
@@ -167,23 +376,88 @@ fn fields_of(share: &LoggedShare, engine: &str, batch: &str) -> Vec<String> {
     ]
 }
 
+/// Reads a file from `pos` to `end` by `pread`, leaving the append handle's offset alone.
+struct SpoolReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf.len().min(self.end.saturating_sub(self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Cuts a torn last line (bytes after the last `\n`) off the spool; returns the new length and
+/// the bytes cut.
+fn cut_torn_tail(file: &File) -> std::io::Result<(u64, u64)> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        file.set_len(keep)?;
+        file.sync_all()?;
+    }
+    Ok((keep, len - keep))
+}
+
 struct Writer {
     settings: PlaneSettings,
     log: ShareLogSettings,
     script: redis::Script,
     con: Option<redis::Connection>,
     spool: Option<File>,
+    /// Bytes in the spool, whole lines only.
     spool_bytes: u64,
+    /// Bytes at the start of the spool already replayed into Redis (this run).
+    replay_at: u64,
     stats: Arc<ShareLogStats>,
     next_retry: Instant,
 }
 
 impl Writer {
+    fn new(settings: PlaneSettings, log: ShareLogSettings, stats: Arc<ShareLogStats>) -> Writer {
+        let mut writer = Writer {
+            script: redis::Script::new(WRITE_BATCH),
+            settings,
+            log,
+            con: None,
+            spool: None,
+            spool_bytes: 0,
+            replay_at: 0,
+            stats,
+            next_retry: Instant::now(),
+        };
+        // A spool left by an earlier run goes first (and its torn tail goes now).
+        if writer.log.spool_path.exists() {
+            if let Err(e) = writer.open_spool() {
+                tracing::error!(error = %e, path = %writer.log.spool_path.display(), "cannot open the share spool left by an earlier run (share_log.spool_path)");
+            }
+        }
+        writer
+    }
+
     fn hwm_key(&self, epoch: u64) -> String {
-        format!(
-            "{}:shares:hwm:{}:{epoch}",
-            self.settings.prefix, self.settings.id
-        )
+        Keys::new(&self.settings.prefix).shares_hwm(&self.settings.id, epoch)
     }
 
     /// Writes one batch to Redis (idempotently).
@@ -201,7 +475,10 @@ impl Writer {
             .arg(&self.settings.prefix)
             .arg(FIELDS.len())
             .arg(batch.records.len())
-            .arg(sums.len());
+            .arg(sums.len())
+            .arg(self.log.max_rollup_workers)
+            .arg(OTHER_WORKERS)
+            .arg(ROLLUP_WORKER_COUNT);
         for name in FIELDS {
             invocation.arg(name);
         }
@@ -210,8 +487,13 @@ impl Writer {
                 invocation.arg(value);
             }
         }
-        for ((minute, field), increment) in &sums {
-            invocation.arg(minute).arg(field).arg(increment);
+        for ((minute, worker), sum) in &sums {
+            invocation
+                .arg(minute)
+                .arg(*worker)
+                .arg(sum.accepted)
+                .arg(sum.rejected)
+                .arg(sum.difficulty);
         }
         let con = self.con.as_mut().expect("connected above");
         match invocation.invoke::<i64>(con) {
@@ -230,20 +512,40 @@ impl Writer {
         }
     }
 
+    /// Opens the spool if it is not open; a torn last line is cut off first.
     fn open_spool(&mut self) -> std::io::Result<&mut File> {
         if self.spool.is_none() {
             if let Some(dir) = self.log.spool_path.parent() {
-                std::fs::create_dir_all(dir)?;
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)?;
+                }
             }
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .read(true)
                 .open(&self.log.spool_path)?;
-            self.spool_bytes = file.metadata()?.len();
+            let (len, torn) = cut_torn_tail(&file)?;
+            if torn > 0 {
+                self.stats.spool_torn_lines.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    bytes = torn,
+                    path = %self.log.spool_path.display(),
+                    "cut a torn last line off the share spool (a crash while appending; its batch was never acknowledged)"
+                );
+            }
+            self.spool_bytes = len;
+            self.replay_at = 0;
             self.spool = Some(file);
         }
         Ok(self.spool.as_mut().expect("opened above"))
+    }
+
+    /// Counts a batch the spool could not take, by verdict.
+    fn lost(&self, batch: &Batch, why: &'static str) {
+        let (accepted, rejected) = batch.verdicts();
+        self.stats.drop_rejected(rejected);
+        self.stats.drop_accepted(accepted, why);
     }
 
     fn spool(&mut self, batch: &Batch) {
@@ -251,22 +553,19 @@ impl Writer {
         line.push(b'\n');
         let limit = self.log.max_spool_bytes;
         if let Err(e) = self.open_spool() {
-            self.stats
-                .dropped
-                .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
-            tracing::error!(error = %e, path = %self.log.spool_path.display(), "cannot open the share spool: batch dropped");
+            tracing::error!(error = %e, path = %self.log.spool_path.display(), "cannot open the share spool (share_log.spool_path): batch dropped");
+            self.lost(batch, "cannot open the share spool (share_log.spool_path)");
             return;
         }
         if self.spool_bytes + line.len() as u64 > limit {
-            self.stats
-                .dropped
-                .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
             tracing::error!(
                 limit,
                 "share spool is full (share_log.max_spool_bytes): batch dropped"
             );
+            self.lost(batch, "the share spool is full (share_log.max_spool_bytes)");
             return;
         }
+        let kept = self.spool_bytes;
         let file = self.spool.as_mut().expect("opened above");
         match file.write_all(&line).and_then(|()| file.sync_data()) {
             Ok(()) => {
@@ -274,49 +573,85 @@ impl Writer {
                 self.stats.spooled_batches.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                self.stats
-                    .dropped
-                    .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
-                tracing::error!(error = %e, "cannot write the share spool: batch dropped");
+                // A part of the line may be on disk: cut it, so the next batch starts a clean line.
+                let _ = file.set_len(kept);
+                tracing::error!(error = %e, "cannot write the share spool (share_log.spool_path): batch dropped");
+                self.lost(batch, "cannot write the share spool (share_log.spool_path)");
             }
         }
     }
 
-    /// Replays the spool in order; on success truncates it. A torn last line (a crash while
-    /// appending) is ignored: its batch was never acknowledged to anyone.
-    fn replay(&mut self) -> Result<(), String> {
-        let path = self.log.spool_path.clone();
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        };
-        let mut replayed = 0u64;
-        for line in BufReader::new(file).split(b'\n') {
-            let line = line.map_err(|e| e.to_string())?;
-            let Ok(batch) = serde_json::from_slice::<Batch>(&line) else {
-                tracing::warn!("skipping an unreadable line of the share spool");
-                continue;
-            };
-            self.write(&batch)?;
-            replayed += 1;
+    /// One replay turn: writes spooled batches from the read offset, at most
+    /// [`REPLAY_TURN_BATCHES`] or for about [`REPLAY_TURN_TIME`]. Once it has caught up, the
+    /// spool is truncated.
+    fn replay_turn(&mut self) -> Result<(), String> {
+        self.open_spool().map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut turn = 0usize;
+        while self.replay_at < self.spool_bytes
+            && turn < REPLAY_TURN_BATCHES
+            && started.elapsed() < REPLAY_TURN_TIME
+        {
+            let file = self.spool.as_ref().expect("opened above");
+            let mut reader = BufReader::new(SpoolReader {
+                file,
+                pos: self.replay_at,
+                end: self.spool_bytes,
+            });
+            let mut line = Vec::new();
+            let mut batches = Vec::new();
+            // Read ahead a few lines at most: their batches are written before the next read.
+            while batches.len() < (REPLAY_TURN_BATCHES - turn).min(8) {
+                line.clear();
+                let n = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| e.to_string())?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    break;
+                }
+                batches.push((n as u64, serde_json::from_slice::<Batch>(&line[..n - 1])));
+            }
+            if batches.is_empty() {
+                // Only a line without its end left (cannot happen: the spool holds whole lines).
+                self.replay_at = self.spool_bytes;
+                break;
+            }
+            for (n, batch) in batches {
+                match batch {
+                    Ok(batch) => {
+                        self.write(&batch)?;
+                        self.stats.replayed_batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.stats
+                            .spool_unreadable_lines
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, bytes = n, "skipping an unreadable line of the share spool: its shares are lost");
+                    }
+                }
+                self.replay_at += n;
+                turn += 1;
+            }
         }
-        if replayed > 0 {
-            tracing::info!(batches = replayed, "share spool replayed into Redis");
+        if self.replay_at >= self.spool_bytes {
+            let file = self.spool.as_ref().expect("opened above");
+            file.set_len(0)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| e.to_string())?;
+            tracing::info!("share spool replayed into Redis; batches go straight to Redis again");
+            self.spool_bytes = 0;
+            self.replay_at = 0;
         }
-        self.stats
-            .replayed_batches
-            .fetch_add(replayed, Ordering::Relaxed);
-        self.spool = None;
-        File::create(&path)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| e.to_string())?;
-        self.spool_bytes = 0;
         Ok(())
     }
 
     fn spooling(&self) -> bool {
         self.spool_bytes > 0
+    }
+
+    /// A replay turn is waiting: something is spooled and Redis is due to be tried.
+    fn replay_due(&self) -> bool {
+        self.spooling() && Instant::now() >= self.next_retry
     }
 
     /// Sends a batch: straight to Redis when nothing is spooled, else to the spool (order is kept).
@@ -333,14 +668,43 @@ impl Writer {
         self.spool(&batch);
     }
 
-    /// While spooling, once a second: try to replay.
+    /// While spooling: a replay turn when one is due.
     fn maybe_replay(&mut self) {
-        if self.spooling() && Instant::now() >= self.next_retry {
-            if let Err(e) = self.replay() {
+        if self.replay_due() {
+            if let Err(e) = self.replay_turn() {
                 tracing::debug!(error = %e, "Redis still away; the spool waits");
                 self.next_retry = Instant::now() + RETRY_INTERVAL;
             }
         }
+    }
+}
+
+/// The batch being filled, numbered `epoch:seq`.
+struct Batcher {
+    epoch: u64,
+    seq: u64,
+    records: Vec<Vec<String>>,
+}
+
+impl Batcher {
+    fn push(&mut self, share: &LoggedShare, engine: &str) {
+        let name = format!("{}:{}", self.epoch, self.seq + 1);
+        self.records.push(fields_of(share, engine, &name));
+    }
+
+    /// Sends the records gathered so far as the next batch.
+    fn cut(&mut self, writer: &mut Writer) {
+        if self.records.is_empty() {
+            return;
+        }
+        self.seq += 1;
+        let records =
+            std::mem::replace(&mut self.records, Vec::with_capacity(writer.log.batch_size));
+        writer.send(Batch {
+            epoch: self.epoch,
+            seq: self.seq,
+            records,
+        });
     }
 }
 
@@ -354,58 +718,61 @@ pub fn spawn_writer(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     assert!(log.batch_size > 0, "a batch holds at least one share");
-    let mut writer = Writer {
-        script: redis::Script::new(WRITE_BATCH),
-        settings,
-        log,
-        con: None,
-        spool: None,
-        spool_bytes: 0,
-        stats,
-        next_retry: Instant::now(),
-    };
-    // A spool left by an earlier run goes first.
-    writer.spool_bytes = std::fs::metadata(&writer.log.spool_path).map_or(0, |m| m.len());
     std::thread::Builder::new()
         .name("sluice-sharelog".into())
         .spawn(move || {
-            let epoch = now_ms();
-            let mut seq = 0u64;
-            let batch_name = |seq: u64| format!("{epoch}:{seq}");
-            let mut records = Vec::with_capacity(writer.log.batch_size);
+            let mut writer = Writer::new(settings, log, stats);
+            let engine = writer.settings.id.clone();
+            let batch_size = writer.log.batch_size;
+            let mut batch = Batcher {
+                epoch: now_ms(),
+                seq: 0,
+                records: Vec::with_capacity(batch_size),
+            };
             let mut deadline = Instant::now() + writer.log.batch_interval;
             let mut open = true;
-            while open || !records.is_empty() {
-                match shares.recv_deadline(deadline) {
-                    Ok(share) => {
-                        records.push(fields_of(&share, &writer.settings.id, &batch_name(seq + 1)))
-                    }
+            while open || !batch.records.is_empty() {
+                // Wait for a record until the batch is due, or not at all while a replay turn
+                // waits.
+                let wait_until = if writer.replay_due() {
+                    Instant::now()
+                } else {
+                    deadline
+                };
+                match shares.recv_deadline(wait_until) {
+                    Ok(share) => batch.push(&share, &engine),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => open = false,
                 }
-                let full = records.len() >= writer.log.batch_size;
-                if full || Instant::now() >= deadline || !open {
-                    if !records.is_empty() {
-                        seq += 1;
-                        let batch = Batch {
-                            epoch,
-                            seq,
-                            records: std::mem::replace(
-                                &mut records,
-                                Vec::with_capacity(writer.log.batch_size),
-                            ),
-                        };
-                        writer.send(batch);
+                // Then everything already queued, cutting batches as they fill: the queue
+                // empties between replay turns however long the spool is.
+                for _ in 0..shares.len() {
+                    if batch.records.len() >= batch_size {
+                        batch.cut(&mut writer);
                     }
-                    deadline = Instant::now() + writer.log.batch_interval;
-                    writer.maybe_replay();
+                    match shares.try_recv() {
+                        Ok(share) => batch.push(&share, &engine),
+                        Err(_) => break,
+                    }
                 }
-                if stop.load(Ordering::Relaxed) && shares.is_empty() && records.is_empty() {
+                if batch.records.len() >= batch_size || Instant::now() >= deadline || !open {
+                    batch.cut(&mut writer);
+                    deadline = Instant::now() + writer.log.batch_interval;
+                }
+                writer.maybe_replay();
+                writer.stats.log_drops("dropped since the last line");
+                if stop.load(Ordering::Relaxed) && shares.is_empty() && batch.records.is_empty() {
                     break;
                 }
             }
-            // Last chance for the spool while stopping; what stays spooled is replayed next start.
-            writer.maybe_replay();
+            // Last chance for the spool while stopping (a few seconds at most); what stays
+            // spooled is replayed at the next start.
+            writer.next_retry = Instant::now();
+            let until = Instant::now() + Duration::from_secs(5);
+            while writer.replay_due() && Instant::now() < until {
+                writer.maybe_replay();
+            }
+            writer.stats.log_drops("dropped since the last line");
         })
 }
 
@@ -438,10 +805,90 @@ mod tests {
             ],
         };
         let sums = rollups(&batch);
-        assert_eq!(sums[&(1, "w|accepted".into())], 2.0);
-        assert_eq!(sums[&(1, "w|difficulty".into())], 5.0);
-        assert_eq!(sums[&(1, "w|rejected".into())], 1.0);
-        assert_eq!(sums[&(2, "w|difficulty".into())], 5.0);
+        assert_eq!(
+            sums[&(1, "w")],
+            Rollup {
+                accepted: 2,
+                rejected: 1,
+                difficulty: 5.0
+            }
+        );
+        assert_eq!(sums[&(2, "w")].difficulty, 5.0);
+        assert_eq!(sums.len(), 2);
+    }
+
+    fn share(accepted: bool) -> LoggedShare {
+        LoggedShare {
+            record: crate::session::ShareRecord {
+                worker: Arc::from("w"),
+                job_id: None,
+                height: None,
+                assigned_difficulty: 1.0,
+                share_difficulty: 1.0,
+                result: if accepted {
+                    Ok(())
+                } else {
+                    Err(crate::share::Reject::LowDifficulty)
+                },
+                is_block: false,
+                hash: None,
+            },
+            session: Extranonce1::new(&[0, 0, 0, 1]).unwrap(),
+            client: "10.0.0.1".parse().unwrap(),
+            user_agent: None,
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn rejected_records_stop_at_the_high_water_mark_and_accepted_ones_fill_the_rest() {
+        let stats = Arc::new(ShareLogStats::default());
+        let (queue, rx) = ShareQueue::with_capacity(8, 6, Arc::clone(&stats));
+        for _ in 0..6 {
+            assert_eq!(queue.push(share(false)), Queued::Yes);
+        }
+        assert_eq!(queue.push(share(false)), Queued::DroppedRejected);
+        assert_eq!(stats.dropped_rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(queue.push(share(true)), Queued::Yes);
+        assert_eq!(queue.push(share(true)), Queued::Yes);
+        assert_eq!(queue.push(share(true)), Queued::DroppedAccepted);
+        assert_eq!(stats.dropped_accepted.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.dropped(), 2);
+        // Below the mark again, a rejected record gets in.
+        for _ in 0..3 {
+            rx.recv().unwrap();
+        }
+        assert_eq!(queue.push(share(false)), Queued::Yes);
+        assert_eq!(queue.push(share(false)), Queued::DroppedRejected);
+    }
+
+    #[test]
+    fn with_the_engine_queue_full_of_rejected_records_accepted_ones_still_get_in() {
+        let stats = Arc::new(ShareLogStats::default());
+        let (queue, _rx) = ShareQueue::new(Arc::clone(&stats));
+        for _ in 0..SHARE_QUEUE_REJECTED_HIGH_WATER {
+            assert_eq!(queue.push(share(false)), Queued::Yes);
+        }
+        for _ in 0..1000 {
+            assert_eq!(queue.push(share(false)), Queued::DroppedRejected);
+        }
+        for _ in SHARE_QUEUE_REJECTED_HIGH_WATER..SHARE_QUEUE {
+            assert_eq!(queue.push(share(true)), Queued::Yes);
+        }
+        assert_eq!(queue.len(), SHARE_QUEUE);
+        assert_eq!(queue.push(share(true)), Queued::DroppedAccepted);
+        assert_eq!(stats.dropped_rejected.load(Ordering::Relaxed), 1000);
+        assert_eq!(stats.dropped_accepted.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn an_accepted_record_the_writer_is_gone_for_is_counted() {
+        let stats = Arc::new(ShareLogStats::default());
+        let (queue, rx) = ShareQueue::with_capacity(8, 6, Arc::clone(&stats));
+        drop(rx);
+        assert_eq!(queue.push(share(true)), Queued::DroppedAccepted);
+        assert_eq!(queue.push(share(false)), Queued::DroppedRejected);
+        assert_eq!(stats.dropped(), 2);
     }
 
     #[test]
@@ -456,5 +903,384 @@ mod tests {
         let line = serde_json::to_vec(&batch).unwrap();
         assert!(!line.contains(&b'\n'), "one batch is one line");
         assert_eq!(serde_json::from_slice::<Batch>(&line).unwrap(), batch);
+    }
+}
+
+/// The share log against a real `redis-server` (started per test, as the integration tests do:
+/// a free port, a temporary directory, no persistence).
+#[cfg(test)]
+mod redis_tests {
+    use super::*;
+    use crate::session::ShareRecord;
+    use crate::share::Reject;
+
+    struct TestRedis {
+        child: std::process::Child,
+        port: u16,
+        dir: PathBuf,
+    }
+
+    impl TestRedis {
+        fn start() -> TestRedis {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = temp_dir("redis");
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: apt-get install redis-server");
+            let redis = TestRedis { child, port, dir };
+            for _ in 0..200 {
+                if let Ok(mut con) = connect(&redis.url()) {
+                    if redis::cmd("PING").query::<String>(&mut con).is_ok() {
+                        return redis;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            panic!("redis-server did not answer PING");
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        fn con(&self) -> redis::Connection {
+            connect(&self.url()).unwrap()
+        }
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn temp_dir(what: &str) -> PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-sharelog-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn plane(url: &str, id: &str) -> PlaneSettings {
+        PlaneSettings {
+            url: url.into(),
+            prefix: "t".into(),
+            id: id.into(),
+            service_ttl: Duration::from_secs(10),
+            lease: Duration::from_secs(2),
+            session_ttl: Duration::from_secs(600),
+        }
+    }
+
+    fn settings(spool: PathBuf, max_rollup_workers: usize) -> ShareLogSettings {
+        ShareLogSettings {
+            batch_size: 500,
+            batch_interval: Duration::from_millis(20),
+            stream_maxlen: 10_000_000,
+            spool_path: spool,
+            max_spool_bytes: 1 << 30,
+            max_rollup_workers,
+        }
+    }
+
+    /// A minute well inside the rollups' TTL, fixed so tests can read its hash.
+    const AT_MS: u64 = 1_795_000_020_000;
+    const MINUTE: u64 = AT_MS / 60_000;
+
+    fn share(worker: &str, accepted: bool) -> LoggedShare {
+        LoggedShare {
+            record: ShareRecord {
+                worker: Arc::from(worker),
+                job_id: None,
+                height: Some(1),
+                assigned_difficulty: 2.0,
+                share_difficulty: 3.0,
+                result: if accepted {
+                    Ok(())
+                } else {
+                    Err(Reject::LowDifficulty)
+                },
+                is_block: false,
+                hash: None,
+            },
+            session: Extranonce1::new(&[1, 2, 3, 4]).unwrap(),
+            client: "10.0.0.1".parse().unwrap(),
+            user_agent: None,
+            at_ms: AT_MS,
+        }
+    }
+
+    fn batch(epoch: u64, seq: u64, workers: &[&str]) -> Batch {
+        Batch {
+            epoch,
+            seq,
+            records: workers
+                .iter()
+                .map(|w| fields_of(&share(w, true), "e", &format!("{epoch}:{seq}")))
+                .collect(),
+        }
+    }
+
+    fn rollup(con: &mut redis::Connection) -> std::collections::HashMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(Keys::new("t").rollup(MINUTE))
+            .query(con)
+            .unwrap()
+    }
+
+    fn stream_batches(con: &mut redis::Connection) -> Vec<String> {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("t:shares")
+            .arg("-")
+            .arg("+")
+            .query(con)
+            .unwrap();
+        entries
+            .into_iter()
+            .map(|(_, f)| f.into_iter().find(|(k, _)| k == "batch").unwrap().1)
+            .collect()
+    }
+
+    #[test]
+    fn a_minute_holds_max_rollup_workers_named_workers_across_engines_and_sums_the_rest() {
+        let redis = TestRedis::start();
+        let dir = temp_dir("cap");
+        let mut one = Writer::new(
+            plane(&redis.url(), "e1"),
+            settings(dir.join("one.spool"), 3),
+            Arc::default(),
+        );
+        let mut two = Writer::new(
+            plane(&redis.url(), "e2"),
+            settings(dir.join("two.spool"), 3),
+            Arc::default(),
+        );
+        // Two workers from each engine: the third place goes to the first to write, the fourth
+        // worker is past the cap.
+        one.write(&batch(1, 1, &["a", "b"])).unwrap();
+        two.write(&batch(1, 1, &["c", "d", "d"])).unwrap();
+        // A named worker keeps its name; another new one is summed too.
+        one.write(&batch(1, 2, &["a", "e"])).unwrap();
+        let mut con = redis.con();
+        let r = rollup(&mut con);
+        assert_eq!(r[ROLLUP_WORKER_COUNT], "3");
+        assert_eq!(r["a|accepted"], "2");
+        assert_eq!(r["a|difficulty"], "4");
+        assert_eq!(r["b|accepted"], "1");
+        assert_eq!(r["c|accepted"], "1");
+        assert!(!r.contains_key("d|accepted") && !r.contains_key("e|accepted"));
+        assert_eq!(r[&format!("{OTHER_WORKERS}|accepted")], "3");
+        assert_eq!(r[&format!("{OTHER_WORKERS}|difficulty")], "6");
+        // 3 named workers × 2 fields, ~ other's 2, the count.
+        assert_eq!(r.len(), 9, "{r:?}");
+        // The stream keeps every record under its own name.
+        assert_eq!(stream_batches(&mut con).len(), 7);
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(Keys::new("t").rollup(MINUTE))
+            .query(&mut con)
+            .unwrap();
+        assert!(ttl > 172_000, "the rollup keeps its two-day TTL: {ttl}");
+    }
+
+    #[test]
+    fn the_default_cap_takes_10_000_workers_and_not_one_more() {
+        let redis = TestRedis::start();
+        let dir = temp_dir("cap-default");
+        let mut w = Writer::new(
+            plane(&redis.url(), "e1"),
+            settings(dir.join("spool"), DEFAULT_MAX_ROLLUP_WORKERS),
+            Arc::default(),
+        );
+        let names: Vec<String> = (0..=DEFAULT_MAX_ROLLUP_WORKERS)
+            .map(|i| format!("w{i:05}"))
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (first, second) = names.split_at(DEFAULT_MAX_ROLLUP_WORKERS - 1);
+        w.write(&batch(1, 1, first)).unwrap();
+        let mut con = redis.con();
+        assert!(!rollup(&mut con).contains_key(&format!("{OTHER_WORKERS}|accepted")));
+        // The 10,000th worker takes the last place, the 10,001st is summed.
+        w.write(&batch(1, 2, second)).unwrap();
+        let r = rollup(&mut con);
+        assert_eq!(r[ROLLUP_WORKER_COUNT], "10000");
+        assert_eq!(r["w09999|accepted"], "1");
+        assert!(!r.contains_key("w10000|accepted"));
+        assert_eq!(r[&format!("{OTHER_WORKERS}|accepted")], "1");
+    }
+
+    /// A spool holding `n` batches of one record each, written by an earlier run (epoch 7).
+    fn spool_of(path: &std::path::Path, n: u64) {
+        let mut text = Vec::new();
+        for seq in 1..=n {
+            text.extend(serde_json::to_vec(&batch(7, seq, &["old"])).unwrap());
+            text.push(b'\n');
+        }
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_counted_and_the_next_batches_append_on_a_clean_line() {
+        let redis = TestRedis::start();
+        let dir = temp_dir("torn");
+        let path = dir.join("spool");
+        spool_of(&path, 2);
+        let whole = std::fs::metadata(&path).unwrap().len();
+        // A crash in the middle of appending the third batch.
+        let third = serde_json::to_vec(&batch(7, 3, &["old"])).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&third[..third.len() / 2]).unwrap();
+        drop(f);
+        let stats = Arc::new(ShareLogStats::default());
+        // Redis is not reachable yet: the new batch goes to the spool behind the old ones.
+        let mut w = Writer::new(
+            plane("redis://127.0.0.1:1", "e"),
+            settings(path.clone(), 100),
+            Arc::clone(&stats),
+        );
+        assert_eq!(stats.spool_torn_lines.load(Ordering::Relaxed), 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        w.send(batch(8, 1, &["new"]));
+        assert_eq!(stats.spooled_batches.load(Ordering::Relaxed), 1);
+        let text = std::fs::read(&path).unwrap();
+        assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 3);
+        assert!(text.ends_with(b"\n"));
+        // Every whole batch replays.
+        w.settings.url = redis.url();
+        w.next_retry = Instant::now();
+        w.maybe_replay();
+        let mut con = redis.con();
+        assert_eq!(stream_batches(&mut con), ["7:1", "7:2", "8:1"]);
+        assert_eq!(stats.spool_unreadable_lines.load(Ordering::Relaxed), 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(!w.spooling());
+    }
+
+    #[test]
+    fn a_replay_turn_is_bounded_new_batches_queue_behind_it_and_a_crash_replays_once() {
+        let redis = TestRedis::start();
+        let dir = temp_dir("replay");
+        let path = dir.join("spool");
+        spool_of(&path, 200);
+        let stats = Arc::new(ShareLogStats::default());
+        let mut w = Writer::new(
+            plane(&redis.url(), "e"),
+            settings(path.clone(), 100),
+            Arc::clone(&stats),
+        );
+        assert!(w.replay_due(), "a spool from an earlier run goes first");
+        w.maybe_replay();
+        let first = stats.replayed_batches.load(Ordering::Relaxed);
+        assert!(
+            (1..=REPLAY_TURN_BATCHES as u64).contains(&first),
+            "one turn writes a bounded slice: {first}"
+        );
+        assert!(w.spooling());
+        // A new batch while the replay is under way goes behind it, not straight to Redis.
+        w.send(batch(8, 1, &["new"]));
+        assert_eq!(stats.spooled_batches.load(Ordering::Relaxed), 1);
+        let mut con = redis.con();
+        assert_eq!(stream_batches(&mut con).len() as u64, first);
+
+        // A crash now: the next run replays from the start and the high-water marks skip what
+        // landed.
+        drop(w);
+        let stats = Arc::new(ShareLogStats::default());
+        let mut w = Writer::new(
+            plane(&redis.url(), "e"),
+            settings(path.clone(), 100),
+            Arc::clone(&stats),
+        );
+        let mut turns = 0;
+        while w.spooling() {
+            w.maybe_replay();
+            turns += 1;
+            assert!(turns < 100, "the replay does not finish");
+        }
+        assert!(turns >= 201 / REPLAY_TURN_BATCHES, "{turns} turns");
+        assert_eq!(stats.replayed_batches.load(Ordering::Relaxed), 201);
+        let mut expected: Vec<String> = (1..=200).map(|s| format!("7:{s}")).collect();
+        expected.push("8:1".into());
+        assert_eq!(
+            stream_batches(&mut con),
+            expected,
+            "each batch once, in order"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        // Caught up: batches go straight to Redis again.
+        w.send(batch(8, 2, &["new"]));
+        assert_eq!(stats.spooled_batches.load(Ordering::Relaxed), 0);
+        assert_eq!(stream_batches(&mut con).len(), 202);
+    }
+
+    #[test]
+    fn the_writer_keeps_taking_new_shares_while_a_long_spool_replays() {
+        let redis = TestRedis::start();
+        let dir = temp_dir("drain");
+        let path = dir.join("spool");
+        const SPOOLED: u64 = 20_000;
+        spool_of(&path, SPOOLED);
+        let stats = Arc::new(ShareLogStats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (queue, rx) = ShareQueue::with_capacity(64, 48, Arc::clone(&stats));
+        let writer = spawn_writer(
+            plane(&redis.url(), "e"),
+            settings(path.clone(), 100),
+            rx,
+            Arc::clone(&stats),
+            Arc::clone(&stop),
+        )
+        .unwrap();
+        let replayed = || stats.replayed_batches.load(Ordering::Relaxed);
+        while replayed() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Shares queued once the replay is under way leave the queue before it ends (a replay
+        // that held the writer until the spool was done would leave them there).
+        let mut taken_during_replay = 0;
+        for _ in 0..10 {
+            assert_eq!(queue.push(share("live", true)), Queued::Yes);
+            while !queue.is_empty() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            if replayed() < SPOOLED {
+                taken_during_replay += 1;
+            }
+        }
+        assert!(
+            taken_during_replay > 0,
+            "no share left the queue while the spool replayed"
+        );
+        stop.store(true, Ordering::Relaxed);
+        drop(queue);
+        writer.join().unwrap();
+        assert_eq!(stats.dropped(), 0);
+        // The live shares went to the end of the spool, and replayed from there.
+        let spooled = stats.spooled_batches.load(Ordering::Relaxed);
+        assert!(spooled > 0);
+        assert_eq!(replayed(), SPOOLED + spooled);
+        let batches = stream_batches(&mut redis.con());
+        assert_eq!(batches.len() as u64, SPOOLED + 10);
+        // Order is kept: the old run's batches first, the live ones behind them.
+        let old = SPOOLED as usize;
+        assert!(batches[..old].iter().all(|b| b.starts_with("7:")));
+        assert!(batches[old..].iter().all(|b| !b.starts_with("7:")));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 }

@@ -405,21 +405,14 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
                         let _ = h.record(started.elapsed().as_nanos().max(1) as u64);
                     }
                     if let Some(log) = &shared.share_log {
-                        let share = LoggedShare {
+                        // Never waits; what the queue refuses it counts (accepted ones loudly).
+                        log.push(LoggedShare {
                             record,
                             session: *session.extranonce1(),
                             client: conn.client.ip(),
                             user_agent: session.user_agent_shared(),
                             at_ms: ctx.now_ms,
-                        };
-                        // The core never waits on the log: a full queue costs the record.
-                        if log.try_send(share).is_err() {
-                            shared
-                                .metrics
-                                .share_log
-                                .dropped
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
+                        });
                     }
                 }
                 Event::Block(block) => {

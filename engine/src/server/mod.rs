@@ -64,7 +64,7 @@ pub struct Shared {
     pub limits: Arc<ConnectionLimits>,
     pub blocks: crossbeam_channel::Sender<Box<BlockFound>>,
     /// The share log writer's queue (the stratum role only).
-    pub share_log: Option<crossbeam_channel::Sender<crate::plane::sharelog::LoggedShare>>,
+    pub share_log: Option<crate::plane::sharelog::ShareQueue>,
     /// The fleet's session store (the stratum role only).
     pub sessions: Option<Arc<crate::plane::sessions::SessionStore>>,
     /// This engine's slot in the fleet: the first byte of every extranonce1 (the stratum role).
@@ -331,7 +331,7 @@ impl Engine {
                     Arc::clone(&stop_jobmanager),
                 )?);
                 let (shares_tx, shares_rx) =
-                    crossbeam_channel::bounded(crate::plane::sharelog::SHARE_QUEUE);
+                    crate::plane::sharelog::ShareQueue::new(Arc::clone(&metrics.share_log));
                 share_log = Some(shares_tx);
                 background.push(crate::plane::sharelog::spawn_writer(
                     plane.clone(),
