@@ -986,6 +986,7 @@ mod redis_tests {
             service_ttl: Duration::from_secs(10),
             lease: Duration::from_secs(2),
             session_ttl: Duration::from_secs(600),
+            fleet_key: crate::plane::FleetKey::new(vec![b'k'; 32]).unwrap(),
         }
     }
 
