@@ -48,13 +48,7 @@ fn epoch(con: &mut redis::Connection) -> Option<String> {
 /// Mines on the miner's current work until a share is a block, submits it, and waits for the
 /// clean job that follows it (`mining.notify` with `params[8] == true`).
 fn find_a_block_and_get_clean_work(miner: &mut Miner, what: &str) {
-    let block = loop {
-        let share = miner.find_share(miner.difficulty, true, None);
-        if miner.is_block(&share) {
-            break share;
-        }
-        assert_eq!(miner.submit(&share)["result"], true);
-    };
+    let block = miner.mine_until_block();
     assert_eq!(miner.submit(&block)["result"], true);
     let clean = eventually(Duration::from_secs(10), || {
         let n = miner.wait_for("mining.notify", Duration::from_millis(100))?;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use support::engine::tempdir::TempDir;
 use support::engine::{eventually, EngineProcess};
 use support::fleet::{self, role_with, wait_for_leader, PREFIX};
-use support::miner::{Miner, Share};
+use support::miner::Miner;
 use support::node::{start_pair, RegtestNode};
 use support::redis_server::RedisServer;
 
@@ -87,17 +87,6 @@ fn miner_on(engine: &EngineProcess) -> Miner {
     miner
 }
 
-/// A share that is a block, submitting (and checking) the ones before it that are not.
-fn block_share(miner: &mut Miner) -> Share {
-    loop {
-        let share = miner.find_share(miner.difficulty, true, None);
-        if miner.is_block(&share) {
-            return share;
-        }
-        assert_eq!(miner.submit(&share)["result"], true);
-    }
-}
-
 fn best(node: &RegtestNode) -> String {
     node.cli_ok(&["getbestblockhash"])
         .as_str()
@@ -134,7 +123,7 @@ fn a_leader_killed_before_the_nodes_answered_leaves_the_block_to_the_next_leader
 
     node1.freeze();
     // On regtest every share at the test difficulty is a block.
-    let share = block_share(&mut miner);
+    let share = miner.mine_until_block();
     assert_eq!(miner.submit(&share)["result"], true);
     let hash = share.hash.to_string();
     let taken = eventually(Duration::from_secs(10), || {
@@ -215,7 +204,7 @@ fn a_block_held_while_redis_is_frozen_survives_the_engine_and_reaches_the_leader
     let toml = format!("[blocks]\nheld_path = \"{}\"\n", held.display());
     let mut e1 = role_with(&redis, "stratum", "engine-1", &toml, &[]);
     let mut miner = miner_on(&e1);
-    let share = block_share(&mut miner);
+    let share = miner.mine_until_block();
 
     redis.pause();
     assert_eq!(miner.submit(&share)["result"], true);
@@ -290,7 +279,7 @@ fn a_stratum_engine_with_nodes_submits_directly_while_redis_is_frozen() {
         &[],
     );
     let mut miner = miner_on(&engine);
-    let share = block_share(&mut miner);
+    let share = miner.mine_until_block();
 
     redis.pause();
     assert_eq!(miner.submit(&share)["result"], true);

@@ -9,7 +9,8 @@
 //!   session holds, and a second process under a live `redis.id` is refused at start;
 //! - a policy that narrows the version mask is announced with `mining.set_version_mask`, and the
 //!   next share rolled inside the new mask is accepted;
-//! - an engine whose slot is taken by another stops taking new connections and says why.
+//! - an engine whose slot is taken by another stops taking new connections and says why;
+//! - a session whose engine was killed is not resumed (its duplicate set died with it).
 
 mod support;
 
@@ -17,24 +18,13 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::engine::{eventually, EngineProcess};
-use support::fleet::{leader, role, shares_in_stream, stratum, PREFIX};
+use support::fleet::{leader, shares_in_stream, still_jobmanager, stratum, PREFIX};
 use support::miner::{error_code, Miner, Share, WORKER};
 use support::redis_server::RedisServer;
 
-/// A jobmanager whose chain never moves during a test: no block interval and a network
-/// difficulty no test share reaches, so the job a share was found on stays current.
-fn still_jobmanager(redis: &RedisServer) -> EngineProcess {
-    role(
-        redis,
-        "jobmanager",
-        "jm-a",
-        &["--block-interval", "0", "--network-difficulty", "1000"],
-    )
-}
-
 fn fleet(redis: &RedisServer) -> (EngineProcess, redis::Connection) {
     let mut con = redis.connection();
-    let jm = still_jobmanager(redis);
+    let jm = still_jobmanager(redis, "jm-a");
     eventually(Duration::from_secs(5), || leader(&mut con)).expect("a leader");
     (jm, con)
 }
@@ -339,4 +329,38 @@ fn an_engine_whose_slot_is_taken_stops_taking_new_connections_and_says_why() {
     // The miners it has keep mining.
     let s = live.find_share(live.difficulty, true, None);
     assert_eq!(live.submit(&s)["result"], true);
+}
+
+#[test]
+fn a_session_whose_engine_was_killed_is_not_resumed() {
+    let redis = RedisServer::start();
+    let (_jm, mut con) = fleet(&redis);
+    let mut a = stratum(&redis, "engine-a");
+    let b = stratum(&redis, "engine-b");
+    let mut miner = Miner::connect(a.addr());
+    let id = join(&mut miner);
+    let en1 = miner.extranonce1.clone();
+    let share = miner.find_share(miner.difficulty, true, None);
+    assert_eq!(miner.submit(&share)["result"], true);
+    eventually(Duration::from_secs(5), || {
+        (accepted_with_hash(&mut con, &share.hash.to_string()) == 1).then_some(())
+    })
+    .expect("the share is logged");
+    // SIGKILL: the session's duplicate set dies with the engine, so nobody may resume it.
+    a.kill();
+    let mut again = Miner::connect(b.addr());
+    let r = resume(&mut again, &id);
+    assert_ne!(again.extranonce1, en1, "a fresh session: {r}");
+    assert_eq!(again.authorize(WORKER, "x")["result"], true);
+    again
+        .wait_for("mining.notify", Duration::from_secs(5))
+        .unwrap();
+    let replayed = again_on_current_work(&again, &share);
+    assert_ne!(
+        again.submit(&replayed)["result"],
+        true,
+        "not the same header"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(accepted_with_hash(&mut con, &share.hash.to_string()), 1);
 }

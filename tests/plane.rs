@@ -139,13 +139,7 @@ fn a_block_found_on_an_engine_is_submitted_by_the_leader_and_recorded() {
     let engine = stratum(&redis, "engine-1");
     let mut miner = Miner::connect(engine.addr());
     miner.handshake();
-    let share = loop {
-        let share = miner.find_share(miner.difficulty, true, None);
-        if miner.is_block(&share) {
-            break share;
-        }
-        assert_eq!(miner.submit(&share)["result"], true);
-    };
+    let share = miner.mine_until_block();
     assert_eq!(miner.submit(&share)["result"], true);
     let hash = share.hash.to_string();
     type Entries = Vec<(String, Vec<(String, String)>)>;
@@ -186,12 +180,7 @@ fn with_redis_away_for_10_s_mining_goes_on_and_every_share_is_logged_exactly_onc
     let redis = RedisServer::start();
     let mut con = redis.connection();
     // No share is a block: the chain's difficulty is far above the shares'.
-    let _jm = role(
-        &redis,
-        "jobmanager",
-        "jm-a",
-        &["--block-interval", "0", "--network-difficulty", "1000"],
-    );
+    let _jm = support::fleet::still_jobmanager(&redis, "jm-a");
     eventually(Duration::from_secs(5), || leader(&mut con)).expect("a leader");
     let engine = stratum(&redis, "engine-1");
     let mut miner = Miner::connect(engine.addr());

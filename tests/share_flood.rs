@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::engine::eventually;
-use support::fleet::{role, role_with, shares_in_stream, wait_for_leader, PREFIX};
+use support::fleet::{role_with, shares_in_stream, wait_for_leader, PREFIX};
 use support::miner::Miner;
 use support::redis_server::RedisServer;
 
@@ -139,12 +139,7 @@ fn a_flood_of_rejected_submits_with_4_kb_names_leaves_redis_alone_and_loses_no_a
     let mut con = redis.connection();
     // No share is a block (a new block would make the honest miner's work stale): the chain's
     // difficulty is far above the shares'.
-    let _jm = role(
-        &redis,
-        "jobmanager",
-        "jm-a",
-        &["--block-interval", "0", "--network-difficulty", "1000"],
-    );
+    let _jm = support::fleet::still_jobmanager(&redis, "jm-a");
     wait_for_leader(&mut con);
     // Lines long enough for a 4 KB worker name and the rest of a submit.
     let engine = role_with(

@@ -58,6 +58,17 @@ pub fn jobmanager(redis: &RedisServer, id: &str) -> EngineProcess {
     )
 }
 
+/// A jobmanager whose chain never moves during a test: no block interval and a network
+/// difficulty no test share reaches, so the job a share was found on stays current.
+pub fn still_jobmanager(redis: &RedisServer, id: &str) -> EngineProcess {
+    role(
+        redis,
+        "jobmanager",
+        id,
+        &["--block-interval", "0", "--network-difficulty", "1000"],
+    )
+}
+
 pub fn stratum(redis: &RedisServer, id: &str) -> EngineProcess {
     role(redis, "stratum", id, &[])
 }

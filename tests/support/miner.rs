@@ -225,6 +225,18 @@ impl Miner {
         unreachable!()
     }
 
+    /// Mines on the current work until a share is a block, submitting (and checking) the ones
+    /// before it that are not; the block is returned unsubmitted.
+    pub fn mine_until_block(&mut self) -> Share {
+        loop {
+            let share = self.find_share(self.difficulty, true, None);
+            if self.is_block(&share) {
+                return share;
+            }
+            assert_eq!(self.submit(&share)["result"], true);
+        }
+    }
+
     /// Whether a share's hash meets the current work's network target.
     pub fn is_block(&self, share: &Share) -> bool {
         let work = self.work.as_ref().unwrap();

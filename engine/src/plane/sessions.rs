@@ -93,7 +93,25 @@ end
 return 0
 "#;
 
-/// Claims a session for a resume. ARGV: prefix, holder, conn, holder slot, engine id.
+/// Keeps the slot key of a session's extranonce1 alive for at least the session TTL (Lua prelude
+/// of the claim and save scripts): a released or claimed session keeps its slot from being leased
+/// again for as long as its record may be resumed, whatever happens to the engines after.
+const KEEP_SLOT: &str = r#"
+local function keep_slot(prefix, extranonce1, ttl)
+  local n = tonumber(string.sub(extranonce1 or '', 1, 2), 16)
+  if not n then return end
+  local key = prefix .. ':slot:' .. n
+  if redis.call('PTTL', key) < tonumber(ttl) then
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('PEXPIRE', key, ttl)
+    else
+      redis.call('SET', key, 'pinned', 'PX', ttl)
+    end
+  end
+end
+"#;
+
+/// Claims a session for a resume. ARGV: prefix, holder, conn, holder slot, engine id, slot ttl.
 /// Returns {'0'} unknown, {'1'} held by a live connection, {'2'} its holder died (deleted), or
 /// {'3', extranonce1, difficulty, version_mask, workers, shares}.
 const CLAIM: &str = r#"
@@ -107,6 +125,7 @@ if h[3] ~= '1' then
   return {'2'}
 end
 local r = redis.call('HMGET', KEYS[1], 'extranonce1', 'difficulty', 'version_mask', 'workers', 'shares')
+keep_slot(ARGV[1], r[1], ARGV[6])
 redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'conn', ARGV[3], 'holder_slot', ARGV[4],
   'engine', ARGV[5], 'released', '0')
 redis.call('HDEL', KEYS[1], 'shares')
@@ -115,7 +134,7 @@ return {'3', r[1] or '', r[2] or '', r[3] or '', r[4] or '', r[5] or ''}
 
 /// Saves a session this connection holds (or creates it). KEYS: record, index. ARGV: holder,
 /// conn, holder slot, engine, now, ttl, id, extranonce1, difficulty, version_mask, workers,
-/// release ('0' save, '1' release with ARGV[13] = shares, '2' forget).
+/// release ('0' save, '1' release with ARGV[13] = shares, '2' forget), prefix, slot ttl.
 const SAVE: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'holder', 'conn', 'released')
 if h[1] and (h[1] ~= ARGV[1] or h[2] ~= ARGV[2] or h[3] == '1') then return 0 end
@@ -124,6 +143,7 @@ if ARGV[12] == '2' then
   redis.call('ZREM', KEYS[2], ARGV[7])
   return 1
 end
+keep_slot(ARGV[14], ARGV[8], ARGV[15])
 local released = '0'
 if ARGV[12] == '1' then released = '1' end
 redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'conn', ARGV[2], 'holder_slot', ARGV[3],
@@ -447,6 +467,7 @@ struct Writer {
     lease: Arc<SlotLease>,
     claim: redis::Script,
     save: redis::Script,
+    slot_ttl: u64,
 }
 
 fn text(bytes: &[u8]) -> Option<&str> {
@@ -488,6 +509,7 @@ impl Writer {
             .arg(conn)
             .arg(self.lease.slot)
             .arg(&self.settings.id)
+            .arg(self.slot_ttl)
             .invoke(con)?;
         Ok(match reply.first().map(Vec::as_slice) {
             Some(b"1") => Claim::Held,
@@ -533,6 +555,7 @@ impl Writer {
                 .arg(hex::encode(&s.shares.encode())),
             None => call.arg("").arg("").arg("").arg("").arg(mode).arg(""),
         };
+        call.arg(&self.settings.prefix).arg(self.slot_ttl);
         let written: i64 = call.invoke(con)?;
         if written == 0 {
             tracing::debug!(session = %id, "a session write refused: this connection does not hold it");
@@ -568,12 +591,13 @@ pub fn spawn_store(
 ) -> std::io::Result<(Arc<SessionStore>, JoinHandle<()>)> {
     let (tx, rx): (Sender<Request>, Receiver<Request>) = crossbeam_channel::bounded(STORE_QUEUE);
     let writer = Writer {
+        slot_ttl: slot_ttl(&settings),
         keys: Keys::new(&settings.prefix),
         settings,
         ttl,
         lease,
-        claim: redis::Script::new(CLAIM),
-        save: redis::Script::new(SAVE),
+        claim: redis::Script::new(&format!("{KEEP_SLOT}{CLAIM}")),
+        save: redis::Script::new(&format!("{KEEP_SLOT}{SAVE}")),
     };
     let handle = std::thread::Builder::new()
         .name("sluice-sessions".into())

@@ -97,6 +97,11 @@ impl Conn {
         }
     }
 
+    /// This connection's name in the session store: unique in the process (ids count per core).
+    fn store_conn(&self, core: &Core) -> u64 {
+        (core.index as u64) << 48 | self.id
+    }
+
     /// Saves the session to the fleet's store (while this connection holds it).
     pub fn save(&self, core: &Core) {
         if self.released.get() {
@@ -105,7 +110,11 @@ impl Conn {
         if let Some(store) = &core.shared.sessions {
             let session = self.session.borrow();
             if session.is_authorized() {
-                store.save(session.raw_session_id(), self.id, session.snapshot());
+                store.save(
+                    session.raw_session_id(),
+                    self.store_conn(core),
+                    session.snapshot(),
+                );
             }
         }
     }
@@ -135,7 +144,7 @@ impl Conn {
                 }
             }
         };
-        store.release(session.raw_session_id(), self.id, release);
+        store.release(session.raw_session_id(), self.store_conn(core), release);
     }
 
     /// Kicked by an operator: closed, and its session not kept for a resume.
@@ -299,7 +308,10 @@ async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: &mut
                     metrics.count_resume_refused("unknown");
                     continue;
                 };
-                match store.claim(id, conn.id, SESSION_LOOKUP_DEADLINE).await {
+                match store
+                    .claim(id, conn.store_conn(core), SESSION_LOOKUP_DEADLINE)
+                    .await
+                {
                     Claim::Resumed(saved) => {
                         let own = *conn.session.borrow().extranonce1();
                         let book = core.shared.feed.load();
@@ -314,7 +326,7 @@ async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: &mut
                             }
                             Err(why) => {
                                 // The claim is ours; let the record go rather than hold it.
-                                store.release(id, conn.id, Release::Forget);
+                                store.release(id, conn.store_conn(core), Release::Forget);
                                 metrics.count_resume_refused("invalid");
                                 tracing::debug!(session = %text, why, "session not resumed");
                             }
