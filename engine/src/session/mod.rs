@@ -554,7 +554,7 @@ impl Session {
                 if self.suggestions.0 != minute {
                     self.suggestions = (minute, 0);
                 }
-                self.suggestions.1 += 1;
+                self.suggestions.1 = self.suggestions.1.saturating_add(1);
                 if self.suggestions.1 > self.config.limits.max_suggestions_per_minute {
                     message::write_error(
                         out,
