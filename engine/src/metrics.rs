@@ -57,7 +57,7 @@ impl CoreMetrics {
 }
 
 /// Why a connection was refused or closed by the engine.
-pub const CLOSE_REASONS: [&str; 11] = [
+pub const CLOSE_REASONS: [&str; 14] = [
     "line-too-long",
     "pending-output",
     "invalid-share-streak",
@@ -69,6 +69,9 @@ pub const CLOSE_REASONS: [&str; 11] = [
     "limit-per-ip",
     "slot-lost",
     "untrusted-proxy",
+    "draining",
+    "drained",
+    "kicked",
 ];
 
 /// Why a resume gave a fresh session instead (`sessions::Claim::refusal`, and `invalid`: the

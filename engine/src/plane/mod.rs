@@ -26,6 +26,9 @@ pub mod sessions;
 pub mod sharelog;
 pub mod wire;
 
+#[cfg(test)]
+pub(crate) mod test_redis;
+
 use std::time::Duration;
 
 pub use keys::{Keys, LAYOUT_VERSION};

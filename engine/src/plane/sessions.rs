@@ -626,3 +626,134 @@ pub fn spawn_store(
         })?;
     Ok((Arc::new(SessionStore { requests: tx }), handle))
 }
+
+/// The claim, save and release scripts against a real `redis-server`.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plane::test_redis::{plane, TestRedis};
+
+    fn saved(difficulty: f64, shares: Vec<u64>) -> SavedSession {
+        SavedSession {
+            extranonce1: Extranonce1::new(&[0, 0, 0, 7]).unwrap(),
+            difficulty: Difficulty::new(difficulty).unwrap(),
+            version_mask: 0x1fff_e000,
+            workers: vec!["w.rig".into()],
+            shares: SavedShares {
+                jobs: vec![(0x77, shares)],
+            },
+        }
+    }
+
+    fn difficulty(con: &mut redis::Connection, id: u64) -> Option<f64> {
+        field(con, id, "difficulty").and_then(|d| d.parse().ok())
+    }
+
+    fn field(con: &mut redis::Connection, id: u64, name: &str) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(Keys::new("t").session(&format_session_id(id)))
+            .arg(name)
+            .query(con)
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_holder_writes_and_a_held_session_cannot_be_claimed() {
+        let redis = TestRedis::start();
+        let mut con = redis.con();
+        let settings = plane(&redis.url(), "engine-1");
+        let (lease, keeper) = lease_slot(&settings).unwrap();
+        assert!(lease.holder.starts_with("engine-1|"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, thread) = spawn_store(
+            settings.clone(),
+            settings.session_ttl,
+            lease,
+            Arc::clone(&stop),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let claim = |conn| rt.block_on(store.claim(42, conn, Duration::from_millis(300)));
+        let flush = || rt.block_on(store.flush(Duration::from_secs(2)));
+
+        store.save(42, 1, saved(2.0, vec![]));
+        flush();
+        assert_eq!(difficulty(&mut con, 42), Some(2.0));
+        // Another connection can neither overwrite, release nor claim it.
+        store.save(42, 2, saved(9.0, vec![]));
+        store.release(42, 2, Release::Forget);
+        flush();
+        assert_eq!(difficulty(&mut con, 42), Some(2.0));
+        assert_eq!(claim(2), Claim::Held);
+        // Released by its holder: claimed once, with its shares; then held by the claimant.
+        store.release(42, 1, Release::Resumable(saved(3.0, vec![5, 6])));
+        flush();
+        assert_eq!(field(&mut con, 42, "released").as_deref(), Some("1"));
+        match claim(2) {
+            Claim::Resumed(s) => assert_eq!(s, saved(3.0, vec![5, 6])),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            field(&mut con, 42, "shares"),
+            None,
+            "the sets left with the claim"
+        );
+        assert_eq!(claim(3), Claim::Held);
+        store.save(42, 1, saved(8.0, vec![]));
+        flush();
+        assert_eq!(
+            difficulty(&mut con, 42),
+            Some(3.0),
+            "the old holder cannot write"
+        );
+        assert_eq!(claim(3), Claim::Held);
+        assert_eq!(
+            rt.block_on(store.claim(99, 3, Duration::from_millis(300))),
+            Claim::Unknown
+        );
+        // The session's slot key lives at least the session TTL.
+        let ttl: i64 = redis::cmd("PTTL").arg("t:slot:0").query(&mut con).unwrap();
+        assert!(ttl > 500_000, "{ttl}");
+
+        // The holder's engine is gone: the record lapses on the next claim.
+        stop.store(true, Ordering::Release);
+        thread.join().unwrap();
+        keeper.release();
+        let (lease2, keeper2) = lease_slot(&plane(&redis.url(), "engine-2")).unwrap();
+        assert_ne!(lease2.slot, 0, "a released slot is not handed out again");
+        let stop2 = Arc::new(AtomicBool::new(false));
+        let (store2, thread2) = spawn_store(
+            settings.clone(),
+            settings.session_ttl,
+            lease2,
+            Arc::clone(&stop2),
+        )
+        .unwrap();
+        assert_eq!(
+            rt.block_on(store2.claim(42, 1, Duration::from_millis(300))),
+            Claim::Lapsed
+        );
+        assert_eq!(field(&mut con, 42, "extranonce1"), None, "deleted");
+        stop2.store(true, Ordering::Release);
+        thread2.join().unwrap();
+        keeper2.release();
+    }
+
+    #[test]
+    fn a_second_process_under_a_live_id_is_refused() {
+        let redis = TestRedis::start();
+        let mut con = redis.con();
+        let settings = plane(&redis.url(), "engine-1");
+        let _: () = redis::cmd("HSET")
+            .arg(Keys::new("t").service("engine-1"))
+            .arg("role")
+            .arg("stratum")
+            .query(&mut con)
+            .unwrap();
+        let err = lease_slot(&settings).err().unwrap();
+        assert!(err.contains("redis.id \"engine-1\""), "{err}");
+    }
+}
