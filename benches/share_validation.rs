@@ -15,141 +15,28 @@
 //! 3,000 other transactions give a 12-level merkle branch (2,048 to 4,095 other txids), and the pool's
 //! coinbase tag is sized so that `coinb1 + extranonce1 (4) + extranonce2 (8) + coinb2` is 220 bytes.
 
+mod fixture;
+
 use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bitcoin::hashes::{sha256d, Hash};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use serde_json::json;
+use fixture::*;
 use sluice::chain::merkle;
-use sluice::chain::{BlockTemplate, CoinbaseConfig, Job, Payout};
+use sluice::chain::{BlockTemplate, CoinbaseConfig, Job};
 use sluice::hash::{header_hash, merkle_parent, Midstate, Sha256};
 use sluice::share::{DuplicateLimits, Reject, SessionShares, ShareRules, Verdict};
 use sluice::stratum::{self, Request, Submit};
-use sluice::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
+use sluice::units::{Difficulty, Extranonce1, Target};
 
-/// Transactions in the template, besides the coinbase.
-const TEMPLATE_TXS: usize = 3_000;
 /// Levels of the coinbase's merkle branch for [`TEMPLATE_TXS`] other transactions.
 const BRANCH_LEVELS: usize = 12;
-/// The coinbase size the design's target is stated for.
-const COINBASE_SIZE: usize = 220;
-const EXTRANONCE1_SIZE: usize = 4;
-const EXTRANONCE2_SIZE: usize = 8;
-const REGTEST_ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
-/// A mainnet-like compact target: no share here can be a block, so `is_block` stays false.
-const NBITS_HEX: &str = "17030ecd";
-const CURTIME: u32 = 1_764_115_200;
-const JOB_ID: JobId = JobId(0x1a2b);
-/// The version-rolling mask most ASICs negotiate (BIP310).
-const VERSION_MASK: u32 = 0x1fff_e000;
 /// Distinct submits prepared per benchmark; the timed loops cycle through them.
 const SUBMITS: usize = 1024;
 /// Shares a session has accepted on one job before the accepted-path benches start a new session.
 const SHARES_PER_SESSION: usize = 256;
-
-/// splitmix64: a small deterministic generator, so that every run benches the same bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    sluice::hex::encode(bytes)
-}
-
-/// A hash as nodes print it (byte-reversed).
-fn display_hex(internal: &[u8; 32]) -> String {
-    let mut b = *internal;
-    b.reverse();
-    hex(&b)
-}
-
-/// A `getblocktemplate` result with `TEMPLATE_TXS` transactions, shaped like Bitcoin Core's: every
-/// transaction has 200 to 300 bytes of data (250 on average), its own txid and wtxid, fee, sigops and
-/// weight; the template has a `default_witness_commitment` and the usual top-level fields.
-fn template_json() -> Vec<u8> {
-    let mut rng = Rng(0x5eed);
-    let transactions: Vec<serde_json::Value> = (0..TEMPLATE_TXS)
-        .map(|i| {
-            let len = 200 + (rng.next() % 101) as usize;
-            let data = rng.bytes(len);
-            let txid = sha256d::Hash::hash(&data).to_byte_array();
-            let mut wtxid_input = data.clone();
-            wtxid_input.push(0x01);
-            let wtxid = sha256d::Hash::hash(&wtxid_input).to_byte_array();
-            json!({
-                "data": hex(&data),
-                "txid": display_hex(&txid),
-                "hash": display_hex(&wtxid),
-                "depends": if i % 10 == 9 { json!([i]) } else { json!([]) },
-                "fee": 1_000 + rng.next() % 50_000,
-                "sigops": 1 + rng.next() % 8,
-                "weight": 4 * len as u64 - 3 * (rng.next() % 100),
-            })
-        })
-        .collect();
-    let prev: [u8; 32] = rng.bytes(32).try_into().expect("32 bytes");
-    let commitment = format!("6a24aa21a9ed{}", hex(&rng.bytes(32)));
-    let template = json!({
-        "capabilities": ["proposal"],
-        "version": 0x2000_0000u32,
-        "rules": ["csv", "!segwit", "taproot"],
-        "vbavailable": {},
-        "vbrequired": 0,
-        "previousblockhash": format!("00000000000000000001{}", &display_hex(&prev)[20..]),
-        "transactions": transactions,
-        "coinbaseaux": {},
-        "coinbasevalue": 312_500_000u64 + 12_345_678,
-        "longpollid": format!("{}1234", display_hex(&prev)),
-        "target": "0000000000000000000307a40000000000000000000000000000000000000000",
-        "mintime": CURTIME - 3_600,
-        "mutable": ["time", "transactions", "prevblock"],
-        "noncerange": "00000000ffffffff",
-        "sigoplimit": 80_000,
-        "sizelimit": 4_000_000,
-        "weightlimit": 4_000_000,
-        "curtime": CURTIME,
-        "bits": NBITS_HEX,
-        "height": 925_000,
-        "default_witness_commitment": commitment,
-    });
-    serde_json::to_vec(&template).expect("JSON")
-}
-
-fn coinbase_config(tag_len: usize) -> CoinbaseConfig {
-    CoinbaseConfig {
-        payouts: vec![
-            Payout::to_address(REGTEST_ADDRESS, bitcoin::Network::Regtest, 1)
-                .expect("regtest address"),
-        ],
-        tag: vec![b's'; tag_len],
-        extranonce: ExtranonceSizes::new(EXTRANONCE1_SIZE, EXTRANONCE2_SIZE).expect("sizes"),
-        tx_version: 1,
-    }
-}
-
-/// The pool's coinbase config, with the tag sized so that the coinbase is `COINBASE_SIZE` bytes.
-fn sized_coinbase_config(template: &BlockTemplate) -> CoinbaseConfig {
-    let untagged = template.job_parts(&coinbase_config(0)).expect("job parts");
-    let size = untagged.coinb1.len() + EXTRANONCE1_SIZE + EXTRANONCE2_SIZE + untagged.coinb2.len();
-    // A tag of n bytes (n <= 75) adds a one-byte push and its n bytes.
-    let tag_len = COINBASE_SIZE - size - 1;
-    assert!((1..=75).contains(&tag_len), "tag of {tag_len} bytes");
-    coinbase_config(tag_len)
-}
 
 struct Fixture {
     json: Vec<u8>,
