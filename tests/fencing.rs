@@ -101,7 +101,8 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
     let token_b = token_of(&lease);
     assert!(token_b >= 2, "{lease}");
     let old_epoch = epoch(&mut con).expect("the lease created a fleet epoch");
-    let applied = JobMessage::decode(&latest_job(&mut con).unwrap(), &fleet_key()).unwrap();
+    let recorded = latest_job(&mut con).unwrap();
+    let applied = JobMessage::decode(&recorded, &fleet_key()).unwrap();
     assert_eq!(applied.token, token_b);
     assert_eq!(applied.epoch.to_string(), old_epoch);
 
@@ -158,6 +159,22 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
         (n["params"][8] == true).then_some(())
     });
     assert!(clean.is_some(), "engine-2's miner gets the clean work too");
+
+    // The old epoch's job, recorded and published again (anyone who can write to Redis can):
+    // signed, but older than what the engines follow, so refused, and miners stay on new work.
+    let refused = e1.metric("sluice_jobs_refused_total");
+    let published = e1.metric("sluice_jobs_published_total");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{PREFIX}:jobs"))
+        .arg(&recorded)
+        .query(&mut con)
+        .unwrap();
+    eventually(Duration::from_secs(3), || {
+        (e1.metric("sluice_jobs_refused_total") > refused).then_some(())
+    })
+    .expect("the replayed job of the old epoch is refused");
+    assert_eq!(e1.metric("sluice_jobs_published_total"), published);
+    assert!(e1.log().contains("a replayed message?"), "{}", e1.log());
 }
 
 #[test]

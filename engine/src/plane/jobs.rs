@@ -173,6 +173,8 @@ struct Follower {
     epoch: u64,
     token: u64,
     sequence: u64,
+    /// When the last job applied was published (its leader's clock, µs).
+    published_us: u64,
     /// Refusals since the last one logged, and when that was.
     refusals: Refusals,
 }
@@ -226,11 +228,29 @@ impl Follower {
         let same_epoch = message.epoch == self.epoch;
         if same_epoch && message.token < self.token {
             metrics.jobs_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                token = message.token,
-                highest = self.token,
-                "job from a deposed jobmanager (stale fencing token) refused"
-            );
+            if let Some(unlogged) = self.refusals.log_now() {
+                tracing::warn!(
+                    token = message.token,
+                    highest = self.token,
+                    refused_unlogged = unlogged,
+                    "job from a deposed jobmanager (stale fencing token) refused"
+                );
+            }
+            return;
+        }
+        // A new epoch is a leader after Redis lost its state: its jobs are newer than any seen.
+        // A signed job of another epoch published before the last one applied is a replay (a
+        // recorded message published again), which would put miners back on old work.
+        if !same_epoch && self.epoch != 0 && message.published_us <= self.published_us {
+            metrics.jobs_refused.fetch_add(1, Ordering::Relaxed);
+            if let Some(unlogged) = self.refusals.log_now() {
+                tracing::warn!(
+                    epoch = message.epoch,
+                    followed = self.epoch,
+                    refused_unlogged = unlogged,
+                    "job of another fleet epoch, older than the last job applied (a replayed message?), refused"
+                );
+            }
             return;
         }
         if same_epoch && message.token == self.token && message.sequence <= self.sequence {
@@ -254,7 +274,12 @@ impl Follower {
                 .load()
                 .current()
                 .is_none_or(|j| j.prev_hash != message.parts.prev_hash);
-        let (epoch, token, sequence) = (message.epoch, message.token, message.sequence);
+        let (epoch, token, sequence, published_us) = (
+            message.epoch,
+            message.token,
+            message.sequence,
+            message.published_us,
+        );
         match self.feed.publish(message.parts, clean) {
             Ok(job) => {
                 metrics.jobs_published.fetch_add(1, Ordering::Relaxed);
@@ -270,6 +295,7 @@ impl Follower {
                 self.epoch = epoch;
                 self.token = token;
                 self.sequence = sequence;
+                self.published_us = self.published_us.max(published_us);
                 tracing::debug!(job = %job.id, height = job.height, token, clean, "job from Redis");
             }
             Err(e) => {
@@ -346,6 +372,7 @@ pub fn start_subscriber(
         epoch: 0,
         token: 0,
         sequence: 0,
+        published_us: 0,
         refusals: Refusals::default(),
     };
     let (tx, rx) = std::sync::mpsc::channel();
