@@ -259,6 +259,9 @@ pub struct Session {
     vardiff_chose: bool,
     /// A save is waiting for `session_save_interval_ms` to pass.
     save_due: bool,
+    /// A resumed session's mask was narrowed: `mining.set_version_mask` goes with the subscribe
+    /// answer.
+    announce_mask: bool,
     last_save_ms: u64,
     failed_authorize: u32,
     authorize_retry_at_ms: u64,
@@ -302,6 +305,7 @@ impl Session {
             suggestions: (0, 0),
             vardiff_chose: false,
             save_due: false,
+            announce_mask: false,
             last_save_ms: 0,
             failed_authorize: 0,
             authorize_retry_at_ms: 0,
@@ -455,7 +459,13 @@ impl Session {
                     .find(|j| j.fingerprint == fingerprint)
                     .map(|j| j.id)
             });
-        self.version_mask = saved.version_mask & self.config.version_mask;
+        // A mask negotiated on this connection (a configure before the subscribe) is what the
+        // miner was told: it stays. Otherwise the saved one, within this listener's, announced
+        // with the subscribe answer when that narrowed it.
+        if self.version_mask == 0 {
+            self.version_mask = saved.version_mask & self.config.version_mask;
+            self.announce_mask = self.version_mask != saved.version_mask;
+        }
         self.difficulty = clamp(
             saved.difficulty,
             self.config.min_difficulty,
@@ -535,6 +545,9 @@ impl Session {
                         &self.extranonce1,
                         self.config.extranonce.extranonce2(),
                     );
+                    if std::mem::take(&mut self.announce_mask) {
+                        message::write_set_version_mask(out, self.version_mask);
+                    }
                     // A resumed session is authorized already: work at once.
                     if !self.workers.is_empty() {
                         if let Some(job) = ctx.book.current() {

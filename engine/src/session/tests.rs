@@ -701,3 +701,33 @@ fn a_resumed_session_keeps_its_shares_as_duplicates() {
     let other = again.share(&same_job, 2, Target::MAX, true);
     assert_eq!(again.send(&other).0[0]["result"], true);
 }
+
+#[test]
+fn a_resumed_mask_narrowed_by_this_listener_is_announced_and_a_fresh_configure_wins() {
+    let mut h = Harness::new(tiny());
+    h.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000","version-rolling.min-bit-count":2}]}"#);
+    h.handshake();
+    let saved = h.session.release_snapshot(&h.book).unwrap();
+    assert_eq!(saved.version_mask, 0x1fff_e000);
+
+    let narrow = SessionConfig {
+        version_mask: 0x00ff_e000,
+        ..tiny()
+    };
+    let mut again = Harness::new(narrow.clone());
+    again.session.resume(7, &saved, &again.book).unwrap();
+    let (r, _) = again.send(r#"{"id":1,"method":"mining.subscribe","params":["x","7"]}"#);
+    assert_eq!(r[1]["method"], "mining.set_version_mask", "{r:?}");
+    assert_eq!(r[1]["params"][0], "00ffe000");
+
+    // A miner that configured on the new connection keeps the mask it was answered.
+    let mut third = Harness::new(narrow);
+    third.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"0000e000","version-rolling.min-bit-count":2}]}"#);
+    third.session.resume(7, &saved, &third.book).unwrap();
+    assert_eq!(third.session.version_mask(), 0x0000_e000);
+    let (r, _) = third.send(r#"{"id":2,"method":"mining.subscribe","params":["x","7"]}"#);
+    assert!(
+        r.iter().all(|m| m["method"] != "mining.set_version_mask"),
+        "{r:?}"
+    );
+}
