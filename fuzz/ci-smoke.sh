@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
-TARGETS=(codec template submit job_message)
+TARGETS=(codec template submit job_message session)
 
 skip() {
     echo "fuzz smoke: skipped: $1"

@@ -9,7 +9,8 @@
 //!   session holds, and a second process under a live `redis.id` is refused at start;
 //! - a policy that narrows the version mask is announced with `mining.set_version_mask`, and the
 //!   next share rolled inside the new mask is accepted;
-//! - an engine whose slot is taken by another stops taking new connections and says why;
+//! - an engine whose slot is taken by another stops taking new connections and says why, and one
+//!   whose slot lapsed (Redis restarted empty) takes it back;
 //! - a session whose engine was killed is not resumed (its duplicate set died with it).
 
 mod support;
@@ -363,4 +364,39 @@ fn a_session_whose_engine_was_killed_is_not_resumed() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(accepted_with_hash(&mut con, &share.hash.to_string()), 1);
+}
+
+#[test]
+fn an_engine_whose_slot_lapsed_in_a_redis_restart_takes_it_back() {
+    let mut redis = RedisServer::start();
+    let (_jm, _con) = fleet(&redis);
+    let engine = stratum(&redis, "engine-1");
+    let mut before = Miner::connect(engine.addr());
+    join(&mut before);
+    // Redis comes back without data: the slot key is gone, and the engine leases it again.
+    redis.restart();
+    eventually(Duration::from_secs(5), || {
+        engine
+            .log()
+            .contains("the engine slot's lease had lapsed")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the slot is leased again\n{}", engine.log()));
+    let mut con = redis.connection();
+    let slot = before.extranonce1[0];
+    let holder: Option<String> = redis::cmd("GET")
+        .arg(format!("{PREFIX}:slot:{slot}"))
+        .query(&mut con)
+        .unwrap();
+    assert!(holder.is_some_and(|h| h.starts_with("engine-1|")));
+    let mut after = Miner::connect(engine.addr());
+    after.subscribe();
+    assert_eq!(
+        after.extranonce1[0], slot,
+        "new miners are still served, same slot"
+    );
+    assert_eq!(
+        engine.metric("sluice_connections_closed_total{reason=\"slot-lost\"}"),
+        0.0
+    );
 }
