@@ -65,11 +65,11 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    // The last `@` ends the user info: a password may hold `/`, `@` or `:` (the engine's
+    // `redact::url` reads URLs the same way).
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
             None => url.to_owned(),
         },
         None => url.to_owned(),
@@ -92,6 +92,11 @@ mod tests {
             "redis://ops:***@host:6379"
         );
         assert_eq!(redact("redis://ops@host:6379"), "redis://ops@host:6379");
+        assert_eq!(
+            redact("redis://ops:a/b@c:d@host:6379/0"),
+            "redis://ops:***@host:6379/0",
+            "a password holding / @ and :"
+        );
         assert_eq!(redact("unix:///run/redis.sock"), "unix:///run/redis.sock");
     }
 }
