@@ -124,8 +124,9 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
         let left = Duration::from_secs(3).saturating_sub(answering.elapsed());
         assert!(
             published_above(engine, before, left),
-            "{name} takes the new leader's jobs within 3 s of Redis answering again\n{}",
-            engine.log()
+            "{name} takes the new leader's jobs within 3 s of Redis answering again\n{}\n--- jm-b\n{}",
+            engine.log(),
+            jm_b.log()
         );
         let left = Duration::from_secs(3).saturating_sub(answering.elapsed());
         assert!(
@@ -143,10 +144,12 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
         taken.token
     );
     for engine in [&e1, &e2] {
+        // Logged once the job is in the feed, so it can trail the miners' notify a little.
         assert!(
-            engine
-                .log()
-                .contains("fleet epoch changed (Redis lost its state or failed over)"),
+            engine.logged_within(
+                "fleet epoch changed (Redis lost its state or failed over)",
+                Duration::from_secs(2)
+            ),
             "{}",
             engine.log()
         );
@@ -174,7 +177,11 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
     })
     .expect("the replayed job of the old epoch is refused");
     assert_eq!(e1.metric("sluice_jobs_published_total"), published);
-    assert!(e1.log().contains("a replayed message?"), "{}", e1.log());
+    assert!(
+        e1.logged_within("a replayed message?", Duration::from_secs(2)),
+        "{}",
+        e1.log()
+    );
 }
 
 #[test]

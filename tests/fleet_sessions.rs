@@ -323,7 +323,7 @@ fn an_engine_whose_slot_is_taken_stops_taking_new_connections_and_says_why() {
     assert!(refused.is_closed_within(Duration::from_secs(2)));
     assert!(engine.metric("sluice_connections_closed_total{reason=\"slot-lost\"}") >= 1.0);
     assert!(
-        engine.log().contains("held by another engine"),
+        engine.logged_within("held by another engine", Duration::from_secs(2)),
         "{}",
         engine.log()
     );

@@ -619,7 +619,7 @@ fn a_deposed_leader_that_wakes_up_publishes_nothing() {
     drop(pubsub);
     assert!(leader(&mut con).unwrap().starts_with("jm-b|"));
     assert!(
-        jm_a.log().contains("no longer the leading jobmanager"),
+        jm_a.logged_within("no longer the leading jobmanager", Duration::from_secs(2)),
         "{}",
         jm_a.log()
     );

@@ -228,6 +228,12 @@ impl EngineProcess {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Whether the log holds `needle` within `timeout`: the log is read from the process's stderr
+    /// by a thread of its own, so a line can trail what the process did over the wire.
+    pub fn logged_within(&self, needle: &str, timeout: Duration) -> bool {
+        eventually(timeout, || self.log().contains(needle).then_some(())).is_some()
+    }
 }
 
 impl Drop for EngineProcess {

@@ -393,7 +393,9 @@ pub fn start_subscriber(
                 while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                // A refused connect costs nothing: keep trying every half second at most, so a
+                // Redis that restarted is followed within a fraction of a second.
+                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
         })
         .map_err(|e| e.to_string())?;
