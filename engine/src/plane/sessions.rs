@@ -72,15 +72,10 @@ end
 return 0
 "#;
 
-/// Keeps another slot's key alive for at least ARGV[1] ms (this engine hosts sessions from it).
+/// Keeps another slot's key alive for at least ARGV[1] ms (this engine hosts sessions from it);
+/// run after the [`KEEP_SLOT`] prelude.
 const PIN_SLOT: &str = r#"
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  if redis.call('EXISTS', KEYS[1]) == 1 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  else
-    redis.call('SET', KEYS[1], 'pinned', 'PX', ARGV[1])
-  end
-end
+keep_slot_key(KEYS[1], ARGV[1])
 return 1
 "#;
 
@@ -97,10 +92,7 @@ return 0
 /// of the claim and save scripts): a released or claimed session keeps its slot from being leased
 /// again for as long as its record may be resumed, whatever happens to the engines after.
 const KEEP_SLOT: &str = r#"
-local function keep_slot(prefix, extranonce1, ttl)
-  local n = tonumber(string.sub(extranonce1 or '', 1, 2), 16)
-  if not n then return end
-  local key = prefix .. ':slot:' .. n
+local function keep_slot_key(key, ttl)
   if redis.call('PTTL', key) < tonumber(ttl) then
     if redis.call('EXISTS', key) == 1 then
       redis.call('PEXPIRE', key, ttl)
@@ -108,6 +100,10 @@ local function keep_slot(prefix, extranonce1, ttl)
       redis.call('SET', key, 'pinned', 'PX', ttl)
     end
   end
+end
+local function keep_slot(prefix, extranonce1, ttl)
+  local n = tonumber(string.sub(extranonce1 or '', 1, 2), 16)
+  if n then keep_slot_key(prefix .. ':slot:' .. n, ttl) end
 end
 "#;
 
@@ -287,7 +283,7 @@ pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeepe
     let handle = std::thread::Builder::new()
         .name("sluice-slot".into())
         .spawn(move || {
-            let (renew, pin) = (redis::Script::new(RENEW_SLOT), redis::Script::new(PIN_SLOT));
+            let (renew, pin) = (redis::Script::new(RENEW_SLOT), redis::Script::new(&format!("{KEEP_SLOT}{PIN_SLOT}")));
             let key = keys.slot(u32::from(kept.slot));
             let mut con = Some(con);
             let pin_all = |c: &mut redis::Connection| -> redis::RedisResult<()> {

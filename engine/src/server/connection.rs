@@ -413,9 +413,7 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
                         Ok(()) => metrics.credit(record.assigned_difficulty),
                         Err(reason) => metrics.reject(reason),
                     }
-                    if let Ok(mut h) = metrics.submit_latency_ns.lock() {
-                        let _ = h.record(started.elapsed().as_nanos().max(1) as u64);
-                    }
+                    record_submit_latency(metrics, started);
                     if let Some(log) = &shared.share_log {
                         // Never waits; what the queue refuses it counts (accepted ones loudly).
                         log.push(LoggedShare {
@@ -440,9 +438,7 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
                 }
                 Event::Refused(reason) => {
                     metrics.reject(reason);
-                    if let Ok(mut h) = metrics.submit_latency_ns.lock() {
-                        let _ = h.record(started.elapsed().as_nanos().max(1) as u64);
-                    }
+                    record_submit_latency(metrics, started);
                 }
                 Event::Save => save = true,
                 Event::Difficulty(_) => {}
@@ -465,6 +461,13 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
     match close {
         Some(reason) => Input::Close(reason),
         None => Input::Continue,
+    }
+}
+
+/// A submit's time from its line to its verdict (accepted, rejected or refused), in ns.
+fn record_submit_latency(metrics: &crate::metrics::CoreMetrics, started: Instant) {
+    if let Ok(mut h) = metrics.submit_latency_ns.lock() {
+        let _ = h.record(started.elapsed().as_nanos().max(1) as u64);
     }
 }
 

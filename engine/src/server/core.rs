@@ -76,9 +76,7 @@ impl ExtranonceAllocator {
     }
 
     fn release(&mut self, e: &Extranonce1) {
-        let mut b = [0u8; 8];
-        b[8 - e.as_bytes().len()..].copy_from_slice(e.as_bytes());
-        self.in_use.remove(&u64::from_be_bytes(b));
+        self.in_use.remove(&crate::session::extranonce1_value(e));
     }
 }
 
