@@ -1193,6 +1193,13 @@ mod redis_tests {
             taken_during_replay > 0,
             "no share left the queue while the spool replayed"
         );
+        // A stop ends a replay where it is (the rest waits on disk for the next start), so let
+        // this one finish first: on a slow machine the ten live shares are through long before.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::fs::metadata(&path).map_or(0, |m| m.len()) > 0 {
+            assert!(Instant::now() < deadline, "the replay does not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         stop.store(true, Ordering::Relaxed);
         drop(queue);
         writer.join().unwrap();
