@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use fixture::*;
 use serde_json::Value;
-use sluice::chain::{BlockTemplate, Job, JobBook};
-use sluice::session::{Context, Event, Flow, Session, SessionConfig, SessionLimits};
-use sluice::units::{Difficulty, Extranonce1, ExtranonceSizes};
+use sluice_core::chain::{BlockTemplate, Job, JobBook};
+use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes};
+use sluice_stratum::session::{Context, Event, Flow, Session, SessionConfig, SessionLimits};
 
 /// The session's clock: 30 s after the template's time.
 const NOW_MS: u64 = (CURTIME as u64 + 30) * 1000;

@@ -16,7 +16,7 @@
 //!   computed once at compile time, so only the rounds remain.
 //! - `merkle_parent_prototype` / `merkle_fold_12_levels_prototype`: a merkle node hashed with state
 //!   kept in registers across its three compressions and the padding block's schedule precomputed,
-//!   checked against `sluice::hash::merkle_parent` before timing. `_x2_interleaved` folds two
+//!   checked against `sluice_core::hash::merkle_parent` before timing. `_x2_interleaved` folds two
 //!   independent branches (two shares) in lockstep.
 //!
 //! Without SHA-NI (or off x86-64) the benches are skipped.
@@ -556,22 +556,22 @@ fn bench_sha_ni(c: &mut Criterion) {
         let (l, r) = (node(2 * seed), node(2 * seed + 1));
         assert_eq!(
             shani::merkle_parent(&l, &r),
-            sluice::hash::merkle_parent(&l, &r)
+            sluice_core::hash::merkle_parent(&l, &r)
         );
     }
     let branch: Vec<[u8; 32]> = (100..112).map(node).collect();
     let leaf = node(99);
     assert_eq!(
         shani::fold(leaf, &branch),
-        sluice::chain::merkle::fold(leaf, &branch)
+        sluice_core::chain::merkle::fold(leaf, &branch)
     );
     let other_branch: Vec<[u8; 32]> = (200..212).map(node).collect();
     let other_leaf = node(199);
     assert_eq!(
         shani::fold_x2([leaf, other_leaf], [&branch, &other_branch]),
         [
-            sluice::chain::merkle::fold(leaf, &branch),
-            sluice::chain::merkle::fold(other_leaf, &other_branch)
+            sluice_core::chain::merkle::fold(leaf, &branch),
+            sluice_core::chain::merkle::fold(other_leaf, &other_branch)
         ]
     );
     let (left, right) = (node(7), node(8));

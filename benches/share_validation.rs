@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 use bitcoin::hashes::{sha256d, Hash};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use fixture::*;
-use sluice::chain::merkle;
-use sluice::chain::{BlockTemplate, CoinbaseConfig, Job};
-use sluice::hash::{header_hash, merkle_parent, Midstate, Sha256};
-use sluice::share::{DuplicateLimits, Reject, SessionShares, ShareRules, Verdict};
-use sluice::stratum::{self, Request, Submit};
-use sluice::units::{Difficulty, Extranonce1, Target};
+use sluice_core::chain::merkle;
+use sluice_core::chain::{BlockTemplate, CoinbaseConfig, Job};
+use sluice_core::hash::{header_hash, merkle_parent, Midstate, Sha256};
+use sluice_core::share::{DuplicateLimits, Reject, SessionShares, ShareRules, Verdict};
+use sluice_core::units::{Difficulty, Extranonce1, Target};
+use sluice_stratum::codec::{self as stratum, Request, Submit};
+use sluice_stratum::share::ValidateSubmit;
 
 /// Levels of the coinbase's merkle branch for [`TEMPLATE_TXS`] other transactions.
 const BRANCH_LEVELS: usize = 12;
@@ -132,11 +133,11 @@ fn unreachable_target() -> Target {
 fn check_proof(f: &Fixture, submit: &Submit<'_>, verdict: &Verdict) {
     let proof = verdict.proof.as_ref().expect("the share was hashed");
     assert!(!verdict.is_block);
-    let en2 = sluice::hex::decode_vec(submit.extranonce2).expect("hex");
+    let en2 = sluice_core::hex::decode_vec(submit.extranonce2).expect("hex");
     let coinbase = f.job.coinbase(f.extranonce1.as_bytes(), &en2);
     let mut level = vec![sha256d::Hash::hash(&coinbase).to_byte_array()];
     level.extend(f.template.transactions.iter().map(|t| {
-        let mut id: [u8; 32] = sluice::hex::decode_vec(t.txid.as_deref().expect("txid"))
+        let mut id: [u8; 32] = sluice_core::hex::decode_vec(t.txid.as_deref().expect("txid"))
             .expect("hex")
             .try_into()
             .expect("32 bytes");
@@ -177,7 +178,7 @@ fn bench_validate(c: &mut Criterion) {
     group.bench_function("full_path", |b| {
         let mut session = SessionShares::new(DuplicateLimits::default());
         for s in &rolled[..2] {
-            let v = session.validate(&f.job, false, &f.extranonce1, s, &low);
+            let v = session.validate_submit(&f.job, false, &f.extranonce1, s, &low);
             assert_eq!(v.result, Err(Reject::LowDifficulty));
             check_proof(&f, s, &v);
         }
@@ -186,7 +187,7 @@ fn bench_validate(c: &mut Criterion) {
         b.iter(|| {
             let s = &rolled[i % SUBMITS];
             i += 1;
-            black_box(session.validate(
+            black_box(session.validate_submit(
                 black_box(&f.job),
                 false,
                 black_box(&f.extranonce1),
@@ -199,7 +200,7 @@ fn bench_validate(c: &mut Criterion) {
             0,
             "every share missed the cache"
         );
-        let v = session.validate(&f.job, false, &f.extranonce1, &rolled[SUBMITS], &low);
+        let v = session.validate_submit(&f.job, false, &f.extranonce1, &rolled[SUBMITS], &low);
         assert_eq!(v.result, Err(Reject::LowDifficulty));
     });
 
@@ -207,10 +208,10 @@ fn bench_validate(c: &mut Criterion) {
     // comes from the session's cache and only the header is hashed. Judged LowDifficulty.
     group.bench_function("cached_merkle", |b| {
         let mut session = SessionShares::new(DuplicateLimits::default());
-        let v = session.validate(&f.job, false, &f.extranonce1, &fixed[SUBMITS], &low);
+        let v = session.validate_submit(&f.job, false, &f.extranonce1, &fixed[SUBMITS], &low);
         assert_eq!(v.result, Err(Reject::LowDifficulty));
         check_proof(&f, &fixed[SUBMITS], &v);
-        let v = session.validate(&f.job, false, &f.extranonce1, &fixed[0], &low);
+        let v = session.validate_submit(&f.job, false, &f.extranonce1, &fixed[0], &low);
         assert_eq!(v.result, Err(Reject::LowDifficulty));
         check_proof(&f, &fixed[0], &v);
         assert_eq!(session.merkle_cache_hits(), 1);
@@ -218,7 +219,7 @@ fn bench_validate(c: &mut Criterion) {
         b.iter(|| {
             let s = &fixed[i % SUBMITS];
             i += 1;
-            black_box(session.validate(
+            black_box(session.validate_submit(
                 black_box(&f.job),
                 false,
                 black_box(&f.extranonce1),
@@ -249,14 +250,19 @@ fn bench_validate(c: &mut Criterion) {
                     let mut session = SessionShares::new(DuplicateLimits::default());
                     if warm {
                         // Fill the merkle cache with this extranonce2 first.
-                        let v =
-                            session.validate(&f.job, false, &f.extranonce1, &list[SUBMITS], &any);
+                        let v = session.validate_submit(
+                            &f.job,
+                            false,
+                            &f.extranonce1,
+                            &list[SUBMITS],
+                            &any,
+                        );
                         assert_eq!(v.result, Ok(()));
                     }
                     let mut accepted = 0usize;
                     let start = Instant::now();
                     for s in &list[..n] {
-                        let v = session.validate(
+                        let v = session.validate_submit(
                             black_box(&f.job),
                             false,
                             black_box(&f.extranonce1),

@@ -13,6 +13,8 @@ use std::cell::Cell;
 use sluice::share::{DuplicateLimits, Reject, SessionShares, ShareRules};
 use sluice::stratum::{message, parse, Request};
 use sluice::units::{Extranonce1, Target};
+use sluice_stratum::share::RejectAnswer;
+use sluice_stratum::share::ValidateSubmit;
 use support::*;
 
 struct Counting;
@@ -73,7 +75,7 @@ fn share_path_allocates_nothing() {
                 unreachable!()
             };
             // Full path when extranonce2 changes (every 8th line), cached otherwise.
-            let verdict = shares.validate(&job, false, &en1, submit, &hard);
+            let verdict = shares.validate_submit(&job, false, &en1, submit, &hard);
             assert_eq!(verdict.result, Err(Reject::LowDifficulty));
             out.clear();
             message::write_error(&mut out, message.id, Reject::LowDifficulty.stratum_error());
@@ -94,7 +96,9 @@ fn share_path_allocates_nothing() {
                 unreachable!()
             };
             assert_eq!(
-                shares.validate(&job, false, &en1, submit, &easy).result,
+                shares
+                    .validate_submit(&job, false, &en1, submit, &easy)
+                    .result,
                 Ok(())
             );
         }

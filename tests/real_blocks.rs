@@ -9,6 +9,8 @@ use bitcoin::hashes::Hash;
 use sluice::share::{DuplicateLimits, SessionShares, ShareRules};
 use sluice::stratum::{parse, Request};
 use sluice::units::{Extranonce1, HeaderHash, Target};
+use sluice_stratum::codec::message::notify_line;
+use sluice_stratum::share::ValidateSubmit;
 use support::*;
 
 #[test]
@@ -50,7 +52,7 @@ fn recorded_blocks_validate_and_reassemble() {
             share_target: network_target,
         };
         let mut shares = SessionShares::new(DuplicateLimits::default());
-        let verdict = shares.validate(&job, false, &extranonce1, &submit, &rules);
+        let verdict = shares.validate_submit(&job, false, &extranonce1, &submit, &rules);
 
         assert_eq!(verdict.result, Ok(()), "{name}");
         assert!(verdict.is_block, "{name}: not called a block");
@@ -75,7 +77,7 @@ fn recorded_blocks_validate_and_reassemble() {
         );
 
         // The same share again is a duplicate, and still a block.
-        let again = shares.validate(&job, false, &extranonce1, &submit, &rules);
+        let again = shares.validate_submit(&job, false, &extranonce1, &submit, &rules);
         assert_eq!(
             again.result,
             Err(sluice::share::Reject::Duplicate),
@@ -91,7 +93,7 @@ fn notify_of_recorded_blocks_rebuilds_their_headers_in_a_reference_miner() {
         let block = parse_block(&raw);
         let split = split_coinbase(&block);
         let job = job_from_block(&block, &split);
-        let work = read_notify(job.notify_line());
+        let work = read_notify(notify_line(&job));
         assert_eq!(work.job_id, job.id.to_string());
         assert!(work.clean);
         assert_eq!(work.nbits, block.header.bits.to_consensus());

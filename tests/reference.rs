@@ -9,6 +9,7 @@ use sluice::chain::{Job, JobParts};
 use sluice::share::{DuplicateLimits, Reject, SessionShares, ShareRules};
 use sluice::stratum::{parse, Request};
 use sluice::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
+use sluice_stratum::share::ValidateSubmit;
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -162,7 +163,7 @@ proptest! {
         let rules = ShareRules { version_mask: c.version_mask, now: c.ntime, share_target };
         let en1 = Extranonce1::new(&c.extranonce1).unwrap();
         let mut shares = SessionShares::new(DuplicateLimits::default());
-        let verdict = shares.validate(&job, false, &en1, &submit, &rules);
+        let verdict = shares.validate_submit(&job, false, &en1, &submit, &rules);
 
         let (header, hash) = reference(&c);
         let proof = verdict.proof.expect("well-formed shares are hashed");
@@ -178,7 +179,7 @@ proptest! {
         let line2 = line.replace(&hex(&c.nonce.to_be_bytes(), c.upper_case), &hex(&c2.nonce.to_be_bytes(), c.upper_case));
         let Request::Submit(submit2) = parse(line2.as_bytes()).unwrap().request else { panic!() };
         let hits = shares.merkle_cache_hits();
-        let verdict2 = shares.validate(&job, false, &en1, &submit2, &rules);
+        let verdict2 = shares.validate_submit(&job, false, &en1, &submit2, &rules);
         prop_assert_eq!(shares.merkle_cache_hits(), hits + 1);
         prop_assert_eq!(verdict2.proof.unwrap().hash.0, reference(&c2).1.to_byte_array());
     }

@@ -9,6 +9,8 @@ use sluice::share::{
 };
 use sluice::stratum::{parse, ErrorCode, Request};
 use sluice::units::{Difficulty, Extranonce1, Target};
+use sluice_stratum::share::RejectAnswer;
+use sluice_stratum::share::ValidateSubmit;
 use std::sync::Arc;
 use support::*;
 
@@ -39,7 +41,7 @@ fn judge(
     let Request::Submit(submit) = parse(line.as_bytes()).unwrap().request else {
         panic!("not a submit")
     };
-    shares.validate(job, stale, &Extranonce1::new(&EN1).unwrap(), &submit, rules)
+    shares.validate_submit(job, stale, &Extranonce1::new(&EN1).unwrap(), &submit, rules)
 }
 
 fn fresh() -> SessionShares {
@@ -371,7 +373,7 @@ fn merkle_cache_gives_the_same_hash_as_the_full_path() {
     let Request::Submit(s) = parse(line.as_bytes()).unwrap().request else {
         panic!()
     };
-    let other = shares.validate(
+    let other = shares.validate_submit(
         &job,
         false,
         &Extranonce1::new(&[1, 2, 3, 4]).unwrap(),
@@ -379,7 +381,7 @@ fn merkle_cache_gives_the_same_hash_as_the_full_path() {
         &r,
     );
     assert_eq!(shares.merkle_cache_hits(), 3);
-    let reference = fresh().validate(
+    let reference = fresh().validate_submit(
         &job,
         false,
         &Extranonce1::new(&[1, 2, 3, 4]).unwrap(),

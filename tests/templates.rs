@@ -10,6 +10,7 @@ use sluice::chain::{BlockTemplate, CoinbaseConfig, Job, Payout};
 use sluice::share::{DuplicateLimits, SessionShares, ShareRules};
 use sluice::stratum::{parse, Request};
 use sluice::units::{Extranonce1, ExtranonceSizes, JobId, Target};
+use sluice_stratum::share::ValidateSubmit;
 use support::*;
 
 fn solve(job: &Job, en1: &[u8]) -> Vec<u8> {
@@ -28,8 +29,8 @@ fn solve(job: &Job, en1: &[u8]) -> Vec<u8> {
         now: job.ntime,
         share_target: Target::MAX,
     };
-    let verdict =
-        SessionShares::new(DuplicateLimits::default()).validate(job, false, &en1, &submit, &rules);
+    let verdict = SessionShares::new(DuplicateLimits::default())
+        .validate_submit(job, false, &en1, &submit, &rules);
     assert_eq!(verdict.result, Ok(()));
     let proof = verdict.proof.unwrap();
     job.assemble_block(&proof.header, en1.as_bytes(), proof.extranonce2())

@@ -19,7 +19,7 @@ use crate::server::limits::{Cidr, DEFAULT_TRUSTED_PROXIES};
 use crate::session::vardiff::VardiffConfig;
 use crate::session::{SessionConfig, SessionLimits};
 use crate::share::DuplicateLimits;
-use crate::source::simulated::SimulatedChainConfig;
+use crate::simulated::SimulatedChainConfig;
 use crate::units::{Difficulty, ExtranonceSizes};
 
 /// A regtest address for `sluice run` with no configuration: a newcomer's blocks must pay somewhere.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::clock::UnixMillis;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::plane::jobs::RedisJobSink;
@@ -20,7 +21,7 @@ use crate::plane::registry::{self, Load, ServiceInfo};
 use crate::plane::{blocks, connect, connected, Keys, PlaneSettings};
 use crate::server::feed::JobSink;
 use crate::server::jobmanager::{self, BlockRecord, SourceStatus};
-use crate::server::{now_ms, Engine, StartError};
+use crate::server::{Engine, StartError};
 
 /// Block records queued for Redis.
 const BLOCK_RECORD_QUEUE: usize = 1024;
@@ -138,7 +139,7 @@ impl Jobmanager {
                 role: "jobmanager".into(),
                 address: String::new(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                started_ms: now_ms(),
+                started_ms: UnixMillis::now().as_millis(),
             },
             move || Load {
                 state: match load_leadership.token() {
@@ -210,7 +211,7 @@ impl Stratum {
                 role: "stratum".into(),
                 address,
                 version: env!("CARGO_PKG_VERSION").into(),
-                started_ms: now_ms(),
+                started_ms: UnixMillis::now().as_millis(),
             },
             {
                 // Shares per second over the time since the last heartbeat.

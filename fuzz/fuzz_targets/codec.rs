@@ -23,17 +23,18 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-use sluice::share::{parse_job_id, Reject};
-use sluice::stratum::message::{
+use sluice_stratum::share::RejectAnswer;
+use sluice_core::share::{parse_job_id, Reject};
+use sluice_stratum::codec::message::{
     write_configure_result, write_error, write_reconnect, write_set_difficulty,
     write_set_extranonce, write_set_version_mask, write_subscribe_result, write_true,
 };
-use sluice::stratum::request::ParseErrorKind;
-use sluice::stratum::{
+use sluice_stratum::codec::request::ParseErrorKind;
+use sluice_stratum::codec::{
     parse, ErrorCode, FrameError, LineFramer, Message, Request, StratumError,
     DEFAULT_MAX_LINE_LENGTH,
 };
-use sluice::units::{Difficulty, Extranonce1};
+use sluice_core::units::{Difficulty, Extranonce1};
 use sluice_fuzz::{check_notification, check_reply, close};
 
 /// The version bits this pool lets miners roll (BIP320's general-purpose range).

@@ -1,4 +1,4 @@
-//! `session`: one miner connection's state machine (`sluice::session::Session`), sans-IO, driven by
+//! `session`: one miner connection's state machine (`sluice_stratum::session::Session`), sans-IO, driven by
 //! a sequence of operations, and held to its invariants.
 //!
 //! Input layout: byte 0 picks the configuration (bit 0: vardiff on, with a fast retarget; bit 1:
@@ -47,13 +47,13 @@ use bitcoin::Network;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-use sluice::chain::{Job, JobBook, JobParts};
-use sluice::session::vardiff::VardiffConfig;
-use sluice::session::Session;
-use sluice::session::{Context, Event, Flow, SessionConfig, SessionLimits, DEFAULT_VERSION_MASK};
-use sluice::share::{parse_job_id, DuplicateLimits};
-use sluice::stratum::{parse, Request};
-use sluice::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId};
+use sluice_core::chain::{Job, JobBook, JobParts};
+use sluice_stratum::session::vardiff::VardiffConfig;
+use sluice_stratum::session::Session;
+use sluice_stratum::session::{Context, Event, Flow, SessionConfig, SessionLimits, DEFAULT_VERSION_MASK};
+use sluice_core::share::{parse_job_id, DuplicateLimits};
+use sluice_stratum::codec::{parse, Request};
+use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId};
 use sluice_fuzz::{check_notification, check_reply, REGTEST_ADDRESS};
 
 const NOW_MS: u64 = 1_750_000_000_000;

@@ -38,13 +38,14 @@ use bitcoin::{
 };
 use libfuzzer_sys::fuzz_target;
 
-use sluice::chain::{BlockTemplate, Job};
-use sluice::share::{
+use sluice_stratum::share::ValidateSubmit;
+use sluice_core::chain::{BlockTemplate, Job};
+use sluice_core::share::{
     parse_job_id, DuplicateLimits, Reject, SessionShares, ShareRules, Verdict, MAX_NTIME_AHEAD_SECS,
 };
-use sluice::stratum::request::ParseErrorKind;
-use sluice::stratum::{parse, Request, Submit};
-use sluice::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
+use sluice_stratum::codec::request::ParseErrorKind;
+use sluice_stratum::codec::{parse, Request, Submit};
+use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
 use sluice_fuzz::{
     default_coinbase_config, merkle_root, sha256d, template_value, witness_commitment_script,
     TemplateTx,
@@ -293,7 +294,7 @@ fn judge(
     rules: &ShareRules,
 ) -> Verdict {
     let job = &fx.job;
-    let verdict = session.shares.validate(job, stale, en1, s, rules);
+    let verdict = session.shares.validate_submit(job, stale, en1, s, rules);
     let (version, ntime, nonce, en2) = match expect_fields(job, s, rules) {
         Err(reject) => {
             assert_eq!(verdict.result, Err(reject), "field checks for {s:?}");
@@ -486,7 +487,7 @@ fuzz_target!(|data: &[u8]| {
 
         let first = judge(session, fx, stale, &en1, &submit, &rules);
         if first.result.is_ok() {
-            let again = session.shares.validate(job, stale, &en1, &submit, &rules);
+            let again = session.shares.validate_submit(job, stale, &en1, &submit, &rules);
             assert_eq!(again.result, Err(Reject::Duplicate), "resubmitted share");
             assert_eq!(again.is_block, first.is_block);
             assert_eq!(

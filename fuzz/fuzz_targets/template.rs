@@ -32,10 +32,11 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, T
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-use sluice::chain::coinbase::MAX_COINBASE_SCRIPT_SIZE;
-use sluice::chain::{merkle, BlockTemplate, CoinbaseConfig, Job, JobParts, Payout};
-use sluice::stratum::message::stratum_prev_hash;
-use sluice::units::{ExtranonceSizes, JobId};
+use sluice_stratum::codec::message::notify_line;
+use sluice_core::chain::coinbase::MAX_COINBASE_SCRIPT_SIZE;
+use sluice_core::chain::{merkle, BlockTemplate, CoinbaseConfig, Job, JobParts, Payout};
+use sluice_stratum::codec::message::stratum_prev_hash;
+use sluice_core::units::{ExtranonceSizes, JobId};
 use sluice_fuzz::{
     core_compact, default_coinbase_config, height_push, hex, merkle_root, sha256d, template_value,
     witness_commitment_script, TemplateTx, WITNESS_COMMITMENT_PREFIX,
@@ -222,7 +223,7 @@ fn check_parts(t: &BlockTemplate, config: &CoinbaseConfig, parts: &JobParts) {
     // The network target is what rust-bitcoin reads from the bits.
     let (negative, overflow, zero) = core_compact(parts.nbits);
     assert!(!negative && !overflow, "bits {:08x} accepted", parts.nbits);
-    let ours = sluice::units::Target::from_compact(parts.nbits).expect("accepted");
+    let ours = sluice_core::units::Target::from_compact(parts.nbits).expect("accepted");
     sluice_fuzz::check_to_compact(ours);
     if zero {
         // Zero targets: rust-bitcoin keeps the sign bit in small mantissas, Core and the engine do not.
@@ -235,7 +236,7 @@ fn check_parts(t: &BlockTemplate, config: &CoinbaseConfig, parts: &JobParts) {
 }
 
 fn check_notify(job: &Job, parts: &JobParts) {
-    let line = job.notify_line();
+    let line = notify_line(&job);
     let v = sluice_fuzz::check_notification(line, "mining.notify");
     let p = v["params"].as_array().expect("params");
     assert_eq!(p.len(), 9, "mining.notify has nine params");

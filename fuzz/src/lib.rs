@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use sluice::chain::{CoinbaseConfig, Payout};
-use sluice::units::ExtranonceSizes;
+use sluice_core::chain::{CoinbaseConfig, Payout};
+use sluice_core::units::ExtranonceSizes;
 
 /// The regtest address of the pool's default payout.
 pub const REGTEST_ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
@@ -237,9 +237,9 @@ pub fn core_compact(nbits: u32) -> (bool, bool, bool) {
 /// Checks `Target::to_compact`: the compact form decodes, is canonical (decoding and encoding it again
 /// gives it back) and is the target rounded down to its leading mantissa bytes (three, or two when the
 /// first has its top bit set, which would read as a sign).
-pub fn check_to_compact(target: sluice::units::Target) {
+pub fn check_to_compact(target: sluice_core::units::Target) {
     let bits = target.to_compact();
-    let back = sluice::units::Target::from_compact(bits)
+    let back = sluice_core::units::Target::from_compact(bits)
         .unwrap_or_else(|e| panic!("to_compact gave {bits:08x}, which does not decode: {e}"));
     assert_eq!(back.to_compact(), bits, "to_compact is canonical");
     let be = target.to_be_bytes();

@@ -454,7 +454,7 @@ impl<'a> Conn<'a> {
                     serde_json::from_str::<(serde_json::Value, String, usize)>(r.get()).ok()
                 });
                 match parsed.and_then(|(_, en1, size)| {
-                    sluice::hex::decode_vec(&en1).ok().map(|b| (b, size))
+                    sluice_core::hex::decode_vec(&en1).ok().map(|b| (b, size))
                 }) {
                     Some((en1, size)) if (1..=16).contains(&size) => {
                         self.extranonce1 = en1.into();
@@ -505,9 +505,9 @@ impl<'a> Conn<'a> {
             }
             "mining.set_extranonce" => {
                 let v = params.and_then(|p| serde_json::from_str::<(String, usize)>(p.get()).ok());
-                match v
-                    .and_then(|(en1, size)| sluice::hex::decode_vec(&en1).ok().map(|b| (b, size)))
-                {
+                match v.and_then(|(en1, size)| {
+                    sluice_core::hex::decode_vec(&en1).ok().map(|b| (b, size))
+                }) {
                     // Applies to jobs sent from now on: each job keeps the extranonce1 it came with.
                     Some((en1, size)) if (1..=16).contains(&size) => {
                         self.extranonce1 = en1.into();

@@ -9,9 +9,10 @@
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
-use sluice::hash::{header_hash, merkle_parent, sha256d};
-use sluice::hex;
-use sluice::units::{Difficulty, HeaderHash, Target};
+use sluice_core::chain::job::HeaderFields;
+use sluice_core::hash::{header_hash, merkle_parent, sha256d};
+use sluice_core::hex;
+use sluice_core::units::{Difficulty, HeaderHash, Target};
 
 /// One job, as received, with the difficulty and extranonce1 in force when it arrived (a new
 /// difficulty or extranonce applies to work sent after it).
@@ -124,16 +125,17 @@ impl JobView {
             .fold(sha256d(&coinbase), |acc, node| merkle_parent(&acc, node))
     }
 
-    /// The 80-byte header for a merkle root, version, ntime and nonce.
+    /// The 80-byte header for a merkle root, version, ntime and nonce, as the engine builds it.
     pub fn header(&self, merkle_root: &[u8; 32], version: u32, ntime: u32, nonce: u32) -> [u8; 80] {
-        let mut h = [0u8; 80];
-        h[0..4].copy_from_slice(&version.to_le_bytes());
-        h[4..36].copy_from_slice(&self.prev_hash);
-        h[36..68].copy_from_slice(merkle_root);
-        h[68..72].copy_from_slice(&ntime.to_le_bytes());
-        h[72..76].copy_from_slice(&self.nbits.to_le_bytes());
-        h[76..80].copy_from_slice(&nonce.to_le_bytes());
-        h
+        HeaderFields {
+            version,
+            prev_hash: &self.prev_hash,
+            merkle_root,
+            ntime,
+            nbits: self.nbits,
+            nonce,
+        }
+        .serialize()
     }
 }
 
@@ -285,10 +287,12 @@ impl Miner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice::chain::{Job, JobParts};
-    use sluice::share::{DuplicateLimits, Reject, SessionShares, ShareRules};
-    use sluice::stratum::{parse, Request};
-    use sluice::units::{Extranonce1, ExtranonceSizes, JobId};
+    use sluice_core::chain::{Job, JobParts};
+    use sluice_core::share::{DuplicateLimits, Reject, SessionShares, ShareRules};
+    use sluice_core::units::{Extranonce1, ExtranonceSizes, JobId};
+    use sluice_stratum::codec::message::notify_line;
+    use sluice_stratum::codec::{parse, Request};
+    use sluice_stratum::share::ValidateSubmit;
 
     /// A job made by the engine's own code, and its notify line as a server would send it.
     fn engine_job(id: u64, txs: usize) -> Job {
@@ -326,7 +330,7 @@ mod tests {
     }
 
     fn view_of(job: &Job, difficulty: f64, en1: &[u8]) -> JobView {
-        let line = std::str::from_utf8(job.notify_line()).unwrap();
+        let line = std::str::from_utf8(notify_line(job)).unwrap();
         #[derive(serde::Deserialize)]
         struct N<'a> {
             #[serde(borrow)]
@@ -352,7 +356,7 @@ mod tests {
         };
         assert_eq!(submit.worker, "w.1");
         let mut shares = SessionShares::new(DuplicateLimits::default());
-        let verdict = shares.validate(
+        let verdict = shares.validate_submit(
             job,
             false,
             &Extranonce1::new(en1).unwrap(),

@@ -65,45 +65,7 @@ impl std::fmt::Display for NodeProblem {
     }
 }
 
-/// What one node said to one `submitblock`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubmitResult {
-    Accepted,
-    /// The node already had the block (another of our nodes relayed it first).
-    Duplicate,
-    Rejected(String),
-    /// No answer after every attempt: the last error.
-    NoAnswer(String),
-}
-
-impl SubmitResult {
-    /// `submitblock`'s answer: `null` on success, else a BIP22 reason string.
-    pub fn from_answer(answer: Option<String>) -> SubmitResult {
-        match answer.as_deref() {
-            None => SubmitResult::Accepted,
-            Some("duplicate" | "duplicate-inconclusive") => SubmitResult::Duplicate,
-            Some(reason) => SubmitResult::Rejected(reason.to_owned()),
-        }
-    }
-
-    /// The outcome as one word, for metrics, JSON and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SubmitResult::Accepted => "accepted",
-            SubmitResult::Duplicate => "duplicate",
-            SubmitResult::Rejected(_) => "rejected",
-            SubmitResult::NoAnswer(_) => "no_answer",
-        }
-    }
-
-    /// The reason, for the outcomes that carry one.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            SubmitResult::Rejected(r) | SubmitResult::NoAnswer(r) => Some(r),
-            _ => None,
-        }
-    }
-}
+pub use crate::chain::blocks::SubmitResult;
 
 /// A node and its RPC connection.
 pub struct Node {

@@ -660,7 +660,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "sluice-held-{tag}-{}-{}",
             std::process::id(),
-            crate::server::now_ms()
+            crate::clock::UnixMillis::now().as_millis()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("held.blocks")

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::chain::JobParts;
+use crate::clock::UnixMicros;
 use crate::metrics::Metrics;
 use crate::plane::keys::LATEST_JOB_TTL_MS;
 use crate::plane::lease::Leadership;
@@ -31,13 +32,6 @@ use crate::plane::wire::{JobMessage, WireError};
 use crate::plane::{connect, Keys, PlaneSettings};
 use crate::server::feed::{JobFeed, JobSink};
 use crate::units::ExtranonceSizes;
-
-/// Microseconds since the Unix epoch.
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 /// Refused job messages are logged at most this often (all are counted).
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -93,12 +87,12 @@ impl RedisJobSink {
         // Above the clock as well as the last one: should a failover hand a new leader a token
         // the engines already saw (the counter lost its last INCR but not the epoch), its jobs
         // still come after the old leader's.
-        state.sequence = (state.sequence + 1).max(now_us());
+        state.sequence = (state.sequence + 1).max(UnixMicros::now().as_micros());
         let message = JobMessage {
             epoch,
             token,
             sequence: state.sequence,
-            published_us: now_us(),
+            published_us: UnixMicros::now().as_micros(),
             clean,
             parts,
         }
@@ -264,7 +258,12 @@ impl Follower {
             return;
         }
         if let Ok(mut h) = metrics.plane_job_latency_us.lock() {
-            let _ = h.record(now_us().saturating_sub(message.published_us).max(1));
+            let _ = h.record(
+                UnixMicros::now()
+                    .as_micros()
+                    .saturating_sub(message.published_us)
+                    .max(1),
+            );
         }
         // A new leader may publish on the block the old one did without `clean`: the previous
         // block decides, whoever sent the job.

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::clock::UnixMillis;
 use crate::plane::{connected, pause, Keys, PlaneSettings};
-use crate::server::now_ms;
 
 /// What a process says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub fn heartbeat(
     info: &ServiceInfo,
     load: &Load,
 ) -> redis::RedisResult<()> {
-    let now = now_ms();
+    let now = UnixMillis::now().as_millis();
     let ttl = settings.service_ttl.as_millis() as u64;
     let key = keys.service(&settings.id);
     redis::pipe()

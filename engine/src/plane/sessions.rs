@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::clock::UnixMillis;
 use crate::hex;
 use crate::plane::{connect, connected, pause, Keys, PlaneSettings};
-use crate::server::now_ms;
 use crate::session::{format_session_id, SavedSession, MAX_SAVED_SHARES};
 use crate::share::SavedShares;
 use crate::units::{Difficulty, Extranonce1};
@@ -222,7 +222,7 @@ impl Drop for SlotKeeper {
 
 /// 64 random bits from the OS, in hex.
 fn random_hex() -> String {
-    format_session_id(crate::session::random_session_id())
+    format_session_id(crate::random::random_session_id())
 }
 
 /// How long a slot key and its tombstone live: as long as a session from it may be resumed.
@@ -538,7 +538,7 @@ impl Writer {
             .arg(conn)
             .arg(self.lease.slot)
             .arg(&self.settings.id)
-            .arg(now_ms())
+            .arg(UnixMillis::now().as_millis())
             .arg(self.ttl.as_millis() as u64)
             .arg(&id);
         match saved {

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::UnixMillis;
 use crate::plane::{connect, Keys, PlaneSettings};
-use crate::server::now_ms;
 use crate::session::ShareRecord;
 use crate::units::Extranonce1;
 
@@ -331,7 +331,7 @@ impl ShareLogStats {
         if self.unlogged_drops.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let now = now_ms();
+        let now = UnixMillis::now().as_millis();
         let last = self.last_drop_log_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) < DROP_LOG_INTERVAL_MS
             || self
@@ -725,7 +725,7 @@ pub fn spawn_writer(
             let engine = writer.settings.id.clone();
             let batch_size = writer.log.batch_size;
             let mut batch = Batcher {
-                epoch: now_ms(),
+                epoch: UnixMillis::now().as_millis(),
                 seq: 0,
                 records: Vec::with_capacity(batch_size),
             };

@@ -12,16 +12,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_uring::net::TcpStream;
 
+use crate::clock::UnixMillis;
 use crate::config::Listener;
 use crate::plane::policies::PolicySet;
 use crate::plane::sessions::{Claim, Release};
 use crate::plane::sharelog::LoggedShare;
 use crate::proxy::{self, ProxyHeader};
+use crate::random::random_session_id;
 use crate::server::core::Core;
 use crate::server::limits::IpPermit;
 use crate::server::limits::TotalPermit;
-use crate::server::{now_ms, Shared};
-use crate::session::{parse_session_id, random_session_id, Context, Event, Flow, Session};
+use crate::server::Shared;
+use crate::session::{parse_session_id, Context, Event, Flow, Session};
 use crate::stratum::LineFramer;
 
 /// Bytes read per receive. Small on purpose: a submit is about 200 bytes, and this buffer lives as
@@ -213,7 +215,7 @@ pub async fn serve(
         core.shared.listener_session(listener.index),
         extranonce1,
         random_session_id(),
-        now_ms(),
+        UnixMillis::now().as_millis(),
     );
     let conn = Rc::new(Conn {
         id,
@@ -403,7 +405,7 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
         let started = Instant::now();
         let ctx = Context {
             book: &book,
-            now_ms: now_ms(),
+            now_ms: UnixMillis::now().as_millis(),
         };
         let flow = session.handle_line(line, &ctx, &mut out, &mut events);
         for event in events.drain(..) {

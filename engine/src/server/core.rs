@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::clock::UnixMillis;
 use crate::config::Listener;
 use crate::server::connection::{self, Conn};
-use crate::server::{now_ms, Shared};
+use crate::server::Shared;
 use crate::session::{Event, Flow};
 use crate::stratum::message;
 use crate::units::Extranonce1;
@@ -333,7 +334,7 @@ async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(TICK) => {}
             _ = shutdown.changed() => return,
         }
-        let now = now_ms();
+        let now = UnixMillis::now().as_millis();
         let conns = core.connections();
         for conn in &conns {
             let flow = conn.session.borrow_mut().tick(now, &mut events);

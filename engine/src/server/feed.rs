@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::Notify;
 
+pub use crate::chain::sink::JobSink;
 use crate::chain::{Job, JobBook, JobParts};
 use crate::units::JobId;
 
@@ -44,6 +45,8 @@ impl JobFeed {
     ) -> Result<Arc<Job>, crate::chain::job::JobError> {
         let id = JobId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let job = Arc::new(Job::new(id, parts, clean)?);
+        // Encoded here, on the job source's thread, so no core waits for it at fan-out.
+        sluice_stratum::codec::message::notify_line(&job);
         let mut book = JobBook::clone(&self.book.load());
         book.push(Arc::clone(&job));
         self.book.store(Arc::new(book));
@@ -52,13 +55,6 @@ impl JobFeed {
         }
         Ok(job)
     }
-}
-
-/// Where a job source puts its jobs: the engine's own feed (`sluice run`), or Redis for the fleet
-/// (`sluice jobmanager`).
-pub trait JobSink: Send + Sync {
-    /// Publishes a job of `parts`; `clean` when it is on a new previous block.
-    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), String>;
 }
 
 impl JobSink for JobFeed {

@@ -14,7 +14,6 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
@@ -47,13 +46,6 @@ fn open_file_limit() -> Option<usize> {
     } else {
         None
     }
-}
-
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What every core shares.

@@ -26,34 +26,7 @@ use crate::metrics::Metrics;
 use crate::server::feed::JobSink;
 use crate::server::StartError;
 
-use crate::node::client::SubmitResult;
-
-/// A found block, assembled, on its way to the nodes (from this process's cores, or from an engine
-/// of the fleet through Redis).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CandidateBlock {
-    /// As nodes print it.
-    pub hash: String,
-    pub height: u64,
-    pub worker: String,
-    /// The serialized block, as `submitblock` takes it (before hex).
-    pub raw: Vec<u8>,
-    /// The `P:blocks:found` entry it was read from (the jobmanager role): the cursor moves past it
-    /// only once the block's outcome is recorded. `None` for a block found by this process.
-    pub entry: Option<String>,
-}
-
-impl CandidateBlock {
-    pub fn assemble(found: &crate::session::BlockFound) -> CandidateBlock {
-        CandidateBlock {
-            hash: found.hash.to_string(),
-            height: found.job.height,
-            worker: found.worker.to_string(),
-            raw: found.assemble(),
-            entry: None,
-        }
-    }
-}
+pub use crate::chain::blocks::{BlockRecord, CandidateBlock};
 
 /// Starts the configured job source, the simulated chain or the nodes, publishing into `sink` and
 /// taking found blocks from `blocks`: checks the nodes and publishes the first job before it
@@ -95,29 +68,6 @@ pub fn start_source(
 
 /// Found blocks kept for `/status`, newest last.
 pub const RECENT_BLOCKS: usize = 32;
-
-/// A found block and what each node made of it.
-#[derive(Debug, Clone)]
-pub struct BlockRecord {
-    /// As nodes print it.
-    pub hash: String,
-    pub height: u64,
-    pub worker: String,
-    pub found_ms: u64,
-    /// One entry per node: its name and its answer.
-    pub results: Vec<(String, SubmitResult)>,
-    /// The `P:blocks:found` entry of the block, carried from its [`CandidateBlock`].
-    pub entry: Option<String>,
-}
-
-impl BlockRecord {
-    /// Some node took it (or already had it).
-    pub fn accepted(&self) -> bool {
-        self.results
-            .iter()
-            .any(|(_, r)| matches!(r, SubmitResult::Accepted | SubmitResult::Duplicate))
-    }
-}
 
 /// How one node stands, as `/status` shows it.
 #[derive(Debug, Clone, Default)]
@@ -216,6 +166,7 @@ impl SourceStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::SubmitResult;
 
     #[test]
     fn the_block_log_keeps_the_newest_blocks_up_to_its_bound() {

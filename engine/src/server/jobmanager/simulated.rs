@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::chain::CoinbaseConfig;
+use crate::clock::UnixMillis;
 use crate::metrics::Metrics;
 use crate::node::client::SubmitResult;
 use crate::server::feed::JobSink;
 use crate::server::jobmanager::{BlockRecord, CandidateBlock, SourceStatus};
-use crate::server::now_ms;
-use crate::source::simulated::{SimulatedChain, SimulatedChainConfig};
+use crate::simulated::{SimulatedChain, SimulatedChainConfig};
 
 pub struct SimulatedJobManager {
     pub chain: SimulatedChain,
@@ -29,10 +29,6 @@ pub struct SimulatedJobManager {
 /// How the block log names the simulated chain.
 const SIMULATED_NODE: &str = "simulated chain";
 
-fn now_secs() -> u64 {
-    now_ms() / 1000
-}
-
 impl SimulatedJobManager {
     pub fn new(
         config: SimulatedChainConfig,
@@ -43,7 +39,7 @@ impl SimulatedJobManager {
         status: Arc<SourceStatus>,
     ) -> SimulatedJobManager {
         SimulatedJobManager {
-            chain: SimulatedChain::new(config, now_secs()),
+            chain: SimulatedChain::new(config, UnixMillis::now().as_secs()),
             coinbase,
             refresh,
             feed,
@@ -54,7 +50,7 @@ impl SimulatedJobManager {
 
     /// Publishes a job for the chain's next block.
     pub fn publish(&self, clean: bool) {
-        let template = self.chain.template(now_secs());
+        let template = self.chain.template(UnixMillis::now().as_secs());
         match template.job_parts(&self.coinbase) {
             Ok(parts) => match self.feed.publish_job(parts, clean) {
                 Ok(()) => {
@@ -79,12 +75,14 @@ impl SimulatedJobManager {
                 .min(Duration::from_millis(100));
             match blocks.recv_timeout(wait) {
                 Ok(block) => {
-                    let outcome = self.chain.submit_block(&block.raw, now_secs());
+                    let outcome = self
+                        .chain
+                        .submit_block(&block.raw, UnixMillis::now().as_secs());
                     self.status.record_block(BlockRecord {
                         hash: block.hash.clone(),
                         height: block.height,
                         worker: block.worker.clone(),
-                        found_ms: now_ms(),
+                        found_ms: UnixMillis::now().as_millis(),
                         results: vec![(
                             SIMULATED_NODE.to_owned(),
                             match &outcome {
@@ -108,8 +106,8 @@ impl SimulatedJobManager {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.chain.block_due(now_secs()) {
-                        self.chain.advance_elsewhere(now_secs());
+                    if self.chain.block_due(UnixMillis::now().as_secs()) {
+                        self.chain.advance_elsewhere(UnixMillis::now().as_secs());
                         tracing::info!(
                             height = self.chain.height(),
                             "the simulated network found a block"

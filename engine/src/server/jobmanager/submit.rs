@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::clock::UnixMillis;
 use crate::hex;
 use crate::metrics::Metrics;
 use crate::node::client::{Node, NodeSettings, SubmitResult};
 use crate::server::jobmanager::{BlockRecord, CandidateBlock, SourceStatus};
-use crate::server::now_ms;
 
 /// How submission behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub fn run_submitter(
             hash: block.hash,
             height: block.height,
             worker: block.worker,
-            found_ms: now_ms(),
+            found_ms: UnixMillis::now().as_millis(),
             results: nodes
                 .iter()
                 .map(|n| n.settings.name())

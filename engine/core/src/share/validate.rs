@@ -1,8 +1,10 @@
-//! Share validation: a `mining.submit` against its job, judged exactly.
+//! Share validation: a submitted share against its job, judged exactly, whatever protocol carried it.
 //!
 //! The order of checks is part of the contract:
-//! 1. the fields are decoded at their exact sizes, ntime is checked against the template's `mintime`
-//!    and the clock, version bits against the negotiated mask; a failure here is refused unhashed;
+//! 1. the fields are decoded at their exact sizes (by the front end, which knows their encoding),
+//!    ntime is checked against the template's `mintime` and the clock ([`check_ntime`], which the
+//!    front end calls between decoding ntime and nonce, so the order holds), version bits against the
+//!    negotiated mask; a failure here is refused unhashed;
 //! 2. the header is built and hashed, and compared with the network target: a block is a block even
 //!    when the share is stale or a duplicate, and the caller submits it;
 //! 3. the share is judged: stale, then low difficulty, then duplicate (only shares that would be
@@ -17,8 +19,6 @@ use crate::chain::merkle;
 use crate::hash::{header_hash, Sha256};
 use crate::hex;
 use crate::share::dedup::{DuplicateError, DuplicateFilter, DuplicateLimits, SavedShares};
-use crate::stratum::error::{ErrorCode, StratumError};
-use crate::stratum::request::Submit;
 use crate::units::{Extranonce1, HeaderHash, JobId, Target, MAX_EXTRANONCE2_SIZE};
 
 /// How far past the pool's clock a share's ntime may be: consensus rejects blocks more than two hours
@@ -95,38 +95,6 @@ impl Reject {
             Reject::NotSubscribed => "not-subscribed",
         }
     }
-
-    /// The error the miner is answered with.
-    pub fn stratum_error(self) -> StratumError {
-        let (code, message) = match self {
-            Reject::JobNotFound => (ErrorCode::JobNotFound, "Job not found"),
-            Reject::Stale => (ErrorCode::JobNotFound, "Stale share"),
-            Reject::Duplicate => (ErrorCode::Duplicate, "Duplicate share"),
-            Reject::LowDifficulty => (ErrorCode::LowDifficulty, "Low difficulty share"),
-            Reject::JobShareLimit => (
-                ErrorCode::Other,
-                "Too many shares for this job; wait for new work",
-            ),
-            Reject::BadExtranonce2 => (ErrorCode::Other, "Incorrect size or hex of extranonce2"),
-            Reject::BadNtime => (ErrorCode::Other, "Invalid ntime: must be 8 hex digits"),
-            Reject::NtimeTooOld => (
-                ErrorCode::Other,
-                "ntime out of range: earlier than the job allows",
-            ),
-            Reject::NtimeTooNew => (
-                ErrorCode::Other,
-                "ntime out of range: more than 2 hours ahead",
-            ),
-            Reject::BadNonce => (ErrorCode::Other, "Invalid nonce: must be 8 hex digits"),
-            Reject::BadVersionBits => (ErrorCode::Other, "Invalid version bits"),
-            Reject::VersionBitsOutsideMask => {
-                (ErrorCode::Other, "Version bits outside the negotiated mask")
-            }
-            Reject::UnauthorizedWorker => (ErrorCode::Unauthorized, "Unauthorized worker"),
-            Reject::NotSubscribed => (ErrorCode::NotSubscribed, "Not subscribed"),
-        };
-        StratumError::new(code, message)
-    }
 }
 
 /// What a share is judged by, beyond its job.
@@ -171,7 +139,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn refused(reject: Reject) -> Verdict {
+    pub fn refused(reject: Reject) -> Verdict {
         Verdict {
             result: Err(reject),
             proof: None,
@@ -183,6 +151,28 @@ impl Verdict {
     pub fn job_not_found() -> Verdict {
         Verdict::refused(Reject::JobNotFound)
     }
+}
+
+/// A share as submitted, its fields decoded by the front end that carried it.
+#[derive(Debug, Clone, Copy)]
+pub struct Submission<'a> {
+    /// Exactly the job's extranonce2 size, or the share is refused as [`Reject::BadExtranonce2`].
+    pub extranonce2: &'a [u8],
+    pub ntime: u32,
+    pub nonce: u32,
+    /// The version bits the miner rolled, when it rolled any.
+    pub version_bits: Option<u32>,
+}
+
+/// Checks a share's ntime against the job's `mintime` and the pool's clock (`now`, Unix seconds).
+pub fn check_ntime(job: &Job, ntime: u32, now: u32) -> Result<(), Reject> {
+    if ntime < job.mintime {
+        return Err(Reject::NtimeTooOld);
+    }
+    if ntime > now.saturating_add(MAX_NTIME_AHEAD_SECS) {
+        return Err(Reject::NtimeTooNew);
+    }
+    Ok(())
 }
 
 /// Parses a submitted job id (hex, as [`JobId`]'s `Display` writes it).
@@ -244,32 +234,22 @@ impl SessionShares {
         job: &Job,
         stale: bool,
         extranonce1: &Extranonce1,
-        submit: &Submit<'_>,
+        submission: &Submission<'_>,
         rules: &ShareRules,
     ) -> Verdict {
         let en2_len = job.extranonce.extranonce2();
-        let mut extranonce2 = [0u8; MAX_EXTRANONCE2_SIZE];
-        if hex::decode_into(submit.extranonce2.as_bytes(), &mut extranonce2[..en2_len]).is_err() {
+        if submission.extranonce2.len() != en2_len {
             return Verdict::refused(Reject::BadExtranonce2);
         }
-        let Ok(ntime) = hex::decode_u32_exact(submit.ntime.as_bytes()) else {
-            return Verdict::refused(Reject::BadNtime);
-        };
-        if ntime < job.mintime {
-            return Verdict::refused(Reject::NtimeTooOld);
+        let mut extranonce2 = [0u8; MAX_EXTRANONCE2_SIZE];
+        extranonce2[..en2_len].copy_from_slice(submission.extranonce2);
+        if let Err(reject) = check_ntime(job, submission.ntime, rules.now) {
+            return Verdict::refused(reject);
         }
-        if ntime > rules.now.saturating_add(MAX_NTIME_AHEAD_SECS) {
-            return Verdict::refused(Reject::NtimeTooNew);
-        }
-        let Ok(nonce) = hex::decode_u32_exact(submit.nonce.as_bytes()) else {
-            return Verdict::refused(Reject::BadNonce);
-        };
-        let version = match submit.version_bits {
+        let (ntime, nonce) = (submission.ntime, submission.nonce);
+        let version = match submission.version_bits {
             None => job.version,
-            Some(text) => {
-                let Ok(bits) = hex::decode_u32_loose(text.as_bytes()) else {
-                    return Verdict::refused(Reject::BadVersionBits);
-                };
+            Some(bits) => {
                 if bits & !rules.version_mask != 0 {
                     return Verdict::refused(Reject::VersionBitsOutsideMask);
                 }

@@ -1,15 +1,18 @@
-//! A job: one unit of work sent to miners in `mining.notify`, with everything precomputed that every
-//! share against it would otherwise recompute.
+//! A job: one unit of work sent to miners, with everything precomputed that every share against it
+//! would otherwise recompute.
+//!
+//! A job knows no protocol. Each front end (Stratum V1's `mining.notify`, later Stratum V2's job
+//! messages) encodes it once, the first time a session needs it, into the job's [`Encodings`], and
+//! every session of every core shares that encoding.
 //!
 //! A job is immutable once built and shared between cores behind an `Arc`. It keeps the template's
 //! transactions so that a winning share can be assembled into a full block without asking anyone.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::chain::coinbase::write_compact_size;
 use crate::chain::merkle;
 use crate::hash::Midstate;
-use crate::stratum::message;
 use crate::units::{ExtranonceSizes, JobId, Target, TargetError};
 
 /// The parts a job is made of, whether from a template or from a recorded block.
@@ -42,6 +45,46 @@ pub enum JobError {
     CoinbaseTooShort,
 }
 
+/// A block header's fields, named so that no caller can pass two of them in the wrong order (the
+/// load generator builds its headers with it too).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderFields<'a> {
+    pub version: u32,
+    /// In header (internal) byte order.
+    pub prev_hash: &'a [u8; 32],
+    pub merkle_root: &'a [u8; 32],
+    pub ntime: u32,
+    pub nbits: u32,
+    pub nonce: u32,
+}
+
+impl HeaderFields<'_> {
+    /// The 80 bytes that are hashed, in consensus order.
+    #[inline]
+    pub fn serialize(&self) -> [u8; 80] {
+        let mut header = [0u8; 80];
+        header[0..4].copy_from_slice(&self.version.to_le_bytes());
+        header[4..36].copy_from_slice(self.prev_hash);
+        header[36..68].copy_from_slice(self.merkle_root);
+        header[68..72].copy_from_slice(&self.ntime.to_le_bytes());
+        header[72..76].copy_from_slice(&self.nbits.to_le_bytes());
+        header[76..80].copy_from_slice(&self.nonce.to_le_bytes());
+        header
+    }
+}
+
+/// The protocol front ends that encode jobs for miners: one slot each in a job's [`Encodings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    StratumV1 = 0,
+}
+
+/// A job's encodings, one per [`FrontEnd`], each made at most once.
+#[derive(Debug, Default)]
+struct Encodings {
+    slots: [OnceLock<Arc<[u8]>>; 1],
+}
+
 /// One job, ready for miners and for share validation.
 #[derive(Debug)]
 pub struct Job {
@@ -66,8 +109,8 @@ pub struct Job {
     tx_count: usize,
     transactions: Vec<u8>,
     witness_reserved_value: Option<[u8; 32]>,
-    /// The whole `mining.notify` line, newline included, shared by every session.
-    notify: Arc<[u8]>,
+    /// What the front ends send miners for this job, each encoded once.
+    encodings: Encodings,
     /// What the job is, whatever id an engine gave it: a hash of everything a share's header
     /// depends on except the extranonces. Sessions that move between engines (whose ids differ)
     /// carry their duplicate sets by it.
@@ -85,23 +128,6 @@ impl Job {
         let merkle_branch = merkle::coinbase_branch(&parts.txids);
         let (coinb1_midstate, tail) = Midstate::of_prefix(&parts.coinb1);
         let coinb1_tail_start = parts.coinb1.len() - tail.len();
-        let mut notify = Vec::with_capacity(
-            160 + 2 * (parts.coinb1.len() + parts.coinb2.len()) + 67 * merkle_branch.len(),
-        );
-        message::write_notify(
-            &mut notify,
-            &message::NotifyFields {
-                job_id: id,
-                prev_hash: &parts.prev_hash,
-                coinb1: &parts.coinb1,
-                coinb2: &parts.coinb2,
-                merkle_branch: &merkle_branch,
-                version: parts.version,
-                nbits: parts.nbits,
-                ntime: parts.ntime,
-                clean,
-            },
-        );
         let fingerprint = {
             let mut sha = crate::hash::Sha256::default();
             sha.update(&parts.prev_hash);
@@ -138,13 +164,14 @@ impl Job {
             tx_count: parts.txids.len(),
             transactions: parts.transactions,
             witness_reserved_value: parts.witness_reserved_value,
-            notify: notify.into(),
+            encodings: Encodings::default(),
         })
     }
 
-    /// The `mining.notify` line for this job, ending in a newline.
-    pub fn notify_line(&self) -> &Arc<[u8]> {
-        &self.notify
+    /// This job as `front_end` sends it to every miner, encoded by `encode` the first time it is
+    /// asked for (cores that ask at the same moment wait for the one encoding).
+    pub fn encoded(&self, front_end: FrontEnd, encode: impl FnOnce(&Job) -> Vec<u8>) -> &Arc<[u8]> {
+        self.encodings.slots[front_end as usize].get_or_init(|| encode(self).into())
     }
 
     /// The coinbase with the given extranonces, without its witness: the bytes whose hash is the txid.
@@ -169,14 +196,15 @@ impl Job {
     /// The 80-byte header of a block of this job.
     #[inline]
     pub fn header(&self, version: u32, merkle_root: &[u8; 32], ntime: u32, nonce: u32) -> [u8; 80] {
-        let mut header = [0u8; 80];
-        header[0..4].copy_from_slice(&version.to_le_bytes());
-        header[4..36].copy_from_slice(&self.prev_hash);
-        header[36..68].copy_from_slice(merkle_root);
-        header[68..72].copy_from_slice(&ntime.to_le_bytes());
-        header[72..76].copy_from_slice(&self.nbits.to_le_bytes());
-        header[76..80].copy_from_slice(&nonce.to_le_bytes());
-        header
+        HeaderFields {
+            version,
+            prev_hash: &self.prev_hash,
+            merkle_root,
+            ntime,
+            nbits: self.nbits,
+            nonce,
+        }
+        .serialize()
     }
 
     /// The full block for a solved header, serialized as `submitblock` takes it (before hex).

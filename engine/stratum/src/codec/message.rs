@@ -4,11 +4,14 @@
 //! buffer has grown to its working size. Every message ends with `\n`.
 
 use std::io::Write;
+use std::sync::Arc;
 
-use crate::hex;
-use crate::stratum::error::StratumError;
-use crate::stratum::request::Id;
-use crate::units::{Difficulty, Extranonce1, JobId};
+use sluice_core::chain::job::{FrontEnd, Job};
+
+use crate::codec::error::StratumError;
+use crate::codec::request::Id;
+use sluice_core::hex;
+use sluice_core::units::{Difficulty, Extranonce1, JobId};
 
 /// The fields of a `mining.notify`.
 pub struct NotifyFields<'a> {
@@ -41,6 +44,31 @@ fn quoted_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 
 fn quoted_u32(out: &mut Vec<u8>, v: u32) {
     quoted_hex(out, &v.to_be_bytes());
+}
+
+/// The `mining.notify` line for `job`, newline included: encoded once per job, then shared by every
+/// session on every core.
+pub fn notify_line(job: &Job) -> &Arc<[u8]> {
+    job.encoded(FrontEnd::StratumV1, |job| {
+        let mut line = Vec::with_capacity(
+            160 + 2 * (job.coinb1.len() + job.coinb2.len()) + 67 * job.merkle_branch.len(),
+        );
+        write_notify(
+            &mut line,
+            &NotifyFields {
+                job_id: job.id,
+                prev_hash: &job.prev_hash,
+                coinb1: &job.coinb1,
+                coinb2: &job.coinb2,
+                merkle_branch: &job.merkle_branch,
+                version: job.version,
+                nbits: job.nbits,
+                ntime: job.ntime,
+                clean: job.clean,
+            },
+        );
+        line
+    })
 }
 
 pub fn write_notify(out: &mut Vec<u8>, n: &NotifyFields<'_>) {
@@ -196,8 +224,8 @@ pub fn write_reconnect(out: &mut Vec<u8>, target: Option<(&str, u16)>, wait_seco
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stratum::error::ErrorCode;
-    use crate::stratum::request::parse;
+    use crate::codec::error::ErrorCode;
+    use crate::codec::request::parse;
     use serde_json::{json, Value};
 
     fn as_json(buf: &[u8]) -> Value {

@@ -6,7 +6,8 @@
 //! socket, the framing and the timers; this module owns every protocol decision, so it is tested and
 //! fuzzed without a socket.
 
-pub mod vardiff;
+pub use sluice_core::records::{BlockFound, ShareRecord};
+pub use sluice_core::vardiff;
 pub mod worker;
 
 use std::collections::VecDeque;
@@ -14,11 +15,14 @@ use std::sync::Arc;
 
 use bitcoin::Network;
 
-use crate::chain::{Job, JobBook, Lookup};
-use crate::share::{parse_job_id, DuplicateLimits, Reject, SavedShares, SessionShares, ShareRules};
-use crate::stratum::request::{Configure, ParseError};
-use crate::stratum::{message, parse, ErrorCode, Id, Request, StratumError, Submit};
-use crate::units::{Difficulty, Extranonce1, ExtranonceSizes, HeaderHash, JobId, Target};
+use crate::codec::request::{Configure, ParseError};
+use crate::codec::{message, parse, ErrorCode, Id, Request, StratumError, Submit};
+use crate::share::{RejectAnswer, ValidateSubmit};
+use sluice_core::chain::{Job, JobBook, Lookup};
+use sluice_core::share::{
+    parse_job_id, DuplicateLimits, Reject, SavedShares, SessionShares, ShareRules,
+};
+use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
 use vardiff::{Vardiff, VardiffConfig};
 use worker::{parse_worker, password_difficulty, Worker};
 
@@ -94,7 +98,7 @@ impl SessionConfig {
             allow_free_worker_names: false,
             limits: SessionLimits::default(),
             duplicate_limits: DuplicateLimits::default(),
-            job_history: crate::chain::book::DEFAULT_JOB_HISTORY,
+            job_history: sluice_core::chain::book::DEFAULT_JOB_HISTORY,
         }
     }
 }
@@ -124,41 +128,6 @@ impl CloseReason {
 pub enum Flow {
     Continue,
     Close(CloseReason),
-}
-
-/// One judged share, for the share log and metrics.
-#[derive(Debug, Clone)]
-pub struct ShareRecord {
-    pub worker: Arc<str>,
-    /// The job, when the submit named one the session knows.
-    pub job_id: Option<JobId>,
-    pub height: Option<u64>,
-    /// The difficulty the job was sent with.
-    pub assigned_difficulty: f64,
-    /// The difficulty the share reached (0 when it was refused before hashing).
-    pub share_difficulty: f64,
-    pub result: Result<(), Reject>,
-    pub is_block: bool,
-    pub hash: Option<HeaderHash>,
-}
-
-/// A share that meets the network target: everything needed to assemble and submit the block.
-#[derive(Debug, Clone)]
-pub struct BlockFound {
-    pub job: Arc<Job>,
-    pub header: [u8; 80],
-    pub hash: HeaderHash,
-    pub extranonce1: Extranonce1,
-    pub extranonce2: Vec<u8>,
-    pub worker: Arc<str>,
-}
-
-impl BlockFound {
-    /// The block's bytes, as `submitblock` takes them (before hex).
-    pub fn assemble(&self) -> Vec<u8> {
-        self.job
-            .assemble_block(&self.header, self.extranonce1.as_bytes(), &self.extranonce2)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -211,16 +180,6 @@ pub struct SavedSession {
 /// more is not carried (its miner gets a fresh session, whose extranonce1 no old share fits). At 18
 /// shares a minute over 16 jobs of 30 s, a miner holds about 150.
 pub const MAX_SAVED_SHARES: usize = 2048;
-
-/// A random session id (the subscription id), from the operating system: 64 bits nobody can
-/// guess from another session's id or extranonce1.
-pub fn random_session_id() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most `b.len()` bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    assert_eq!(n, 8, "the OS random source failed");
-    u64::from_ne_bytes(b)
-}
 
 /// An extranonce1 as the number its bytes spell (big-endian): the session id.
 pub fn extranonce1_value(e: &Extranonce1) -> u64 {
@@ -794,7 +753,7 @@ impl Session {
             return;
         }
         self.send_pending_difficulty(out);
-        out.extend_from_slice(job.notify_line());
+        out.extend_from_slice(message::notify_line(job));
         if self.sent.len() == self.config.job_history {
             self.sent.pop_front();
         }
@@ -839,7 +798,8 @@ impl Session {
         };
         let verdict = self
             .shares
-            .validate(job, stale, &self.extranonce1, submit, &rules);
+            .validate_submit(job, stale, &self.extranonce1, submit, &rules);
+
         if verdict.is_block {
             let proof = verdict.proof.expect("a block was hashed");
             events.push(Event::Block(Box::new(BlockFound {

@@ -1,9 +1,10 @@
 //! The session state machine, driven line by line with no socket.
 
 use super::*;
-use crate::chain::JobParts;
-use crate::hash::header_hash;
 use serde_json::{json, Value};
+use sluice_core::chain::JobParts;
+use sluice_core::hash::header_hash;
+use sluice_core::units::HeaderHash;
 
 const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 const NOW_MS: u64 = 1_750_000_000_000;
@@ -94,7 +95,7 @@ impl Harness {
                 return format!(
                     r#"{{"id":9,"method":"mining.submit","params":["{ADDRESS}.rig","{}","{}","{:08x}","{nonce:08x}"]}}"#,
                     job.id,
-                    crate::hex::encode(&en2),
+                    sluice_core::hex::encode(&en2),
                     job.ntime
                 );
             }
@@ -444,7 +445,7 @@ fn vardiff_converges_through_the_session() {
                 let line = format!(
                     r#"{{"id":9,"method":"mining.submit","params":["{ADDRESS}.rig","{}","{}","{:08x}","{nonce:08x}"]}}"#,
                     current.id,
-                    crate::hex::encode(&en2.to_be_bytes()),
+                    sluice_core::hex::encode(&en2.to_be_bytes()),
                     current.ntime
                 );
                 let ctx = Context {
@@ -638,7 +639,7 @@ fn a_narrowed_mask_is_announced_and_applies_to_work_sent_after_it() {
         format!(
             r#"{{"id":9,"method":"mining.submit","params":["{ADDRESS}.rig","{}","{}","{:08x}","00000000","{bits:08x}"]}}"#,
             job.id,
-            crate::hex::encode(&en2b),
+            sluice_core::hex::encode(&en2b),
             job.ntime
         )
     };

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::stratum::error::{ErrorCode, StratumError};
+use crate::codec::error::{ErrorCode, StratumError};
 
 /// A request id, as the miner wrote it (a JSON number or string), or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -261,7 +261,7 @@ fn parse_configure(raw: Option<&RawValue>) -> Result<Configure, ParseErrorKind> 
                 let mask = match options.get("version-rolling.mask") {
                     None => u32::MAX,
                     Some(serde_json::Value::String(s)) => {
-                        crate::hex::decode_u32_loose(s.as_bytes()).map_err(|_| bad)?
+                        sluice_core::hex::decode_u32_loose(s.as_bytes()).map_err(|_| bad)?
                     }
                     Some(_) => return Err(bad),
                 };
