@@ -1,18 +1,53 @@
-//! The admin listener (HTTP/1.0 on a plain thread, away from the cores): Prometheus `/metrics` and
-//! a `/status` JSON document. And the statsd sender, off unless configured.
+//! The admin listener: Prometheus `/metrics` and a `/status` JSON document over HTTP/1, served by
+//! `hyper` on a current-thread tokio runtime of its own thread (`sluice-admin`), away from the cores.
+//! Each connection is its own task, so a slow or silent client holds only its own slot: the request
+//! head must arrive within [`READ_TIMEOUT`], the whole exchange within [`WRITE_TIMEOUT`] more, at
+//! most [`MAX_CONNECTIONS`] are served at once and a head is at most `MAX_REQUEST_HEAD` bytes.
+//! Every response closes its connection, as a scrape needs no keep-alive. And the statsd sender, off
+//! unless configured.
 
-use std::io::{BufRead, BufReader, Write};
+use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+
 use crate::metrics::Metrics;
 use crate::server::feed::JobFeed;
 use crate::server::jobmanager::SourceStatus;
 
-/// The longest request head read, in bytes.
-const MAX_REQUEST_HEAD: u64 = 8192;
+/// The longest request head read (request line and headers), in bytes; a longer one is answered
+/// 431 and closed.
+const MAX_REQUEST_HEAD: usize = 8192;
+
+/// How long a client has to send its whole request head once connected.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How much longer than [`READ_TIMEOUT`] a connection may last, for writing the response: a client
+/// that never reads is dropped once its connection is `READ_TIMEOUT + WRITE_TIMEOUT` old.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Admin connections served at once. More wait in the listen backlog until one ends, which takes at
+/// most [`READ_TIMEOUT`] + [`WRITE_TIMEOUT`]. Well below the descriptors the engine keeps for itself
+/// (`FILES_KEPT_FOR_THE_ENGINE`).
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// A pause after a failed accept (out of descriptors, say), so the loop does not spin on it.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What the admin pages read.
+struct Sources {
+    metrics: Arc<Metrics>,
+    feed: Arc<JobFeed>,
+    source: Arc<SourceStatus>,
+}
 
 /// Binds the admin listener and serves it on a thread of its own.
 pub fn start(
@@ -23,59 +58,102 @@ pub fn start(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    // Registering the socket needs the runtime's reactor; doing it here lets a failure reach the caller.
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    let sources = Arc::new(Sources {
+        metrics,
+        feed,
+        source,
+    });
     std::thread::Builder::new()
         .name("sluice-admin".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = serve(stream, &metrics, &feed, &source);
-            }
-        })?;
+        .spawn(move || runtime.block_on(serve(listener, sources)))?;
     Ok(bound)
 }
 
-fn serve(
-    stream: std::net::TcpStream,
-    metrics: &Metrics,
-    feed: &JobFeed,
-    source: &SourceStatus,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(std::io::Read::take(&stream, MAX_REQUEST_HEAD));
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
+async fn serve(listener: tokio::net::TcpListener, sources: Arc<Sources>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_header_size(MAX_REQUEST_HEAD)
+        .keep_alive(false);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return; // The semaphore is never closed.
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin listener: accept failed");
+                tokio::time::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        let sources = Arc::clone(&sources);
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            hyper::service::service_fn(move |request| {
+                let response = respond(&request, &sources);
+                async move { Ok::<_, Infallible>(response) }
+            }),
+        );
+        tokio::spawn(async move {
+            // The head's own deadline is hyper's; this one also bounds writing the response.
+            match tokio::time::timeout(READ_TIMEOUT + WRITE_TIMEOUT, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "admin connection failed"),
+                Err(_) => tracing::debug!("admin connection dropped: past its deadline"),
+            }
+            drop(slot);
+        });
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+}
+
+/// The page for a request: any method, matched on the path as sent (a query string makes it another
+/// path).
+fn respond(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let (status, kind, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.prometheus()),
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            sources.metrics.prometheus(),
+        ),
         "/status" => {
-            let book = feed.load();
+            let book = sources.feed.load();
             let job = book.current().map(|j| {
                 serde_json::json!({"id": j.id.to_string(), "height": j.height, "clean": j.clean,
                     "transactions": j.transaction_count(), "network_difficulty": j.network_target.difficulty()})
             });
             (
-                "200 OK",
+                StatusCode::OK,
                 "application/json",
-                metrics
-                    .status_json(serde_json::json!({ "job": job, "job_source": source.to_json() })),
+                sources.metrics.status_json(
+                    serde_json::json!({ "job": job, "job_source": sources.source.to_json() }),
+                ),
             )
         }
         _ => (
-            "404 Not Found",
+            StatusCode::NOT_FOUND,
             "text/plain",
             "not found: try /metrics or /status\n".to_owned(),
         ),
     };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    response
 }
 
 /// Sends gauges and counters to statsd every `interval` on a thread of its own.

@@ -977,8 +977,8 @@ impl FileConfig {
                     ))
                 }
             };
-            let endpoint =
-                Endpoint::parse(&n.url, auth).map_err(|e| invalid(format!("{key}.url"), e))?;
+            let endpoint = Endpoint::parse(&n.url, auth)
+                .map_err(|e| invalid(format!("{key}.url"), e.to_string()))?;
             if let Some(z) = &n.zmq_hashblock {
                 crate::node::zmq::parse_endpoint(z)
                     .map_err(|e| invalid(format!("{key}.zmq_hashblock"), e.to_string()))?;

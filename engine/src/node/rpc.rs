@@ -50,31 +50,31 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Parses `http://[user:password@]host:port[/path]`. Credentials in the URL win over `auth`.
-    pub fn parse(url: &str, auth: Auth) -> Result<Endpoint, String> {
+    /// The user info ends at the last `@`, as in [`crate::redact::url`]: a password may hold `/` or
+    /// `@`, and the parser and the redaction then agree on which bytes are the password.
+    pub fn parse(url: &str, auth: Auth) -> Result<Endpoint, UrlError> {
         // Errors quote the URL back to the operator, never its password.
-        let shown = crate::redact::url(url);
+        let shown = || crate::redact::url(url);
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             if url.starts_with("https://") {
-                format!("{shown:?}: nodes speak plain HTTP on their RPC port; use http:// (put TLS in a tunnel if the node is remote)")
+                UrlError::Https { url: shown() }
             } else {
-                format!("{shown:?} is not an http:// URL, e.g. http://127.0.0.1:8332")
+                UrlError::NotHttp { url: shown() }
             }
         })?;
-        let (authority, path) = match rest.find('/') {
+        let (userinfo, rest) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (host_port, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
-        };
-        let (userinfo, host_port) = match authority.rfind('@') {
-            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-            None => (None, authority),
         };
         let has_port = host_port
             .rsplit_once(':')
             .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         if !has_port {
-            return Err(format!(
-                "{shown:?} needs host:port, e.g. http://127.0.0.1:8332 (regtest: 18443)"
-            ));
+            return Err(UrlError::NoPort { url: shown() });
         }
         let auth = match userinfo {
             None => auth,
@@ -101,6 +101,17 @@ impl Endpoint {
             if self.path == "/" { "" } else { &self.path }
         )
     }
+}
+
+/// Why a node URL was refused. Each holds the URL with its password hidden, as the message quotes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("{url:?}: nodes speak plain HTTP on their RPC port; use http:// (put TLS in a tunnel if the node is remote)")]
+    Https { url: String },
+    #[error("{url:?} is not an http:// URL, e.g. http://127.0.0.1:8332")]
+    NotHttp { url: String },
+    #[error("{url:?} needs host:port, e.g. http://127.0.0.1:8332 (regtest: 18443)")]
+    NoPort { url: String },
 }
 
 /// Why a call failed.
@@ -550,12 +561,15 @@ mod tests {
         assert_eq!(e.path, "/wallet/pool");
         assert!(Endpoint::parse("https://node:8332", Auth::None)
             .unwrap_err()
+            .to_string()
             .contains("plain HTTP"));
         assert!(Endpoint::parse("http://node", Auth::None)
             .unwrap_err()
+            .to_string()
             .contains("host:port"));
         assert!(Endpoint::parse("node:8332", Auth::None)
             .unwrap_err()
+            .to_string()
             .contains("http://"));
         // Errors quote the URL without its password.
         for bad in [
@@ -563,9 +577,37 @@ mod tests {
             "rpc:sekrit@node:8332",
             "http://rpc:sekrit@node",
         ] {
-            let e = Endpoint::parse(bad, Auth::None).unwrap_err();
+            let e = Endpoint::parse(bad, Auth::None).unwrap_err().to_string();
             assert!(e.contains("rpc:***@node") && !e.contains("sekrit"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_password_may_hold_slashes_and_at_signs() {
+        let url = "http://rpc:a/b@c/d@node:8332/wallet/pool";
+        let e = Endpoint::parse(url, Auth::None).unwrap();
+        assert_eq!(e.host_port, "node:8332");
+        assert_eq!(e.path, "/wallet/pool");
+        assert_eq!(
+            e.auth,
+            Auth::UserPassword {
+                user: "rpc".into(),
+                password: "a/b@c/d".into()
+            }
+        );
+        // The redaction hides exactly what the parser takes for the password.
+        assert_eq!(
+            crate::redact::url(url),
+            "http://rpc:***@node:8332/wallet/pool"
+        );
+        let e = Endpoint::parse("http://rpc:a/b@node", Auth::None).unwrap_err();
+        assert_eq!(
+            e,
+            UrlError::NoPort {
+                url: "http://rpc:***@node".into()
+            }
+        );
+        assert!(!e.to_string().contains("a/b"), "{e}");
     }
 
     #[test]
