@@ -10,6 +10,11 @@ use super::redis_server::RedisServer;
 /// The key prefix every fleet test uses.
 pub const PREFIX: &str = "pool7";
 
+/// The key names under [`PREFIX`].
+pub fn keys() -> sluice::plane::Keys {
+    sluice::plane::Keys::new(PREFIX)
+}
+
 /// The fleet key (`redis.fleet_key`) every test role signs and checks job messages with.
 pub const FLEET_KEY: &str = "sluice-test-fleet-key-0123456789abcdef";
 
@@ -101,7 +106,7 @@ pub fn config_file_with(more: &str) -> String {
 /// `ID|TOKEN` of the leading jobmanager.
 pub fn leader(con: &mut redis::Connection) -> Option<String> {
     redis::cmd("GET")
-        .arg(format!("{PREFIX}:jm:leader"))
+        .arg(keys().leader())
         .query::<Option<String>>(con)
         .unwrap()
 }
@@ -118,7 +123,7 @@ pub fn live_services(con: &mut redis::Connection) -> Vec<String> {
         .unwrap()
         .as_millis() as u64;
     redis::cmd("ZRANGEBYSCORE")
-        .arg(format!("{PREFIX}:services"))
+        .arg(keys().services())
         .arg(now)
         .arg("+inf")
         .query(con)
@@ -132,7 +137,7 @@ pub fn shares_in_stream(
     con: &mut redis::Connection,
 ) -> Vec<std::collections::HashMap<String, String>> {
     let entries: Entries = redis::cmd("XRANGE")
-        .arg(format!("{PREFIX}:shares"))
+        .arg(keys().shares())
         .arg("-")
         .arg("+")
         .query(con)
