@@ -86,14 +86,7 @@ pub fn config_file() -> String {
 /// A lease of 1 s and a service TTL of 1 s keep the tests short; the defaults are 2 s and 10 s.
 /// Each process gets its own file and share spool, and the fleet key; `more` is appended.
 pub fn config_file_with(more: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-plane-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sluice_testkit::TempDir::new("plane").keep();
     let path = dir.join("sluice.toml");
     std::fs::write(
         &path,

@@ -2,7 +2,6 @@
 //! tests start (a free port, a temporary directory, no persistence, never the machine's own).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::plane::{connect, PlaneSettings};
@@ -26,15 +25,7 @@ impl TestRedis {
 
 /// A directory of its own for one test's files, left behind (a spool a test may still read).
 pub fn temp_dir(what: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-plane-{what}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    sluice_testkit::TempDir::new(what).keep()
 }
 
 /// Plane settings for a test process `id` under prefix `t`.
