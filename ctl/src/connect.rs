@@ -1,11 +1,33 @@
-//! Opening the connection to the fleet's Redis, and the clock every age and window is measured by.
+//! Opening the connection to the fleet's Redis, the check that the fleet under a prefix speaks
+//! this build's layout, and the clock every age and window is measured by.
 
 use std::time::Duration;
+
+use sluice_layout::{Keys, LAYOUT_VERSION};
 
 use crate::error::{CtlError, Result};
 
 /// A hung Redis must not hang an operator's terminal (or a script) for long.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Refuses a prefix without a fleet or with another layout version. Unlike a Sluice process
+/// sluicectl never writes `P:layout`, so pointing it at the wrong prefix changes nothing. The keys
+/// it writes, only once this check has passed, are an engine's command stream `P:cmd:ENGINE`
+/// (`session kick`, `engine drain|undrain|reload`), the policies `P:policies` (`policy set|rm`)
+/// and the lease's steering `P:jm:control` (`jobmanager pause|resume|promote`).
+pub fn check_layout(redis: &mut Redis, keys: &Keys) -> Result<()> {
+    let found: Option<String> = redis.query(redis::cmd("GET").arg(keys.layout()))?;
+    match found {
+        None => Err(CtlError::NoFleet {
+            prefix: keys.prefix().to_owned(),
+        }),
+        Some(v) if v == LAYOUT_VERSION.to_string() => Ok(()),
+        Some(found) => Err(CtlError::Layout {
+            prefix: keys.prefix().to_owned(),
+            found,
+        }),
+    }
+}
 
 /// A connection and the URL it came from, so later failures can name it.
 pub struct Redis {

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::connect::redact;
-use crate::layout::LAYOUT_VERSION;
+use sluice_layout::LAYOUT_VERSION;
 
 #[derive(Debug)]
 pub enum CtlError {

@@ -1,6 +1,6 @@
 //! sluicectl, the operators' CLI for a Sluice fleet: what runs, who leads, which blocks were found,
 //! the shares as they come, per-worker rates and the miners' sessions, all read from the fleet's
-//! Redis (layout version 1, ARCHITECTURE.md). Some commands act: `engine drain|undrain` and
+//! Redis (the layout written once in the `sluice-layout` crate, shared with the engine). Some commands act: `engine drain|undrain` and
 //! `session kick` send a command to one engine through its stream `P:cmd:ENGINE` and wait for the
 //! engine's acknowledgement; `policy set|rm` write the per-connection policies `P:policies`;
 //! `jobmanager pause|resume|promote` steer the lease through `P:jm:control` and wait for the lease
@@ -14,7 +14,6 @@ mod cmd;
 mod connect;
 mod error;
 mod format;
-mod layout;
 mod output;
 mod stream;
 
@@ -28,7 +27,7 @@ use cmd::shares::{Filter, Verdict};
 use cmd::Ctx;
 use connect::Redis;
 use error::{CtlError, Result};
-use layout::Keys;
+use sluice_layout::Keys;
 
 #[derive(Parser)]
 #[command(
@@ -167,7 +166,7 @@ enum PolicyCommand {
         /// The policy's name (ties between equally specific policies go to the first name)
         name: String,
         #[command(flatten)]
-        policy: cmd::policy::Policy,
+        policy: cmd::policy::PolicyFlags,
     },
     /// Remove a policy
     Rm {
@@ -304,7 +303,7 @@ fn context(cli: &Cli) -> Result<Ctx> {
         })?;
     let mut redis = Redis::open(url)?;
     let keys = Keys::new(&cli.prefix);
-    layout::check(&mut redis, &keys)?;
+    connect::check_layout(&mut redis, &keys)?;
     Ok(Ctx {
         redis,
         keys,

@@ -17,7 +17,7 @@ const PREFIX: &str = "pool9";
 /// A fleet under PREFIX with engine-1 and engine-2 registered, and jm-a.
 fn fleet() -> (RedisServer, redis::Connection) {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, PREFIX);
     register_service(&mut con, PREFIX, "engine-1", "stratum", 10_000);
     register_service(&mut con, PREFIX, "engine-2", "stratum", 10_000);

@@ -71,7 +71,7 @@ fn the_password_in_the_url_stays_out_of_the_message() {
 #[test]
 fn another_layout_version_exits_3_and_names_it() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     let _: () = redis::cmd("SET")
         .arg("v2:layout")
         .arg(1)
@@ -101,7 +101,7 @@ fn another_layout_version_exits_3_and_names_it() {
 #[test]
 fn a_prefix_without_a_layout_exits_1_and_stays_untouched() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     // Another fleet next door is not this one.
     claim_layout(&mut con, "sluice");
     for cmd in COMMANDS {
@@ -141,7 +141,7 @@ fn no_redis_given_exits_1_and_says_how_to_give_it() {
 #[test]
 fn the_environment_stands_in_for_the_flags() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, "envpool");
     let url = redis.url();
     let env = [("SLUICE_REDIS", url.as_str()), ("SLUICE_PREFIX", "envpool")];

@@ -25,7 +25,7 @@ fn leader_id(doc: &Value) -> Option<String> {
 #[test]
 fn services_engines_and_jobmanagers_are_listed_from_the_registry_and_the_lease() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     let mut jm_a = SluiceProcess::jobmanager(&redis, PREFIX, "jm-a");
     // jm-a leads before jm-b starts, so which one leads is known.
     eventually(Duration::from_secs(5), || {

@@ -13,7 +13,7 @@ const PREFIX: &str = "pol3";
 
 fn fleet() -> (RedisServer, redis::Connection) {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, PREFIX);
     (redis, con)
 }

@@ -39,7 +39,7 @@ fn assert_safe(args: &[&str], stdout: &str) {
 #[test]
 fn every_printer_escapes_what_miners_and_redis_writers_chose() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, PREFIX);
     let now = redis_now_ms(&mut con);
 

@@ -19,7 +19,7 @@ const PREFIX: &str = "pool3";
 #[test]
 fn blocks_ls_lists_the_block_log_newest_first() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, PREFIX);
 
     let run = sluicectl(&redis, PREFIX, &["blocks", "ls", "--json"]);
@@ -111,7 +111,7 @@ fn workers(doc: &Value) -> Vec<(String, String)> {
 #[test]
 fn shares_tail_prints_the_newest_matching_shares_oldest_first() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, PREFIX);
     let t0 = redis_now_ms(&mut con) - 60_000;
 
@@ -228,7 +228,7 @@ fn shares_tail_prints_the_newest_matching_shares_oldest_first() {
 #[test]
 fn shares_tail_follow_prints_shares_written_after_it_started() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, PREFIX);
     let now = redis_now_ms(&mut con);
     // Written before it starts: never printed.
@@ -305,7 +305,7 @@ fn shares_tail_follow_prints_shares_written_after_it_started() {
 #[test]
 fn stats_sums_the_rollups_of_the_window_and_counts_rejects_by_reason() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, PREFIX);
     let now = redis_now_ms(&mut con);
     let minute_ms = |ago: u64| (now / 60_000 - ago) * 60_000;
@@ -414,7 +414,7 @@ fn stats_sums_the_rollups_of_the_window_and_counts_rejects_by_reason() {
 #[test]
 fn stats_shows_the_workers_past_the_cap_as_one_row_and_engines_that_lost_accepted_shares() {
     let redis = RedisServer::start();
-    let mut con = redis.con();
+    let mut con = redis.connection();
     claim_layout(&mut con, PREFIX);
     let now = redis_now_ms(&mut con);
 

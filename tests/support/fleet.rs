@@ -10,6 +10,11 @@ use super::redis_server::RedisServer;
 /// The key prefix every fleet test uses.
 pub const PREFIX: &str = "pool7";
 
+/// The key names under [`PREFIX`].
+pub fn keys() -> sluice::plane::Keys {
+    sluice::plane::Keys::new(PREFIX)
+}
+
 /// The fleet key (`redis.fleet_key`) every test role signs and checks job messages with.
 pub const FLEET_KEY: &str = "sluice-test-fleet-key-0123456789abcdef";
 
@@ -81,14 +86,7 @@ pub fn config_file() -> String {
 /// A lease of 1 s and a service TTL of 1 s keep the tests short; the defaults are 2 s and 10 s.
 /// Each process gets its own file and share spool, and the fleet key; `more` is appended.
 pub fn config_file_with(more: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-plane-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sluice_testkit::TempDir::new("plane").keep();
     let path = dir.join("sluice.toml");
     std::fs::write(
         &path,
@@ -101,7 +99,7 @@ pub fn config_file_with(more: &str) -> String {
 /// `ID|TOKEN` of the leading jobmanager.
 pub fn leader(con: &mut redis::Connection) -> Option<String> {
     redis::cmd("GET")
-        .arg(format!("{PREFIX}:jm:leader"))
+        .arg(keys().leader())
         .query::<Option<String>>(con)
         .unwrap()
 }
@@ -118,7 +116,7 @@ pub fn live_services(con: &mut redis::Connection) -> Vec<String> {
         .unwrap()
         .as_millis() as u64;
     redis::cmd("ZRANGEBYSCORE")
-        .arg(format!("{PREFIX}:services"))
+        .arg(keys().services())
         .arg(now)
         .arg("+inf")
         .query(con)
@@ -132,7 +130,7 @@ pub fn shares_in_stream(
     con: &mut redis::Connection,
 ) -> Vec<std::collections::HashMap<String, String>> {
     let entries: Entries = redis::cmd("XRANGE")
-        .arg(format!("{PREFIX}:shares"))
+        .arg(keys().shares())
         .arg("-")
         .arg("+")
         .query(con)

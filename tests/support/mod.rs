@@ -2,7 +2,7 @@
 //! and a reference miner that rebuilds a header from `mining.notify` using only `serde_json` and the
 //! `bitcoin` crate, so that the engine's encoding is checked against an independent reading.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod engine;
 pub mod fleet;

@@ -3,8 +3,8 @@
 //!
 //! sluicectl appends `id CMD_ID cmd CMD arg ARG sent_ms MS` to the engine's stream `P:cmd:ENGINE`
 //! (MAXLEN ~ 1,000), then polls `GET P:ack:CMD_ID` every 50 ms until the timeout. The engine
-//! answers with `{"engine","cmd","ok":true,"result":{…}}` or `{"engine","cmd","ok":false,"error"}`
-//! (`engine/src/plane/commands.rs`). An engine reads its stream only from the moment it started,
+//! answers with an `Ack`: `{"cmd","engine","ok":true,"result":{…}}` or
+//! `{"cmd","engine","error","ok":false}` (formats in `sluice_layout::command`). An engine reads its stream only from the moment it started,
 //! so a command sent while it is down is never carried out: that is the no-acknowledgement case
 //! (exit 4), and a later start of the engine does not run it either.
 
@@ -12,40 +12,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use sluice_layout::command::{field, Command, ACK_TTL_SECS, COMMAND_STREAM_MAXLEN};
 
 use super::services::{self, Role};
 use super::Ctx;
 use crate::error::{CtlError, Result};
 use crate::output;
 
-/// Entries kept in each engine's command stream (the engine's `COMMAND_STREAM_MAXLEN`).
-pub const COMMAND_STREAM_MAXLEN: usize = 1_000;
-
 /// How often the acknowledgement is looked for.
 const POLL: Duration = Duration::from_millis(50);
 
 /// Acknowledgements live an hour: waiting longer could never see one.
-const MAX_TIMEOUT_SECS: f64 = 3_600.0;
-
-/// The commands an engine carries out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Drain,
-    Undrain,
-    Kick,
-    Reload,
-}
-
-impl Command {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Command::Drain => "drain",
-            Command::Undrain => "undrain",
-            Command::Kick => "kick",
-            Command::Reload => "reload",
-        }
-    }
-}
+const MAX_TIMEOUT_SECS: f64 = ACK_TTL_SECS as f64;
 
 /// How long to wait for the acknowledgement, as given (the message repeats it).
 #[derive(Debug, Clone, Copy)]
@@ -104,13 +82,13 @@ pub fn send(
             .arg("~")
             .arg(COMMAND_STREAM_MAXLEN)
             .arg("*")
-            .arg("id")
+            .arg(field::ID)
             .arg(&id)
-            .arg("cmd")
+            .arg(field::CMD)
             .arg(cmd.as_str())
-            .arg("arg")
+            .arg(field::ARG)
             .arg(arg)
-            .arg("sent_ms")
+            .arg(field::SENT_MS)
             .arg(now),
     )?;
     let deadline = Instant::now() + timeout.duration();
@@ -269,13 +247,5 @@ mod tests {
         for bad in ["0", "-1", "nan", "inf", "3601", "five", ""] {
             assert!(parse_timeout(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_stream_bound_is_the_engines() {
-        assert_eq!(
-            COMMAND_STREAM_MAXLEN,
-            sluice::plane::commands::COMMAND_STREAM_MAXLEN
-        );
     }
 }

@@ -12,7 +12,7 @@ pub mod shares;
 pub mod stats;
 
 use crate::connect::Redis;
-use crate::layout::Keys;
+use sluice_layout::Keys;
 
 /// What every Redis command works with.
 pub struct Ctx {

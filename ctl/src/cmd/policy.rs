@@ -2,19 +2,16 @@
 //! every engine reads each second (`engine/src/plane/policies.rs`). A policy matches on the listen
 //! port, the user (the worker name before its first dot), the whole worker name and a user-agent
 //! prefix, and overrides the start, minimum and maximum difficulty, the vardiff target and the
-//! version mask. `set` checks a policy exactly as the engine's `Policy::parse` does, so the
-//! engines never ignore one that sluicectl wrote.
+//! version mask. The document and its check are `sluice_layout::policy`'s, the engines' own, so
+//! the engines never ignore a policy that sluicectl wrote.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use sluice_layout::policy::{Policy, PolicyError, MAX_POLICIES};
 
 use super::Ctx;
 use crate::error::{CtlError, Result};
 use crate::format;
 use crate::output::{self, Align, Table};
-
-/// Policies the engines read, at most (the engine's `MAX_POLICIES`): `set` refuses a new name
-/// beyond it.
-pub const MAX_POLICIES: usize = 1_000;
 
 /// Replaces an existing policy, or adds a new one while there are fewer than ARGV[3]; returns 0
 /// (replaced), 1 (added) or -1 (full). One script, so two operators cannot both add the 1,000th.
@@ -42,9 +39,9 @@ const OVERRIDE_FIELDS: [(&str, &str); 5] = [
     ("version_mask", "mask"),
 ];
 
-/// One policy, with the engine's field names; every field optional.
+/// `policy set`'s flags: one per field of the stored policy, every one optional.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
-pub struct Policy {
+pub struct PolicyFlags {
     /// Match connections to this listen port
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
@@ -78,144 +75,61 @@ pub struct Policy {
     pub version_mask: Option<String>,
 }
 
-impl Policy {
-    /// Reads a stored policy as the engine's `Policy::parse` does (serde, unknown fields refused),
-    /// then checks it.
-    pub fn parse(text: &str) -> std::result::Result<Policy, String> {
-        let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let Value::Object(fields) = value else {
-            return Err("not a JSON object".to_owned());
-        };
-        let mut p = Policy::default();
-        for (name, v) in &fields {
-            if v.is_null() {
-                continue;
-            }
-            let text = || {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("{name} must be a string"))
-            };
-            let number = || v.as_f64().ok_or_else(|| format!("{name} must be a number"));
-            match name.as_str() {
-                "port" => {
-                    p.port = Some(
-                        v.as_u64()
-                            .and_then(|n| u16::try_from(n).ok())
-                            .ok_or_else(|| "port must be a whole number up to 65535".to_owned())?,
-                    )
+impl PolicyFlags {
+    /// The policy these flags describe.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            port: self.port,
+            user: self.user.clone(),
+            worker: self.worker.clone(),
+            agent: self.agent.clone(),
+            start_difficulty: self.start_difficulty,
+            min_difficulty: self.min_difficulty,
+            max_difficulty: self.max_difficulty,
+            vardiff_target_shares_per_minute: self.vardiff_target_shares_per_minute,
+            version_mask: self.version_mask.clone(),
+        }
+    }
+}
+
+/// The stored JSON: the engine's field names, absent fields left out.
+fn to_json(p: &Policy) -> Value {
+    // A struct of numbers and strings always serializes.
+    serde_json::to_value(p).unwrap_or_default()
+}
+
+/// `port=3333 user=alice`, or `any connection`.
+fn match_text(p: &Policy) -> String {
+    let v = to_json(p);
+    let parts: Vec<String> = MATCH_FIELDS
+        .iter()
+        .filter_map(|k| v.get(*k).map(|x| format!("{k}={}", show(x))))
+        .collect();
+    if parts.is_empty() {
+        "any connection".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// `start=0.0001 vardiff=20/min mask=1fffe000`, or `-`.
+fn overrides_text(p: &Policy) -> String {
+    let parts: Vec<String> = OVERRIDE_FIELDS
+        .iter()
+        .filter_map(|(k, short)| {
+            to_json(p).get(*k).map(|x| match (*k, x.as_f64()) {
+                ("vardiff_target_shares_per_minute", Some(n)) => {
+                    format!("{short}={}/min", format::difficulty(n))
                 }
-                "user" => p.user = Some(text()?),
-                "worker" => p.worker = Some(text()?),
-                "agent" => p.agent = Some(text()?),
-                "start_difficulty" => p.start_difficulty = Some(number()?),
-                "min_difficulty" => p.min_difficulty = Some(number()?),
-                "max_difficulty" => p.max_difficulty = Some(number()?),
-                "vardiff_target_shares_per_minute" => {
-                    p.vardiff_target_shares_per_minute = Some(number()?)
-                }
-                "version_mask" => p.version_mask = Some(text()?),
-                other => return Err(format!("unknown field `{other}`")),
-            }
-        }
-        p.check()?;
-        Ok(p)
-    }
-
-    /// The engine's checks: numbers above 0, min not above max, the mask 1 to 8 hex digits.
-    pub fn check(&self) -> std::result::Result<(), String> {
-        for (name, v) in [
-            ("start_difficulty", self.start_difficulty),
-            ("min_difficulty", self.min_difficulty),
-            ("max_difficulty", self.max_difficulty),
-            (
-                "vardiff_target_shares_per_minute",
-                self.vardiff_target_shares_per_minute,
-            ),
-        ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(format!("{name} must be a number above 0"));
-                }
-            }
-        }
-        if let (Some(min), Some(max)) = (self.min_difficulty, self.max_difficulty) {
-            if min > max {
-                return Err("min_difficulty must not exceed max_difficulty".into());
-            }
-        }
-        if let Some(m) = &self.version_mask {
-            if m.is_empty() || m.len() > 8 || !m.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err("version_mask must be up to 8 hex digits".to_owned());
-            }
-        }
-        Ok(())
-    }
-
-    fn has_override(&self) -> bool {
-        self.start_difficulty.is_some()
-            || self.min_difficulty.is_some()
-            || self.max_difficulty.is_some()
-            || self.vardiff_target_shares_per_minute.is_some()
-            || self.version_mask.is_some()
-    }
-
-    /// The stored JSON: the engine's field names, absent fields left out.
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                m.insert(k.to_owned(), v);
-            }
-        };
-        put("port", self.port.map(Value::from));
-        put("user", self.user.clone().map(Value::from));
-        put("worker", self.worker.clone().map(Value::from));
-        put("agent", self.agent.clone().map(Value::from));
-        put("start_difficulty", self.start_difficulty.map(Value::from));
-        put("min_difficulty", self.min_difficulty.map(Value::from));
-        put("max_difficulty", self.max_difficulty.map(Value::from));
-        put(
-            "vardiff_target_shares_per_minute",
-            self.vardiff_target_shares_per_minute.map(Value::from),
-        );
-        put("version_mask", self.version_mask.clone().map(Value::from));
-        Value::Object(m)
-    }
-
-    /// `port=3333 user=alice`, or `any connection`.
-    fn match_text(&self) -> String {
-        let v = self.to_json();
-        let parts: Vec<String> = MATCH_FIELDS
-            .iter()
-            .filter_map(|k| v.get(*k).map(|x| format!("{k}={}", show(x))))
-            .collect();
-        if parts.is_empty() {
-            "any connection".to_owned()
-        } else {
-            parts.join(" ")
-        }
-    }
-
-    /// `start=0.0001 vardiff=20/min mask=1fffe000`, or `-`.
-    fn overrides_text(&self) -> String {
-        let parts: Vec<String> = OVERRIDE_FIELDS
-            .iter()
-            .filter_map(|(k, short)| {
-                self.to_json().get(*k).map(|x| match (*k, x.as_f64()) {
-                    ("vardiff_target_shares_per_minute", Some(n)) => {
-                        format!("{short}={}/min", format::difficulty(n))
-                    }
-                    (_, Some(n)) => format!("{short}={}", format::difficulty(n)),
-                    _ => format!("{short}={}", show(x)),
-                })
+                (_, Some(n)) => format!("{short}={}", format::difficulty(n)),
+                _ => format!("{short}={}", show(x)),
             })
-            .collect();
-        if parts.is_empty() {
-            "-".to_owned()
-        } else {
-            parts.join(" ")
-        }
+        })
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -261,7 +175,7 @@ pub fn ls(ctx: &mut Ctx) -> Result<()> {
         .enumerate()
         .map(|(i, (name, text))| {
             let parsed = if i < MAX_POLICIES {
-                Policy::parse(&text)
+                Policy::parse(&text).map_err(|e| e.to_string())
             } else {
                 Err(format!(
                     "beyond the first {MAX_POLICIES} policies by name: engines ignore it"
@@ -301,7 +215,7 @@ pub fn ls(ctx: &mut Ctx) -> Result<()> {
     ]);
     for (name, text, parsed) in &read {
         match parsed {
-            Ok(p) => t.row(vec![name.clone(), p.match_text(), p.overrides_text()]),
+            Ok(p) => t.row(vec![name.clone(), match_text(p), overrides_text(p)]),
             Err(e) => t.row(vec![
                 name.clone(),
                 format!("INVALID, ignored by engines: {e}"),
@@ -313,7 +227,8 @@ pub fn ls(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// `policy set NAME ...`: checks, then writes the policy whole.
-pub fn set(ctx: &mut Ctx, name: &str, policy: &Policy) -> Result<()> {
+pub fn set(ctx: &mut Ctx, name: &str, flags: &PolicyFlags) -> Result<()> {
+    let policy = &flags.policy();
     if name.is_empty() {
         return Err(CtlError::Usage(
             "a policy needs a non-empty name".to_owned(),
@@ -324,10 +239,10 @@ pub fn set(ctx: &mut Ctx, name: &str, policy: &Policy) -> Result<()> {
             "policy {name:?} overrides nothing: give at least one of --start-difficulty, --min-difficulty, --max-difficulty, --vardiff-target, --version-mask"
         )));
     }
-    policy
-        .check()
-        .map_err(|e| CtlError::Usage(format!("policy {name:?}: {}", as_flags(&e))))?;
-    let stored = policy.to_json();
+    policy.check().map_err(|e: PolicyError| {
+        CtlError::Usage(format!("policy {name:?}: {}", as_flags(&e.to_string())))
+    })?;
+    let stored = to_json(policy);
     let outcome: i64 = ctx.redis.query(
         redis::cmd("EVAL")
             .arg(SET)
@@ -355,8 +270,8 @@ pub fn set(ctx: &mut Ctx, name: &str, policy: &Policy) -> Result<()> {
     output::print(&format!(
         "policy {name} {}: match {}; set {} (engines apply it within a second)\n",
         if created { "added" } else { "replaced" },
-        policy.match_text(),
-        policy.overrides_text(),
+        match_text(policy),
+        overrides_text(policy),
     ))
 }
 
@@ -388,49 +303,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bound_is_the_engines() {
-        assert_eq!(MAX_POLICIES, sluice::plane::policies::MAX_POLICIES);
-    }
-
-    /// Both parsers agree on what is valid, and sluicectl's JSON reads back the same in the engine.
-    #[test]
-    fn policies_are_judged_as_the_engine_judges_them() {
-        for text in [
-            r#"{"port":3333,"min_difficulty":2}"#,
-            r#"{"user":"alice","worker":"alice.r1","agent":"cg","start_difficulty":0.5,"max_difficulty":8,"vardiff_target_shares_per_minute":20,"version_mask":"1FFFE000"}"#,
-            r#"{"version_mask":"e000","min_difficulty":null}"#,
-            r#"{}"#,
-            r#"{"min_difficulty":0}"#,
-            r#"{"max_difficulty":-1}"#,
-            r#"{"min_difficulty":5,"max_difficulty":1}"#,
-            r#"{"version_mask":"xyz"}"#,
-            r#"{"version_mask":"123456789"}"#,
-            r#"{"version_mask":""}"#,
-            r#"{"prot":1}"#,
-            r#"{"port":70000}"#,
-            r#"{"port":"3333"}"#,
-            r#"[1]"#,
-            r#"not json"#,
-        ] {
-            let ours = Policy::parse(text);
-            let theirs = sluice::plane::policies::Policy::parse(text);
-            assert_eq!(
-                ours.is_ok(),
-                theirs.is_ok(),
-                "{text}: {ours:?} vs {theirs:?}"
-            );
-            if let (Ok(ours), Err(e)) = (&ours, &theirs) {
-                panic!("{text}: {ours:?} but the engine says {e}");
-            }
-            if let Ok(p) = ours {
-                let back = sluice::plane::policies::Policy::parse(&p.to_json().to_string())
-                    .unwrap_or_else(|e| panic!("{text}: {e}"));
-                assert_eq!(back, theirs.unwrap(), "{text}");
-            }
-        }
-    }
-
-    #[test]
     fn messages_name_the_flags() {
         assert_eq!(
             as_flags("vardiff_target_shares_per_minute must be a number above 0"),
@@ -448,11 +320,11 @@ mod tests {
             r#"{"port":3333,"user":"alice","start_difficulty":0.0001,"vardiff_target_shares_per_minute":20,"version_mask":"1fffe000"}"#,
         )
         .unwrap();
-        assert_eq!(p.match_text(), "port=3333 user=alice");
+        assert_eq!(match_text(&p), "port=3333 user=alice");
         assert_eq!(
-            p.overrides_text(),
+            overrides_text(&p),
             "start=1.000e-4 vardiff=20/min mask=1fffe000"
         );
-        assert_eq!(Policy::default().match_text(), "any connection");
+        assert_eq!(match_text(&Policy::default()), "any connection");
     }
 }

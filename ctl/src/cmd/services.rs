@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
+use sluice_layout::registry::{self, field};
 
 use super::Ctx;
 use crate::error::Result;
@@ -20,8 +21,8 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Stratum => "stratum",
-            Role::Jobmanager => "jobmanager",
+            Role::Stratum => registry::ROLE_STRATUM,
+            Role::Jobmanager => registry::ROLE_JOBMANAGER,
         }
     }
 }
@@ -47,19 +48,19 @@ impl Service {
     fn from_hash(id: String, expires_ms: u64, mut h: HashMap<String, String>) -> Service {
         let mut text = |k: &str| h.remove(k).unwrap_or_default();
         let (role, address, version, state) = (
-            text("role"),
-            text("address"),
-            text("version"),
-            text("state"),
+            text(field::ROLE),
+            text(field::ADDRESS),
+            text(field::VERSION),
+            text(field::STATE),
         );
         let number = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok());
         let float = |k: &str| h.get(k).and_then(|v| v.parse::<f64>().ok());
         Service {
-            started_ms: number("started_ms"),
-            heartbeat_ms: number("heartbeat_ms"),
-            connections: number("connections"),
-            hashrate: float("hashrate"),
-            shares_per_second: float("shares_per_second"),
+            started_ms: number(field::STARTED_MS),
+            heartbeat_ms: number(field::HEARTBEAT_MS),
+            connections: number(field::CONNECTIONS),
+            hashrate: float(field::HASHRATE),
+            shares_per_second: float(field::SHARES_PER_SECOND),
             id,
             role,
             address,

@@ -6,9 +6,9 @@ use serde_json::{json, Map, Value};
 use super::Ctx;
 use crate::error::Result;
 use crate::format;
-use crate::layout::SHARE_FIELDS;
 use crate::output::{self, Align, Table};
 use crate::stream::{self, Entry};
+use sluice_layout::shares::FIELDS as SHARE_FIELDS;
 
 /// Entries read per step when filters may skip most of them.
 const PAGE: usize = 1000;

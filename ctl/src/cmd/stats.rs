@@ -8,11 +8,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
+use sluice_layout::registry;
+use sluice_layout::shares::{OTHER_WORKERS, ROLLUP_WORKER_COUNT};
 
 use super::Ctx;
 use crate::error::Result;
 use crate::format;
-use crate::layout::{OTHER_WORKERS, ROLLUP_WORKER_COUNT};
 use crate::output::{self, Align, Table};
 use crate::stream;
 
@@ -73,14 +74,14 @@ fn engines_that_dropped(ctx: &mut Ctx, now_ms: u64) -> Result<Vec<(String, u64)>
     for id in &ids {
         pipe.cmd("HMGET")
             .arg(ctx.keys.service(id))
-            .arg("role")
-            .arg("shares_dropped");
+            .arg(registry::field::ROLE)
+            .arg(registry::field::SHARES_DROPPED);
     }
     let found: Vec<(Option<String>, Option<String>)> = ctx.redis.query_pipe(&pipe)?;
     let mut dropped: Vec<(String, u64)> = ids
         .into_iter()
         .zip(found)
-        .filter(|(_, (role, _))| role.as_deref() == Some("stratum"))
+        .filter(|(_, (role, _))| role.as_deref() == Some(registry::ROLE_STRATUM))
         .filter_map(|(id, (_, n))| Some((id, n?.parse::<u64>().ok()?)))
         .filter(|(_, n)| *n > 0)
         .collect();

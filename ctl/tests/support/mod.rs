@@ -1,146 +1,18 @@
-//! What sluicectl's tests share: a real `redis-server` per test, real `sluice` processes, the
-//! share log and block log written in the engine's format, and a way to run the built sluicectl.
-//! Each test binary uses part of it.
-#![allow(dead_code)]
+//! What sluicectl's tests share beyond the fixtures of `sluice-testkit` (a real `redis-server`
+//! per test, real `sluice` processes, temp dirs, `eventually`, free ports, re-exported here): the
+//! roles these tests start, the share log, block log, registry and sessions written with the
+//! engine's own layout (`sluice-layout`), a stand-in for an engine's command reader, and a way to
+//! run the built sluicectl. Each test binary uses part of it.
+#![allow(dead_code, unused_imports)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use serde_json::Value;
-
-/// A directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "sluicectl-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Polls `f` every 50 ms until it gives a value or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A loopback port nothing listens on (just now).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A private `redis-server`: its own port and directory, nothing persisted, killed on drop.
-pub struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: TempDir,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        let port = free_port();
-        let dir = TempDir::new("redis");
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed (apt-get install redis-server)");
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        eventually(Duration::from_secs(10), || {
-            let mut con = redis::Client::open(server.url().as_str())
-                .ok()?
-                .get_connection()
-                .ok()?;
-            redis::cmd("PING").query::<String>(&mut con).ok()
-        })
-        .expect("redis-server did not answer PING");
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn con(&self) -> redis::Connection {
-        redis::Client::open(self.url().as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `sluice` binary, built once per test process with the tests' profile.
-pub fn sluice_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let release = !cfg!(debug_assertions);
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "sluice", "--bin", "sluice"])
-                .current_dir(workspace);
-            if release {
-                cmd.arg("--release");
-            }
-            assert!(cmd.status().unwrap().success(), "building sluice failed");
-            // A relative CARGO_TARGET_DIR is relative to where cargo runs: the workspace above.
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| workspace.join(t))
-                .unwrap_or_else(|| workspace.join("target"));
-            target
-                .join(if release { "release" } else { "debug" })
-                .join("sluice")
-        })
-        .clone()
-}
+use sluice_layout::command::{self, Ack};
+use sluice_layout::registry::{self, ServiceEntry};
+use sluice_layout::shares::{ShareEntry, Verdict};
+use sluice_layout::{Keys, BLOCK_STREAM_MAXLEN, LAYOUT_VERSION};
+pub use sluice_testkit::{eventually, free_port, EngineProcess, RedisServer, TempDir};
 
 /// The fleet key (`redis.fleet_key`) every role these tests start signs and checks jobs with.
 pub const FLEET_KEY: &str = "sluicectl-test-fleet-key-0123456789abcdef";
@@ -157,48 +29,23 @@ fn with_fleet_key(config: &str) -> String {
     }
 }
 
-/// A `sluice jobmanager` or `sluice stratum`, killed on drop.
-pub struct SluiceProcess {
-    child: Child,
-    /// The fields of its `sluice ready ...` line.
-    pub ready: String,
-    _stdout: BufReader<ChildStdout>,
-    _dir: TempDir,
+/// A `sluice jobmanager` or `sluice stratum` in a directory of its own, killed on drop.
+pub struct SluiceProcess(EngineProcess);
+
+impl std::ops::Deref for SluiceProcess {
+    type Target = EngineProcess;
+    fn deref(&self) -> &EngineProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SluiceProcess {
+    fn deref_mut(&mut self) -> &mut EngineProcess {
+        &mut self.0
+    }
 }
 
 impl SluiceProcess {
-    /// Starts it with `files` (name, contents) written to its working directory first, so the
-    /// arguments can name them (`--config jm.toml`).
-    fn start_with(args: &[&str], files: &[(&str, &str)]) -> SluiceProcess {
-        // Its own directory: a stratum engine keeps its share spool in the working directory.
-        let dir = TempDir::new("sluice");
-        for (name, contents) in files {
-            std::fs::write(dir.path().join(name), contents).unwrap();
-        }
-        let mut child = Command::new(sluice_binary())
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("SLUICE_REDIS")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut ready = String::new();
-        stdout.read_line(&mut ready).unwrap();
-        if !ready.starts_with("sluice ready") {
-            let _ = child.kill();
-            panic!("sluice {args:?} did not start: {ready:?}");
-        }
-        SluiceProcess {
-            child,
-            ready: ready.trim().to_owned(),
-            _stdout: stdout,
-            _dir: dir,
-        }
-    }
-
     /// `sluice ROLE --redis URL --prefix P --id ID --config FILE EXTRA...`, with `config` (or an
     /// empty one) and the fleet key written to FILE in the process's directory first.
     fn role(
@@ -215,7 +62,12 @@ impl SluiceProcess {
         args.extend_from_slice(&["--config", &file]);
         args.extend_from_slice(extra);
         let contents = with_fleet_key(config.unwrap_or(""));
-        SluiceProcess::start_with(&args, &[(file.as_str(), contents.as_str())])
+        let (command, rest) = args.split_first().unwrap();
+        SluiceProcess(EngineProcess::start_in_dir(
+            command,
+            rest,
+            &[(file.as_str(), contents.as_str())],
+        ))
     }
 
     pub fn jobmanager(redis: &RedisServer, prefix: &str, id: &str) -> SluiceProcess {
@@ -285,37 +137,6 @@ impl SluiceProcess {
             &["--listen", "127.0.0.1:0", "--threads", "1", "--no-pin"],
         )
     }
-
-    /// A field of the ready line, e.g. `stratum`.
-    pub fn field(&self, name: &str) -> String {
-        self.ready
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix(&format!("{name}=")))
-            .unwrap_or("")
-            .to_owned()
-    }
-
-    /// Dies without a word (no deregistration, the lease left to lapse).
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// A clean stop (SIGTERM): it deregisters and gives up its lease.
-    pub fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for SluiceProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// What a sluicectl run gave.
@@ -371,21 +192,16 @@ pub fn sluicectl_command(args: &[&str]) -> Command {
 /// Marks the prefix as a fleet of this build's layout version, as the first Sluice process does.
 pub fn claim_layout(con: &mut redis::Connection, prefix: &str) {
     let _: Option<String> = redis::cmd("SET")
-        .arg(format!("{prefix}:layout"))
-        .arg(sluicectl_layout_version())
+        .arg(Keys::new(prefix).layout())
+        .arg(LAYOUT_VERSION)
         .arg("NX")
         .query(con)
         .unwrap();
 }
 
-/// The layout version sluicectl reads (`ctl/src/layout.rs`, held to the engine's by its tests).
+/// The layout version sluicectl reads: the engine's, from `sluice-layout`.
 pub fn sluicectl_layout_version() -> u32 {
-    let source = include_str!("../../src/layout.rs");
-    source
-        .lines()
-        .find_map(|l| l.strip_prefix("pub const LAYOUT_VERSION: u32 = "))
-        .and_then(|v| v.trim_end_matches(';').parse().ok())
-        .expect("ctl/src/layout.rs declares LAYOUT_VERSION")
+    LAYOUT_VERSION
 }
 
 /// Redis's clock in ms (sluicectl measures by it).
@@ -435,46 +251,45 @@ impl Share {
 /// `P:shares` with the fields in the engine's order, and the rollup `P:roll:MINUTE` of its minute
 /// (`WORKER|accepted` and `WORKER|difficulty` += assigned, or `WORKER|rejected`).
 pub fn log_shares(con: &mut redis::Connection, prefix: &str, shares: &[Share]) {
+    let keys = Keys::new(prefix);
     let mut pipe = redis::pipe();
     pipe.atomic();
     for (i, s) in shares.iter().enumerate() {
-        let (verdict, reason) = match s.reject {
-            None => ("accepted", ""),
-            Some(r) => ("rejected", r),
-        };
-        let values = [
-            s.ts.to_string(),
-            s.engine.to_owned(),
-            format!("1:{}", i / 500 + 1),
-            verdict.to_owned(),
-            reason.to_owned(),
-            s.worker.clone(),
-            s.assigned.to_string(),
-            s.actual.to_string(),
-            "5".to_owned(),
-            s.height.map_or(String::new(), |h| h.to_string()),
-            "0a0b0c0d".to_owned(),
-            "10.0.0.7".to_owned(),
-            "cgminer/4.11.1".to_owned(),
-            u8::from(s.block).to_string(),
-            if s.reject.is_some() {
-                String::new()
-            } else {
-                "00".repeat(32)
+        let entry = ShareEntry {
+            ts: s.ts,
+            engine: s.engine.to_owned(),
+            batch: format!("1:{}", i / 500 + 1),
+            verdict: match s.reject {
+                None => Verdict::Accepted,
+                Some(_) => Verdict::Rejected,
             },
-        ];
+            reason: s.reject.map(str::to_owned),
+            worker: s.worker.clone(),
+            assigned: s.assigned,
+            actual: s.actual,
+            job: Some("5".to_owned()),
+            height: s.height,
+            session: "0a0b0c0d".to_owned(),
+            client: "10.0.0.7".to_owned(),
+            agent: Some("cgminer/4.11.1".to_owned()),
+            block: s.block,
+            hash: s.reject.is_none().then(|| "00".repeat(32)),
+        };
         let cmd = pipe
             .cmd("XADD")
-            .arg(format!("{prefix}:shares"))
+            .arg(keys.shares())
             .arg("MAXLEN")
             .arg("~")
             .arg(1_000_000)
             .arg("*");
-        for (name, value) in sluice::plane::sharelog::FIELDS.iter().zip(&values) {
+        for (name, value) in sluice_layout::shares::FIELDS
+            .iter()
+            .zip(entry.into_values())
+        {
             cmd.arg(*name).arg(value);
         }
         cmd.ignore();
-        let rollup = format!("{prefix}:roll:{}", s.ts / 60_000);
+        let rollup = keys.rollup(s.ts / 60_000);
         if s.reject.is_none() {
             pipe.cmd("HINCRBY")
                 .arg(&rollup)
@@ -515,10 +330,10 @@ pub fn record_block(
         .iter()
         .any(|r| matches!(r["result"].as_str(), Some("accepted" | "duplicate")));
     redis::cmd("XADD")
-        .arg(format!("{prefix}:blocks"))
+        .arg(Keys::new(prefix).blocks())
         .arg("MAXLEN")
         .arg("~")
-        .arg(10_000)
+        .arg(BLOCK_STREAM_MAXLEN)
         .arg("*")
         .arg("hash")
         .arg(hash)
@@ -546,41 +361,41 @@ pub fn register_service(
     ttl_ms: i64,
 ) {
     let now = redis_now_ms(con) as i64;
-    redis::pipe()
-        .atomic()
-        .cmd("HSET")
-        .arg(format!("{prefix}:svc:{id}"))
-        .arg("id")
-        .arg(id)
-        .arg("role")
-        .arg(role)
-        .arg("address")
-        .arg(if role == "stratum" {
+    let keys = Keys::new(prefix);
+    let entry = ServiceEntry {
+        id,
+        role,
+        address: if role == registry::ROLE_STRATUM {
             "127.0.0.1:3333"
         } else {
             ""
-        })
-        .arg("version")
-        .arg(env!("CARGO_PKG_VERSION"))
-        .arg("started_ms")
-        .arg(now - 5000)
-        .arg("heartbeat_ms")
-        .arg(now - 1000)
-        .arg("connections")
-        .arg(0)
-        .arg("hashrate")
-        .arg(0)
-        .arg("shares_per_second")
-        .arg(0)
-        .arg("state")
-        .arg("serving")
-        .ignore()
+        },
+        version: env!("CARGO_PKG_VERSION"),
+        started_ms: (now - 5000) as u64,
+        heartbeat_ms: (now - 1000) as u64,
+        connections: 0,
+        hashrate: 0.0,
+        shares_per_second: 0.0,
+        state: "serving",
+        shares_dropped: 0,
+    };
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("HSET").arg(keys.service(id));
+    for (name, value) in entry.fields() {
+        pipe.arg(name);
+        match value {
+            registry::Value::Text(t) => pipe.arg(t),
+            registry::Value::Int(n) => pipe.arg(n),
+            registry::Value::Float(f) => pipe.arg(f),
+        };
+    }
+    pipe.ignore()
         .cmd("PEXPIRE")
-        .arg(format!("{prefix}:svc:{id}"))
+        .arg(keys.service(id))
         .arg(60_000)
         .ignore()
         .cmd("ZADD")
-        .arg(format!("{prefix}:services"))
+        .arg(keys.services())
         .arg(now + ttl_ms)
         .arg(id)
         .ignore()
@@ -605,7 +420,8 @@ pub struct SavedSession {
 /// Writes the hash `P:session:ID` (fields as the engine writes them, with a TTL) and its expiry
 /// in `P:sessions`.
 pub fn save_session(con: &mut redis::Connection, prefix: &str, s: &SavedSession) {
-    let key = format!("{prefix}:session:{}", s.id);
+    let keys = Keys::new(prefix);
+    let key = keys.session(s.id);
     redis::pipe()
         .atomic()
         .cmd("HSET")
@@ -628,7 +444,7 @@ pub fn save_session(con: &mut redis::Connection, prefix: &str, s: &SavedSession)
         .arg(600_000)
         .ignore()
         .cmd("ZADD")
-        .arg(format!("{prefix}:sessions"))
+        .arg(keys.sessions())
         .arg(s.expires_ms)
         .arg(s.id)
         .ignore()
@@ -640,7 +456,7 @@ pub fn save_session(con: &mut redis::Connection, prefix: &str, s: &SavedSession)
 pub type Received = Vec<(String, String)>;
 
 /// A stand-in for an engine's command reader (`engine/src/plane/commands.rs`): it reads
-/// `P:cmd:ID` with XREAD and acknowledges each command with `SET P:ack:CMD_ID <json> EX 3600`.
+/// `P:cmd:ID` with XREAD and acknowledges each command with the engine's [`Ack`] in `P:ack:CMD_ID`.
 /// It answers `(cmd, arg)` with what the test's closure gives: `Ok(result)`, `Err(error)`, or
 /// `None` to stay silent. Stopped and joined on drop.
 pub struct FakeEngine {
@@ -660,12 +476,9 @@ impl FakeEngine {
         use std::sync::{Arc, Mutex};
         let stop = Arc::new(AtomicBool::new(false));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let mut con = redis.con();
-        let (stream, engine, prefix) = (
-            format!("{prefix}:cmd:{id}"),
-            id.to_owned(),
-            prefix.to_owned(),
-        );
+        let mut con = redis.connection();
+        let keys = Keys::new(prefix);
+        let (stream, engine) = (keys.commands(id), id.to_owned());
         let (stop2, received2) = (Arc::clone(&stop), Arc::clone(&received));
         let handle = std::thread::spawn(move || {
             // The stream is new in each test: reading it from the start cannot race the sender.
@@ -689,22 +502,21 @@ impl FakeEngine {
                                 .find(|(k, _)| k == name)
                                 .map_or(String::new(), |(_, v)| v.clone())
                         };
-                        let (cmd_id, cmd, arg) = (field("id"), field("cmd"), field("arg"));
+                        let (cmd_id, cmd, arg) = (
+                            field(command::field::ID),
+                            field(command::field::CMD),
+                            field(command::field::ARG),
+                        );
                         received2.lock().unwrap().push(fields.clone());
-                        let ack = match answer(&cmd, &arg) {
-                            None => continue,
-                            Some(Ok(result)) => serde_json::json!({
-                                "engine": engine, "cmd": cmd, "ok": true, "result": result
-                            }),
-                            Some(Err(error)) => serde_json::json!({
-                                "engine": engine, "cmd": cmd, "ok": false, "error": error
-                            }),
+                        let Some(outcome) = answer(&cmd, &arg) else {
+                            continue;
                         };
+                        let ack = Ack::new(&engine, &cmd, outcome);
                         let _: () = redis::cmd("SET")
-                            .arg(format!("{prefix}:ack:{cmd_id}"))
-                            .arg(ack.to_string())
+                            .arg(keys.ack(&cmd_id))
+                            .arg(ack.to_json())
                             .arg("EX")
-                            .arg(3600)
+                            .arg(command::ACK_TTL_SECS)
                             .query(&mut con)
                             .unwrap();
                     }

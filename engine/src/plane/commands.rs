@@ -3,7 +3,7 @@
 //! `sluicectl` appends `{id, cmd, arg, sent_ms}` to the stream `P:cmd:ENGINE` (MAXLEN ~ 1,000); the
 //! engine reads it from the moment it started (a command sent while it was down is stale and never
 //! runs), carries the command out, and answers with `SET P:ack:ID <json> EX 3600`:
-//! `{"engine","cmd","ok":true,"result":{…}}` or `{"engine","cmd","ok":false,"error":"…"}`.
+//! `{"cmd","engine","ok":true,"result":{…}}` or `{"cmd","engine","error":"…","ok":false}`.
 //!
 //! - `drain`: refuse new connections, and send `client.reconnect` to the connected miners in waves
 //!   (a tenth of each core's connections per second, at least one), so a fleet behind a balancer
@@ -16,6 +16,8 @@
 //!   Result `{"reloaded":true,"restart_needed":[keys]}`; an invalid file is refused with its error.
 //!
 //! The cores see commands through [`Control`], checked on their one-second tick and at accept.
+//! The stream entry's fields, the command names and the acknowledgement are
+//! `sluice_layout::command`'s, shared with sluicectl.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,11 +27,8 @@ use std::time::Duration;
 use crate::metrics::Metrics;
 use crate::plane::{connected, pause, Keys, PlaneSettings};
 
-/// Entries kept in each engine's command stream.
-pub const COMMAND_STREAM_MAXLEN: usize = 1_000;
-
-/// Acknowledgements live an hour.
-const ACK_TTL_SECS: u64 = 3_600;
+use sluice_layout::command::field as fields;
+pub use sluice_layout::command::{Ack, Command, ACK_TTL_SECS, COMMAND_STREAM_MAXLEN};
 
 /// Kicks waiting for the cores' next tick, at most.
 const MAX_PENDING_KICKS: usize = 1_024;
@@ -105,20 +104,20 @@ fn run(
     control: &Control,
     metrics: &Metrics,
 ) -> Result<serde_json::Value, String> {
-    match cmd {
-        "drain" => {
+    match Command::parse(cmd) {
+        Some(Command::Drain) => {
             control.draining.store(true, Ordering::Release);
             control.generation.fetch_add(1, Ordering::Release);
             tracing::warn!("draining: refusing new connections, moving miners away in waves");
             Ok(serde_json::json!({"draining": true, "connections": metrics.connections()}))
         }
-        "undrain" => {
+        Some(Command::Undrain) => {
             control.draining.store(false, Ordering::Release);
             control.generation.fetch_add(1, Ordering::Release);
             tracing::info!("undrained: serving new connections");
             Ok(serde_json::json!({"draining": false}))
         }
-        "kick" => {
+        Some(Command::Kick) => {
             if arg.is_empty() || arg.len() > 16 || !arg.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(
                     "{arg:?} is not a session id (hex, as mining.subscribe gives it)"
@@ -134,7 +133,7 @@ fn run(
             control.remove_kick(&kick);
             Ok(serde_json::json!({"kicked": kick.kicked.load(Ordering::Acquire)}))
         }
-        "reload" => {
+        Some(Command::Reload) => {
             let reloader = control.reloader.lock().map_err(|_| "reloader poisoned")?;
             match reloader.as_ref() {
                 Some(reload) => reload(),
@@ -143,8 +142,8 @@ fn run(
                 }
             }
         }
-        other => Err(format!(
-            "unknown command {other:?}: this engine knows drain, undrain, kick and reload"
+        None => Err(format!(
+            "unknown command {cmd:?}: this engine knows drain, undrain, kick and reload"
         )),
     }
 }
@@ -184,7 +183,11 @@ pub fn spawn(
                             continue;
                         }
                     };
-                    last = Some(newest.first().map_or("0-0".to_owned(), |(id, _)| id.clone()));
+                    last = Some(
+                        newest
+                            .first()
+                            .map_or("0-0".to_owned(), |(id, _)| id.clone()),
+                    );
                 }
                 let from = last.clone().expect("set above");
                 let reply: StreamReply = match redis::cmd("XREAD")
@@ -212,19 +215,17 @@ pub fn spawn(
                                 .find(|(k, _)| k == name)
                                 .map_or("", |(_, v)| v.as_str())
                         };
-                        let (id, cmd, arg) = (field("id"), field("cmd"), field("arg"));
+                        let (id, cmd, arg) =
+                            (field(fields::ID), field(fields::CMD), field(fields::ARG));
                         if id.is_empty() {
                             tracing::warn!("a command without an id: ignored");
                             continue;
                         }
                         tracing::info!(%id, %cmd, %arg, "command from sluicectl");
-                        let ack = match run(cmd, arg, &control, &metrics) {
-                            Ok(result) => serde_json::json!({"engine": settings.id, "cmd": cmd, "ok": true, "result": result}),
-                            Err(error) => serde_json::json!({"engine": settings.id, "cmd": cmd, "ok": false, "error": error}),
-                        };
+                        let ack = Ack::new(&settings.id, cmd, run(cmd, arg, &control, &metrics));
                         let stored: redis::RedisResult<()> = redis::cmd("SET")
                             .arg(keys.ack(id))
-                            .arg(ack.to_string())
+                            .arg(ack.to_json())
                             .arg("EX")
                             .arg(ACK_TTL_SECS)
                             .query(c);

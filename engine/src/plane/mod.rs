@@ -1,7 +1,7 @@
 //! The Redis control plane: how jobmanagers and stratum engines of one fleet find each other, agree
 //! on one publishing jobmanager, and pass jobs and found blocks (design section 6).
 //!
-//! - [`keys`]: the layout (every key, its type and bound) and its version;
+//! - [`keys`]: the layout version check (the layout itself is the `sluice-layout` crate);
 //! - [`lease`]: jobmanager leadership, a lease with a fleet epoch and a fencing token;
 //! - [`registry`]: each process's service hash, refreshed under a TTL;
 //! - [`jobs`]: the leader publishes jobs (fenced in Redis), engines take them (fenced again by token);

@@ -6,7 +6,8 @@
 //! minute) and the version mask. A connection takes the most specific policy that matches it
 //! (the most match fields given; ties go to the first name in order) when its first worker
 //! authorizes, and again on every change: engines read the hash every second, and each core
-//! re-applies policies to its live connections on its next tick.
+//! re-applies policies to its live connections on its next tick. The stored document and its
+//! check are `sluice_layout::policy`'s, shared with sluicectl.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,66 +15,24 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::{Deserialize, Serialize};
 
 use crate::plane::{connected, pause, Keys, PlaneSettings};
 use crate::session::SessionConfig;
 use crate::units::Difficulty;
 
-/// Policies read, at most (the rest are ignored, with an error in the log).
-pub const MAX_POLICIES: usize = 1_000;
+pub use sluice_layout::policy::{Policy, PolicyError, MAX_POLICIES};
 
 /// How often engines read `P:policies`.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// One policy as stored (JSON); every field optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Policy {
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub worker: Option<String>,
-    /// Matches user agents that start with it.
-    pub agent: Option<String>,
-    pub start_difficulty: Option<f64>,
-    pub min_difficulty: Option<f64>,
-    pub max_difficulty: Option<f64>,
-    pub vardiff_target_shares_per_minute: Option<f64>,
-    /// Hex, e.g. `1fffe000`.
-    pub version_mask: Option<String>,
+/// How an engine matches and applies a policy (the schema and its check are `sluice-layout`'s).
+trait Rules {
+    fn matches(&self, port: u16, worker: Option<&str>, agent: Option<&str>) -> bool;
+    fn specificity(&self) -> usize;
+    fn apply(&self, base: &SessionConfig) -> SessionConfig;
 }
 
-impl Policy {
-    /// Parses and checks a stored policy; the error says what to fix.
-    pub fn parse(json: &str) -> Result<Policy, String> {
-        let p: Policy = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        for (name, v) in [
-            ("start_difficulty", p.start_difficulty),
-            ("min_difficulty", p.min_difficulty),
-            ("max_difficulty", p.max_difficulty),
-            (
-                "vardiff_target_shares_per_minute",
-                p.vardiff_target_shares_per_minute,
-            ),
-        ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(format!("{name} must be a number above 0"));
-                }
-            }
-        }
-        if let (Some(min), Some(max)) = (p.min_difficulty, p.max_difficulty) {
-            if min > max {
-                return Err("min_difficulty must not exceed max_difficulty".into());
-            }
-        }
-        if let Some(m) = &p.version_mask {
-            crate::hex::decode_u32_loose(m.as_bytes())
-                .map_err(|_| "version_mask must be up to 8 hex digits".to_owned())?;
-        }
-        Ok(p)
-    }
-
+impl Rules for Policy {
     fn matches(&self, port: u16, worker: Option<&str>, agent: Option<&str>) -> bool {
         let user = worker.map(|w| w.split('.').next().unwrap_or(w));
         self.port.is_none_or(|p| p == port)
@@ -106,11 +65,9 @@ impl Policy {
                 vd.target_shares_per_minute = t;
             }
         }
-        if let Some(m) = &self.version_mask {
-            if let Ok(m) = crate::hex::decode_u32_loose(m.as_bytes()) {
-                // A policy narrows the pool's mask, never widens it past `pool.version_mask`.
-                c.version_mask = m & base.version_mask;
-            }
+        if let Some(m) = self.version_mask_bits() {
+            // A policy narrows the pool's mask, never widens it past `pool.version_mask`.
+            c.version_mask = m & base.version_mask;
         }
         c
     }
@@ -261,13 +218,19 @@ mod tests {
     fn bad_policies_say_what_to_fix() {
         assert!(Policy::parse(r#"{"min_difficulty":0}"#)
             .unwrap_err()
+            .to_string()
             .contains("min_difficulty"));
         assert!(Policy::parse(r#"{"min_difficulty":5,"max_difficulty":1}"#)
             .unwrap_err()
+            .to_string()
             .contains("must not exceed"));
         assert!(Policy::parse(r#"{"version_mask":"xyz"}"#)
             .unwrap_err()
+            .to_string()
             .contains("hex"));
-        assert!(Policy::parse(r#"{"prot":1}"#).unwrap_err().contains("prot"));
+        assert!(Policy::parse(r#"{"prot":1}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("prot"));
     }
 }

@@ -2,6 +2,7 @@
 //! load, accepted shares its share log lost) alive under a TTL and its id in the sorted set `P:services`, scored by when it expires. A
 //! process that stops refreshing disappears on its own; listing reads the index by score, never
 //! `KEYS`. Each heartbeat also prunes expired ids from the index, so it stays as small as the fleet.
+//! The hash's fields are `sluice_layout::registry`'s, which sluicectl reads.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::thread::JoinHandle;
 
 use crate::clock::UnixMillis;
 use crate::plane::{connected, pause, Keys, PlaneSettings};
+use sluice_layout::registry::{ServiceEntry, Value};
 
 /// What a process says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,33 +46,31 @@ pub fn heartbeat(
     let now = UnixMillis::now().as_millis();
     let ttl = settings.service_ttl.as_millis() as u64;
     let key = keys.service(&settings.id);
-    redis::pipe()
-        .atomic()
-        .cmd("HSET")
-        .arg(&key)
-        .arg("id")
-        .arg(&settings.id)
-        .arg("role")
-        .arg(&info.role)
-        .arg("address")
-        .arg(&info.address)
-        .arg("version")
-        .arg(&info.version)
-        .arg("started_ms")
-        .arg(info.started_ms)
-        .arg("heartbeat_ms")
-        .arg(now)
-        .arg("connections")
-        .arg(load.connections)
-        .arg("hashrate")
-        .arg(load.hashrate)
-        .arg("shares_per_second")
-        .arg(load.shares_per_second)
-        .arg("state")
-        .arg(&load.state)
-        .arg("shares_dropped")
-        .arg(load.shares_dropped)
-        .ignore()
+    let entry = ServiceEntry {
+        id: &settings.id,
+        role: &info.role,
+        address: &info.address,
+        version: &info.version,
+        started_ms: info.started_ms,
+        heartbeat_ms: now,
+        connections: load.connections,
+        hashrate: load.hashrate,
+        shares_per_second: load.shares_per_second,
+        state: &load.state,
+        shares_dropped: load.shares_dropped,
+    };
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("HSET").arg(&key);
+    for (name, value) in entry.fields() {
+        pipe.arg(name);
+        // Typed, so numbers reach Redis in the client's encoding, as they always have.
+        match value {
+            Value::Text(t) => pipe.arg(t),
+            Value::Int(n) => pipe.arg(n),
+            Value::Float(f) => pipe.arg(f),
+        };
+    }
+    pipe.ignore()
         .cmd("PEXPIRE")
         .arg(&key)
         .arg(ttl)

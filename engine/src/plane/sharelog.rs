@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
+use sluice_layout::shares::{ShareEntry, Verdict};
 
 use crate::clock::UnixMillis;
 use crate::plane::{connect, Keys, PlaneSettings};
@@ -54,14 +55,7 @@ pub const SHARE_QUEUE_REJECTED_HIGH_WATER: usize = SHARE_QUEUE / 4 * 3;
 /// Default of `share_log.max_rollup_workers`: named workers per minute's rollup hash.
 pub const DEFAULT_MAX_ROLLUP_WORKERS: usize = 10_000;
 
-/// The rollup name under which a minute's workers past `max_rollup_workers` are summed. It holds
-/// a space, which no worker name can (`session::worker::parse_worker` takes printable ASCII
-/// without spaces), so no miner can authorize it.
-pub const OTHER_WORKERS: &str = "~ other";
-
-/// The field of a rollup hash counting its named workers. It has no `|`, so readers of the
-/// `WORKER|counter` fields skip it.
-pub const ROLLUP_WORKER_COUNT: &str = "~workers";
+pub use sluice_layout::shares::{FIELDS, OTHER_WORKERS, ROLLUP_WORKER_COUNT};
 
 /// How often the writer tries Redis again while spooling.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -171,13 +165,6 @@ impl ShareQueue {
         self.tx.is_empty()
     }
 }
-
-/// The stream entry's fields, in the order records carry their values. The rollups read `ts`,
-/// `verdict`, `worker` and `assigned` at offsets 0, 3, 5 and 6.
-pub const FIELDS: [&str; 15] = [
-    "ts", "engine", "batch", "verdict", "reason", "worker", "assigned", "actual", "job", "height",
-    "session", "client", "agent", "block", "hash",
-];
 
 /// A numbered batch, as spooled (one JSON line) and as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,26 +341,27 @@ impl ShareLogStats {
 fn fields_of(share: &LoggedShare, engine: &str, batch: &str) -> Vec<String> {
     let r = &share.record;
     let (verdict, reason) = match r.result {
-        Ok(()) => ("accepted", ""),
-        Err(reject) => ("rejected", reject.reason()),
+        Ok(()) => (Verdict::Accepted, None),
+        Err(reject) => (Verdict::Rejected, Some(reject.reason().to_owned())),
     };
-    vec![
-        share.at_ms.to_string(),
-        engine.to_owned(),
-        batch.to_owned(),
-        verdict.to_owned(),
-        reason.to_owned(),
-        r.worker.to_string(),
-        r.assigned_difficulty.to_string(),
-        r.share_difficulty.to_string(),
-        r.job_id.map_or(String::new(), |j| j.to_string()),
-        r.height.map_or(String::new(), |h| h.to_string()),
-        crate::hex::encode(share.session.as_bytes()),
-        share.client.to_string(),
-        share.user_agent.as_deref().unwrap_or("").to_owned(),
-        u8::from(r.is_block).to_string(),
-        r.hash.map_or(String::new(), |h| h.to_string()),
-    ]
+    ShareEntry {
+        ts: share.at_ms,
+        engine: engine.to_owned(),
+        batch: batch.to_owned(),
+        verdict,
+        reason,
+        worker: r.worker.to_string(),
+        assigned: r.assigned_difficulty,
+        actual: r.share_difficulty,
+        job: r.job_id.map(|j| j.to_string()),
+        height: r.height,
+        session: crate::hex::encode(share.session.as_bytes()),
+        client: share.client.to_string(),
+        agent: share.user_agent.as_deref().map(str::to_owned),
+        block: r.is_block,
+        hash: r.hash.map(|h| h.to_string()),
+    }
+    .into_values()
 }
 
 /// Reads a file from `pos` to `end` by `pread`, leaving the append handle's offset alone.

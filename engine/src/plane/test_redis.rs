@@ -1,49 +1,21 @@
-//! A real `redis-server` for the plane's unit tests, started per test as the integration tests do:
-//! a free port, a temporary directory, no persistence, never the machine's own instance.
+//! A real `redis-server` for the plane's unit tests: `sluice-testkit`'s, the one the integration
+//! tests start (a free port, a temporary directory, no persistence, never the machine's own).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::plane::{connect, PlaneSettings};
 
-pub struct TestRedis {
-    child: std::process::Child,
-    port: u16,
-    dir: PathBuf,
-}
+/// The testkit's server, with connections made as the plane makes them (timeouts set).
+pub struct TestRedis(sluice_testkit::RedisServer);
 
 impl TestRedis {
     pub fn start() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = temp_dir("redis");
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed: apt-get install redis-server");
-        let redis = TestRedis { child, port, dir };
-        for _ in 0..200 {
-            if let Ok(mut con) = connect(&redis.url()) {
-                if redis::cmd("PING").query::<String>(&mut con).is_ok() {
-                    return redis;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("redis-server did not answer PING");
+        TestRedis(sluice_testkit::RedisServer::start())
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.0.url()
     }
 
     pub fn con(&self) -> redis::Connection {
@@ -51,24 +23,9 @@ impl TestRedis {
     }
 }
 
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// A directory of its own for one test's files, left behind (a spool a test may still read).
 pub fn temp_dir(what: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-plane-{what}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    sluice_testkit::TempDir::new(what).keep()
 }
 
 /// Plane settings for a test process `id` under prefix `t`.
