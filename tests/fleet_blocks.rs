@@ -319,7 +319,7 @@ fn a_stratum_engine_with_nodes_submits_directly_while_redis_is_frozen() {
 fn the_cursor_over_found_blocks_only_moves_forward() {
     use sluice::node::client::SubmitResult;
     use sluice::plane::blocks::{advance_cursor, record};
-    use sluice::server::jobmanager::BlockRecord;
+    use sluice::chain::BlockRecord;
 
     let redis = RedisServer::start();
     let mut con = redis.connection();

@@ -20,8 +20,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
-use crate::server::feed::JobFeed;
-use crate::server::jobmanager::SourceStatus;
+use crate::feed::JobFeed;
+use crate::source::SourceStatus;
 
 /// The longest request head read (request line and headers), in bytes; a longer one is answered
 /// 431 and closed.

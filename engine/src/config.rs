@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::chain::{CoinbaseConfig, Payout};
 use crate::node::client::NodeSettings;
 use crate::node::rpc::{Auth, Endpoint};
-use crate::server::jobmanager::nodes::NodePolicy;
+use crate::source::nodes::NodePolicy;
 use crate::server::limits::{Cidr, DEFAULT_TRUSTED_PROXIES};
 use crate::session::vardiff::VardiffConfig;
 use crate::session::{SessionConfig, SessionLimits};

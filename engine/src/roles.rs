@@ -19,8 +19,9 @@ use crate::plane::jobs::RedisJobSink;
 use crate::plane::lease::{self, Leadership};
 use crate::plane::registry::{self, Load, ServiceInfo};
 use crate::plane::{blocks, connect, connected, Keys, PlaneSettings};
-use crate::server::feed::JobSink;
-use crate::server::jobmanager::{self, BlockRecord, SourceStatus};
+use crate::chain::sink::JobSink;
+use crate::chain::BlockRecord;
+use crate::source::{self as jobmanager, SourceStatus};
 use crate::server::{Engine, StartError};
 
 /// Block records queued for Redis.

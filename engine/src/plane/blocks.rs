@@ -27,7 +27,7 @@ use crate::hex;
 use crate::plane::keys::BLOCK_STREAM_MAXLEN;
 use crate::plane::lease::Leadership;
 use crate::plane::{connected, pause, Keys, PlaneSettings};
-use crate::server::jobmanager::{BlockRecord, CandidateBlock};
+use crate::chain::{BlockRecord, CandidateBlock};
 use crate::session::BlockFound;
 
 /// How long a stopping engine keeps trying to hand over the blocks it holds (they stay in the

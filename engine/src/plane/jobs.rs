@@ -30,7 +30,8 @@ use crate::plane::keys::LATEST_JOB_TTL_MS;
 use crate::plane::lease::Leadership;
 use crate::plane::wire::{JobMessage, WireError};
 use crate::plane::{connect, Keys, PlaneSettings};
-use crate::server::feed::{JobFeed, JobSink};
+use crate::chain::sink::JobSink;
+use crate::feed::JobFeed;
 use crate::units::ExtranonceSizes;
 
 /// Refused job messages are logged at most this often (all are counted).

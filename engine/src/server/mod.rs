@@ -5,8 +5,6 @@
 
 pub mod connection;
 pub mod core;
-pub mod feed;
-pub mod jobmanager;
 pub mod limits;
 
 use std::net::SocketAddr;
@@ -21,9 +19,10 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::session::BlockFound;
-use feed::JobFeed;
-use feed::JobSink;
-use jobmanager::{CandidateBlock, SourceStatus};
+use crate::chain::sink::JobSink;
+use crate::chain::CandidateBlock;
+use crate::feed::JobFeed;
+use crate::source::{self as jobmanager, SourceStatus};
 use limits::ConnectionLimits;
 
 /// Found blocks waiting for the job source: far more than can ever be pending at once.
@@ -153,6 +152,8 @@ pub enum StartError {
     Nodes(String),
     #[error("{0}")]
     Plane(String),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
 }
 
 impl Engine {

@@ -13,8 +13,8 @@ use crate::chain::CoinbaseConfig;
 use crate::clock::UnixMillis;
 use crate::metrics::Metrics;
 use crate::node::client::SubmitResult;
-use crate::server::feed::JobSink;
-use crate::server::jobmanager::{BlockRecord, CandidateBlock, SourceStatus};
+use crate::chain::sink::JobSink;
+use crate::source::{BlockRecord, CandidateBlock, SourceStatus};
 use crate::simulated::{SimulatedChain, SimulatedChainConfig};
 
 pub struct SimulatedJobManager {

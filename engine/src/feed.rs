@@ -1,5 +1,7 @@
 //! The job feed: the current job book as an immutable snapshot, swapped whole (arc-swap) when a job
-//! arrives, and one wake-up per core so each core pushes the new job to its own connections.
+//! arrives, and one wake-up per core so each core pushes the new job to its own connections. Its
+//! own module, so the server (which reads it) and whoever fills it (a job source, or the plane's
+//! subscriber) share it without naming each other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
