@@ -340,7 +340,7 @@ fn role(name: &str, args: RoleArgs) -> ExitCode {
                 a,
                 stratum.engine.metrics.clone(),
                 stratum.engine.feed.clone(),
-                stratum.engine.source_status.clone(),
+                stratum.status.clone(),
             ) {
                 Ok(bound) => Some(bound),
                 Err(e) => {
@@ -386,8 +386,8 @@ fn run(args: RunArgs) -> ExitCode {
     let admin = settings.admin;
     let statsd = settings.statsd.clone();
     let threads = settings.threads;
-    let engine = match sluice::server::Engine::start(settings) {
-        Ok(e) => e,
+    let run = match sluice::roles::Run::start(settings) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
@@ -397,14 +397,14 @@ fn run(args: RunArgs) -> ExitCode {
         None => None,
         Some(a) => match sluice::admin::start(
             a,
-            engine.metrics.clone(),
-            engine.feed.clone(),
-            engine.source_status.clone(),
+            run.engine.metrics.clone(),
+            run.engine.feed.clone(),
+            run.status.clone(),
         ) {
             Ok(bound) => Some(bound),
             Err(e) => {
                 eprintln!("sluice: cannot bind the admin listener {a}: {e}");
-                engine.shutdown();
+                run.shutdown();
                 return ExitCode::FAILURE;
             }
         },
@@ -414,12 +414,12 @@ fn run(args: RunArgs) -> ExitCode {
             addr,
             prefix,
             Duration::from_millis(interval_ms),
-            engine.metrics.clone(),
+            run.engine.metrics.clone(),
         ) {
             tracing::warn!(error = %e, "statsd is off: cannot open its socket");
         }
     }
-    let stratum: Vec<String> = engine.addresses.iter().map(|a| a.to_string()).collect();
+    let stratum: Vec<String> = run.engine.addresses.iter().map(|a| a.to_string()).collect();
     tracing::info!(stratum = %stratum.join(","), threads, "sluice is running; point miners at stratum+tcp://<this host>:<port>");
     // A machine-readable line for scripts and tests.
     println!(
@@ -432,6 +432,6 @@ fn run(args: RunArgs) -> ExitCode {
         signal,
         "shutting down: sending client.reconnect to every miner"
     );
-    engine.shutdown();
+    run.shutdown();
     ExitCode::SUCCESS
 }

@@ -1,17 +1,13 @@
-//! The fleet roles a `sluice` process can take, wired from their parts (layer 4 of the design, kept
-//! in the library so the binary stays a thin CLI):
-//!
-//! - [`Jobmanager`]: the configured job source (nodes, or the simulated chain) publishing into Redis
-//!   while it holds the lease; found blocks read from Redis, submitted, and recorded there;
-//! - [`Stratum`]: an engine whose jobs come from Redis and whose found blocks go there (and, with
-//!   `[[nodes]]`, straight to those nodes as well).
-//!
-//! Both register in the service registry and deregister on a clean stop.
+//! `sluice jobmanager`: the fleet's job source. It publishes into Redis while it holds the lease,
+//! reads the fleet's found blocks from Redis one at a time, submits them, and records each node's
+//! answer there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::chain::sink::JobSink;
+use crate::chain::BlockRecord;
 use crate::clock::UnixMillis;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -19,10 +15,9 @@ use crate::plane::jobs::RedisJobSink;
 use crate::plane::lease::{self, Leadership};
 use crate::plane::registry::{self, Load, ServiceInfo};
 use crate::plane::{blocks, connect, connected, Keys, PlaneSettings};
-use crate::chain::sink::JobSink;
-use crate::chain::BlockRecord;
-use crate::source::{self as jobmanager, SourceStatus};
-use crate::server::{Engine, StartError};
+use crate::source::{self, SourceStatus};
+
+use super::StartError;
 
 /// Block records queued for Redis.
 const BLOCK_RECORD_QUEUE: usize = 1024;
@@ -68,7 +63,7 @@ impl Jobmanager {
         let (submit_tx, submit_rx) = crossbeam_channel::bounded(BLOCK_RECORD_QUEUE);
         // The recorder names each fleet block whose outcome it wrote; the reader waits for it.
         let (outcomes_tx, outcomes_rx) = crossbeam_channel::bounded::<String>(BLOCK_RECORD_QUEUE);
-        threads.push(jobmanager::start_source(
+        threads.push(source::start_source(
             &settings,
             Arc::clone(&sink) as Arc<dyn JobSink>,
             Arc::clone(&metrics),
@@ -167,95 +162,5 @@ impl Jobmanager {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-}
-
-/// A running stratum engine of the fleet.
-pub struct Stratum {
-    pub engine: Engine,
-    pub id: String,
-    stop: Arc<AtomicBool>,
-    registry: Option<JoinHandle<()>>,
-}
-
-impl Stratum {
-    /// Starts the engine on the plane; `reload` re-reads the configuration for sluicectl's
-    /// `engine reload`.
-    pub fn start(
-        settings: Settings,
-        plane: PlaneSettings,
-        share_log: crate::plane::sharelog::ShareLogSettings,
-        reload: impl Fn() -> Result<Settings, String> + Send + Sync + 'static,
-    ) -> Result<Stratum, StartError> {
-        let engine = Engine::start_with(settings, Some((plane.clone(), share_log)))?;
-        let shared = engine.shared.clone();
-        engine.control.set_reloader(Box::new(move || {
-            let new = reload()?;
-            let shared = shared.upgrade().ok_or("the engine is stopping")?;
-            let restart_needed = shared.reload(&new);
-            tracing::info!(?restart_needed, "configuration reloaded");
-            Ok(serde_json::json!({"reloaded": true, "restart_needed": restart_needed}))
-        }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let metrics = Arc::clone(&engine.metrics);
-        let control = Arc::clone(&engine.control);
-        let slot = engine.slot.clone();
-        let address = engine
-            .addresses
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
-        let registry = registry::spawn(
-            plane.clone(),
-            ServiceInfo {
-                role: "stratum".into(),
-                address,
-                version: env!("CARGO_PKG_VERSION").into(),
-                started_ms: UnixMillis::now().as_millis(),
-            },
-            {
-                // Shares per second over the time since the last heartbeat.
-                let mut last = (std::time::Instant::now(), metrics.shares_accepted());
-                move || {
-                    let now = (std::time::Instant::now(), metrics.shares_accepted());
-                    let secs = now.0.duration_since(last.0).as_secs_f64();
-                    let rate = if secs > 0.0 {
-                        (now.1 - last.1) as f64 / secs
-                    } else {
-                        0.0
-                    };
-                    last = now;
-                    Load {
-                        connections: metrics.connections(),
-                        hashrate: metrics.hashrate(),
-                        shares_per_second: rate,
-                        state: if slot.as_ref().is_some_and(|s| s.is_lost()) {
-                            "slot-lost".into()
-                        } else if control.draining.load(Ordering::Acquire) {
-                            "draining".into()
-                        } else {
-                            "serving".into()
-                        },
-                        shares_dropped: metrics.share_log.dropped_accepted.load(Ordering::Relaxed),
-                    }
-                }
-            },
-            Arc::clone(&stop),
-        )?;
-        Ok(Stratum {
-            engine,
-            id: plane.id,
-            stop,
-            registry: Some(registry),
-        })
-    }
-
-    pub fn shutdown(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.registry.take() {
-            let _ = r.join();
-        }
-        self.engine.shutdown();
     }
 }
