@@ -19,8 +19,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
-use crate::metrics::Metrics;
 use crate::feed::JobFeed;
+use crate::metrics::Metrics;
 use crate::source::SourceStatus;
 
 /// The longest request head read (request line and headers), in bytes; a longer one is answered

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::Notify;
 
-pub use crate::chain::sink::JobSink;
+pub use crate::chain::sink::{JobSink, PublishError};
 use crate::chain::{Job, JobBook, JobParts};
 use crate::units::JobId;
 
@@ -60,9 +60,7 @@ impl JobFeed {
 }
 
 impl JobSink for JobFeed {
-    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), String> {
-        self.publish(parts, clean)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), PublishError> {
+        Ok(self.publish(parts, clean).map(|_| ())?)
     }
 }

@@ -451,8 +451,7 @@ pub struct ShareLogStats {
 impl ShareLogStats {
     /// Records lost, of either verdict.
     pub fn dropped(&self) -> u64 {
-        self.dropped_rejected.load(Relaxed)
-            + self.dropped_accepted.load(Relaxed)
+        self.dropped_rejected.load(Relaxed) + self.dropped_accepted.load(Relaxed)
     }
 
     pub fn drop_rejected(&self, n: u64) {

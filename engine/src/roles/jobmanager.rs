@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::plane::jobs::RedisJobSink;
 use crate::plane::lease::{self, Leadership};
 use crate::plane::registry::{self, Load, ServiceInfo};
-use crate::plane::{blocks, connect, connected, Keys, PlaneSettings};
+use crate::plane::{blocks, connect, Keys, PlaneSettings};
 use crate::source::{self, SourceStatus};
 
 use super::StartError;
@@ -48,7 +48,7 @@ impl Jobmanager {
         crate::plane::keys::check_layout(&mut con, &keys)
             .map_err(|e| StartError::Plane(format!("redis.prefix {:?}: {e}", plane.prefix)))?;
         // Two jobmanagers under one id would renew each other's lease.
-        crate::plane::sessions::check_id_is_free(&mut con, &plane).map_err(StartError::Plane)?;
+        crate::plane::sessions::check_id_is_free(&mut con, &plane)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let leadership = Arc::new(Leadership::default());
@@ -78,49 +78,12 @@ impl Jobmanager {
             outcomes_rx,
             Arc::clone(&stop),
         )?);
-        let recorder_plane = plane.clone();
-        let recorder_stop = Arc::clone(&stop);
-        threads.push(
-            std::thread::Builder::new()
-                .name("sluice-plane-record".into())
-                .spawn(move || {
-                    let keys = Keys::new(&recorder_plane.prefix);
-                    let mut con = None;
-                    while !recorder_stop.load(Ordering::Relaxed) {
-                        let Ok(record) =
-                            records_rx.recv_timeout(std::time::Duration::from_millis(100))
-                        else {
-                            continue;
-                        };
-                        // A record waits for Redis as long as it takes: for a fleet block it is
-                        // what moves the cursor, and without it the next leader submits again.
-                        loop {
-                            match connected(&mut con, &recorder_plane.url)
-                                .map(|c| blocks::record(c, &keys, &record))
-                            {
-                                Some(Ok(_)) => {
-                                    if let Some(entry) = &record.entry {
-                                        let _ = outcomes_tx.try_send(entry.clone());
-                                    }
-                                    break;
-                                }
-                                Some(Err(e)) => {
-                                    tracing::warn!(error = %e, hash = %record.hash, "cannot record the block's outcome in Redis yet");
-                                    con = None;
-                                }
-                                None => {}
-                            }
-                            if !crate::plane::pause(
-                                std::time::Duration::from_millis(200),
-                                &recorder_stop,
-                            ) {
-                                tracing::error!(hash = %record.hash, entry = ?record.entry, "stopping before the block's outcome reached Redis: the next leader submits it again");
-                                break;
-                            }
-                        }
-                    }
-                })?,
-        );
+        threads.push(blocks::spawn_recorder(
+            plane.clone(),
+            records_rx,
+            outcomes_tx,
+            Arc::clone(&stop),
+        )?);
         let lease_sink = Arc::clone(&sink);
         threads.push(lease::spawn(
             plane.clone(),

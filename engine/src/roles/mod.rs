@@ -34,6 +34,12 @@ pub enum StartError {
     Source(#[from] crate::source::SourceError),
     #[error("{0}")]
     Plane(String),
+    #[error(transparent)]
+    Slot(#[from] crate::plane::sessions::SlotError),
+    #[error(transparent)]
+    Jobs(#[from] crate::plane::jobs::SubscribeError),
+    #[error(transparent)]
+    HeldBlocks(#[from] crate::plane::blocks::HeldBlocksError),
     #[error("cannot start the engine: {0}")]
     Io(#[from] std::io::Error),
 }

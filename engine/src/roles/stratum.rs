@@ -154,11 +154,13 @@ fn start_plane(
         );
         Some(direct_tx)
     };
-    threads.push(
-        blocks::spawn_forwarder(plane.clone(), &settings.held_blocks_path, blocks_rx, direct)
-            .map_err(|e| StartError::Plane(e.to_string()))?,
-    );
-    let (lease, keeper) = sessions::lease_slot(plane).map_err(StartError::Plane)?;
+    threads.push(blocks::spawn_forwarder(
+        plane.clone(),
+        &settings.held_blocks_path,
+        blocks_rx,
+        direct,
+    )?);
+    let (lease, keeper) = sessions::lease_slot(plane)?;
     tracing::info!(
         slot = lease.slot,
         "engine slot leased: extranonce1 values start with it"
@@ -197,16 +199,13 @@ fn start_plane(
         Arc::clone(&metrics.share_log),
         threads.stop_flag(),
     )?);
-    threads.push(
-        jobs::start_subscriber(
-            plane.clone(),
-            Arc::clone(&hooks.feed),
-            settings.coinbase.extranonce,
-            Arc::clone(metrics),
-            threads.stop_flag(),
-        )
-        .map_err(StartError::Plane)?,
-    );
+    threads.push(jobs::start_subscriber(
+        plane.clone(),
+        Arc::clone(&hooks.feed),
+        settings.coinbase.extranonce,
+        Arc::clone(metrics),
+        threads.stop_flag(),
+    )?);
     Ok(hooks)
 }
 

@@ -18,9 +18,9 @@ use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::feed::JobFeed;
 use crate::metrics::Metrics;
 use crate::session::BlockFound;
-use crate::feed::JobFeed;
 use limits::ConnectionLimits;
 
 /// Found blocks waiting for whoever takes them: far more than can ever be pending at once.

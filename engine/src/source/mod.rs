@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use crate::chain::sink::JobSink;
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::chain::sink::JobSink;
 
 pub use crate::chain::blocks::{BlockRecord, CandidateBlock};
 

@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 use bitcoin::Network;
 use crossbeam_channel::{select, Receiver, Sender};
 
+use crate::chain::sink::JobSink;
 use crate::chain::CoinbaseConfig;
 use crate::hex;
 use crate::metrics::Metrics;
 use crate::node::client::{Node, NodeProblem, NodeSettings};
 use crate::node::zmq::{self, SubscriberEvent};
-use crate::chain::sink::JobSink;
 use crate::source::submit::{self, SubmitPolicy};
 use crate::source::{CandidateBlock, NodeStatus, SourceStatus};
 
@@ -118,7 +118,9 @@ impl NodeJobManager {
                     tracing::info!(node = %node.settings.name(), chain = %info.chain, height = info.blocks, "node ready");
                     (true, None)
                 }
-                Err(problem) if problem.fatal => return Err(super::SourceError::Node(problem.message)),
+                Err(problem) if problem.fatal => {
+                    return Err(super::SourceError::Node(problem.message))
+                }
                 Err(problem) => {
                     tracing::warn!(node = %node.settings.name(), "{problem}");
                     (false, Some(problem.message))
