@@ -480,7 +480,7 @@ impl PlaneLoop for Reader {
         if self.leadership.token().is_none() {
             return Ok(Duration::from_millis(50));
         }
-        if let Some((id, hash)) = take_one(c, &self.keys, &self.submit).map_err(StepError::Other)? {
+        if let Some((id, hash)) = take_one(c, &self.keys, &self.submit)? {
             wait_for_outcome(&id, &hash, &self.outcomes, stop);
         }
         Ok(Duration::ZERO)
@@ -583,11 +583,11 @@ fn take_one(
     con: &mut redis::Connection,
     keys: &Keys,
     submit: &Sender<CandidateBlock>,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, StepError> {
     let cursor: Option<String> = redis::cmd("GET")
         .arg(keys.blocks_cursor())
         .query(con)
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::Redis)?;
     let cursor = match cursor {
         None => "0-0".to_owned(),
         Some(c) if parse_stream_id(&c).is_some() => c,
@@ -607,7 +607,7 @@ fn take_one(
         .arg(keys.blocks_found())
         .arg(&cursor)
         .query(con)
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::Redis)?;
     let Some((id, fields)) = reply
         .unwrap_or_default()
         .into_iter()
@@ -636,13 +636,13 @@ fn take_one(
             tracing::info!(hash = %block.hash, engine = %text("engine"), entry = %id, "took a found block from the fleet; submitting it");
             let hash = block.hash.clone();
             if submit.send(block).is_err() {
-                return Err("the submitter stopped".into());
+                return Err(StepError::Other("the submitter stopped".into()));
             }
             Ok(Some((id, hash)))
         }
         _ => {
             tracing::error!(%id, "a found-block entry without valid hex: skipped");
-            advance_cursor(con, keys, &id).map_err(|e| e.to_string())?;
+            advance_cursor(con, keys, &id).map_err(StepError::Redis)?;
             Ok(None)
         }
     }
