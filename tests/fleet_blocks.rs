@@ -317,9 +317,9 @@ fn a_stratum_engine_with_nodes_submits_directly_while_redis_is_frozen() {
 
 #[test]
 fn the_cursor_over_found_blocks_only_moves_forward() {
+    use sluice::chain::BlockRecord;
     use sluice::node::client::SubmitResult;
     use sluice::plane::blocks::{advance_cursor, record};
-    use sluice::server::jobmanager::BlockRecord;
 
     let redis = RedisServer::start();
     let mut con = redis.connection();

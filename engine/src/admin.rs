@@ -19,9 +19,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
+use crate::feed::JobFeed;
 use crate::metrics::Metrics;
-use crate::server::feed::JobFeed;
-use crate::server::jobmanager::SourceStatus;
+use crate::source::SourceStatus;
 
 /// The longest request head read (request line and headers), in bytes; a longer one is answered
 /// 431 and closed.

@@ -14,12 +14,12 @@ use serde::Deserialize;
 use crate::chain::{CoinbaseConfig, Payout};
 use crate::node::client::NodeSettings;
 use crate::node::rpc::{Auth, Endpoint};
-use crate::server::jobmanager::nodes::NodePolicy;
 use crate::server::limits::{Cidr, DEFAULT_TRUSTED_PROXIES};
 use crate::session::vardiff::VardiffConfig;
 use crate::session::{SessionConfig, SessionLimits};
 use crate::share::DuplicateLimits;
 use crate::simulated::SimulatedChainConfig;
+use crate::source::nodes::NodePolicy;
 use crate::units::{Difficulty, ExtranonceSizes};
 
 /// A regtest address for `sluice run` with no configuration: a newcomer's blocks must pay somewhere.

@@ -6,8 +6,9 @@
 //! 1. `sluice-core`, protocol-neutral and pure: units, hex, hashing, chain logic, jobs, share
 //!    validation, vardiff, records, the PROXY parser, the simulated chain's logic;
 //! 2. `sluice-stratum`, Stratum V1 and sans-IO: the codec and the session state machine;
-//! 3. this crate's I/O: the runtime and listeners ([`server`]), job sources ([`node`] and the
-//!    jobmanager), the Redis plane ([`plane`]), configuration, metrics and the admin listener;
+//! 3. this crate's I/O: the runtime and listeners ([`server`]), the job feed the cores read
+//!    ([`feed`]), the job sources ([`source`], over the node client [`node`]), the Redis plane
+//!    ([`plane`]), configuration, metrics and the admin listener;
 //! 4. the `sluice` binary and its roles ([`roles`]).
 //!
 //! The pure modules are re-exported under their old names, so `sluice::chain::Job` and
@@ -19,6 +20,7 @@ pub use sluice_stratum::session;
 
 pub mod admin;
 pub mod config;
+pub mod feed;
 pub mod metrics;
 pub mod node;
 pub mod plane;
@@ -26,3 +28,4 @@ pub mod random;
 pub mod redact;
 pub mod roles;
 pub mod server;
+pub mod source;

@@ -28,26 +28,10 @@ enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// The share-validating engine of a fleet: jobs from Redis, found blocks to Redis.
-    Stratum(Box<RoleArgs>),
+    Stratum(Box<StratumArgs>),
     /// The fleet's job source (nodes, or the simulated chain): publishes jobs through Redis while
     /// it holds the lease, submits the fleet's found blocks.
-    Jobmanager(Box<RoleArgs>),
-}
-
-#[derive(clap::Args)]
-struct RoleArgs {
-    #[command(flatten)]
-    run: RunArgs,
-    /// The Redis control plane, e.g. redis://127.0.0.1:6379 (or redis.url in the file).
-    // The URL may hold a password: `--help` must not print the environment's value.
-    #[arg(long, env = "SLUICE_REDIS", hide_env_values = true)]
-    redis: Option<String>,
-    /// Key prefix in Redis (or redis.prefix).
-    #[arg(long)]
-    prefix: Option<String>,
-    /// This process's id in the fleet (or redis.id; default ROLE-HOST-PID).
-    #[arg(long)]
-    id: Option<String>,
+    Jobmanager(Box<JobmanagerArgs>),
 }
 
 #[derive(Subcommand)]
@@ -58,12 +42,66 @@ enum ConfigCommand {
     Example,
 }
 
+// Each role's flags are the groups it reads, so its `--help` lists nothing it would ignore.
+
+/// `sluice run`: an engine and its job source.
 #[derive(clap::Args)]
 #[command(args_override_self = true)]
 struct RunArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+}
+
+/// `sluice stratum`: an engine on the plane.
+#[derive(clap::Args)]
+#[command(args_override_self = true)]
+struct StratumArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    plane: PlaneArgs,
+}
+
+/// `sluice jobmanager`: a job source on the plane.
+#[derive(clap::Args)]
+#[command(args_override_self = true)]
+struct JobmanagerArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    plane: PlaneArgs,
+}
+
+/// Flags every role reads.
+#[derive(clap::Args, Clone)]
+struct CommonArgs {
     /// Configuration file (TOML); flags override it.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Where block rewards go.
+    #[arg(long)]
+    payout_address: Option<String>,
+    /// A bitcoind-compatible node to mine on instead of the simulated chain:
+    /// `http://user:password@host:port`; repeat for several, best first (replaces the file's nodes).
+    #[arg(long = "node", value_name = "URL")]
+    nodes: Vec<String>,
+    /// The ZMQ `hashblock` publisher of the --node at the same position (`tcp://host:port`);
+    /// without it that node is polled with getbestblockhash.
+    #[arg(long = "zmq", value_name = "ENDPOINT")]
+    zmq: Vec<String>,
+}
+
+/// Flags of the roles that serve miners (`run`, `stratum`).
+#[derive(clap::Args, Clone)]
+struct EngineArgs {
     /// Miner-facing listener address; repeat for several (replaces the file's listeners).
     #[arg(long)]
     listen: Vec<String>,
@@ -76,9 +114,6 @@ struct RunArgs {
     /// Do not pin engine threads to cores.
     #[arg(long)]
     no_pin: bool,
-    /// Where block rewards go.
-    #[arg(long)]
-    payout_address: Option<String>,
     /// Admin HTTP listener for /metrics and /status.
     #[arg(long)]
     admin: Option<String>,
@@ -88,14 +123,14 @@ struct RunArgs {
     /// Lowest share difficulty on the --listen listeners.
     #[arg(long)]
     min_difficulty: Option<f64>,
-    /// A bitcoind-compatible node to mine on instead of the simulated chain:
-    /// `http://user:password@host:port`; repeat for several, best first (replaces the file's nodes).
-    #[arg(long = "node", value_name = "URL")]
-    nodes: Vec<String>,
-    /// The ZMQ `hashblock` publisher of the --node at the same position (`tcp://host:port`);
-    /// without it that node is polled with getbestblockhash.
-    #[arg(long = "zmq", value_name = "ENDPOINT")]
-    zmq: Vec<String>,
+    /// Turn vardiff off.
+    #[arg(long)]
+    no_vardiff: bool,
+}
+
+/// Flags of the roles that make jobs (`run`, `jobmanager`).
+#[derive(clap::Args, Clone)]
+struct SourceArgs {
     /// Simulated chain: the network difficulty (a share this hard is a block).
     #[arg(long)]
     network_difficulty: Option<f64>,
@@ -105,9 +140,21 @@ struct RunArgs {
     /// Seconds between refreshed jobs on the same block.
     #[arg(long)]
     refresh_interval: Option<f64>,
-    /// Turn vardiff off.
+}
+
+/// Flags of the fleet roles (`stratum`, `jobmanager`).
+#[derive(clap::Args)]
+struct PlaneArgs {
+    /// The Redis control plane, e.g. redis://127.0.0.1:6379 (or redis.url in the file).
+    // The URL may hold a password: `--help` must not print the environment's value.
+    #[arg(long, env = "SLUICE_REDIS", hide_env_values = true)]
+    redis: Option<String>,
+    /// Key prefix in Redis (or redis.prefix).
     #[arg(long)]
-    no_vardiff: bool,
+    prefix: Option<String>,
+    /// This process's id in the fleet (or redis.id; default ROLE-HOST-PID).
+    #[arg(long)]
+    id: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -141,12 +188,84 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => run(*args),
-        Command::Stratum(args) => role("stratum", *args),
-        Command::Jobmanager(args) => role("jobmanager", *args),
+        Command::Stratum(args) => {
+            let StratumArgs {
+                common,
+                engine,
+                plane,
+            } = *args;
+            role("stratum", common, Flags::Engine(engine), plane)
+        }
+        Command::Jobmanager(args) => {
+            let JobmanagerArgs {
+                common,
+                source,
+                plane,
+            } = *args;
+            role("jobmanager", common, Flags::Source(source), plane)
+        }
     }
 }
 
-fn apply_flags(config: &mut FileConfig, args: &RunArgs) {
+/// The role-specific flags a role has, beside the common ones.
+#[derive(Clone)]
+enum Flags {
+    Engine(EngineArgs),
+    Source(SourceArgs),
+    Both(EngineArgs, SourceArgs),
+}
+
+impl Flags {
+    fn engine(&self) -> Option<&EngineArgs> {
+        match self {
+            Flags::Engine(e) | Flags::Both(e, _) => Some(e),
+            Flags::Source(_) => None,
+        }
+    }
+
+    fn source(&self) -> Option<&SourceArgs> {
+        match self {
+            Flags::Source(s) | Flags::Both(_, s) => Some(s),
+            Flags::Engine(_) => None,
+        }
+    }
+}
+
+fn apply_flags(config: &mut FileConfig, common: &CommonArgs, flags: &Flags) {
+    if let Some(args) = flags.engine() {
+        apply_engine_flags(config, args);
+    }
+    if let Some(a) = &common.payout_address {
+        config.pool.payout_address = Some(a.clone());
+        config.pool.payouts.clear();
+    }
+    if let Some(args) = flags.source() {
+        if let Some(d) = args.network_difficulty {
+            config.simulated_chain.network_difficulty = d;
+        }
+        if let Some(b) = args.block_interval {
+            config.simulated_chain.block_interval_secs = b;
+        }
+        if let Some(r) = args.refresh_interval {
+            config.jobs.refresh_interval_secs = r;
+        }
+    }
+    if !common.nodes.is_empty() {
+        config.nodes = common
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, url)| NodeSection {
+                url: url.clone(),
+                zmq_hashblock: common.zmq.get(i).cloned(),
+                priority: i as u32,
+                ..NodeSection::default()
+            })
+            .collect();
+    }
+}
+
+fn apply_engine_flags(config: &mut FileConfig, args: &EngineArgs) {
     if !args.listen.is_empty() {
         let template = config.listeners.first().cloned().unwrap_or_default();
         config.listeners = args
@@ -173,37 +292,11 @@ fn apply_flags(config: &mut FileConfig, args: &RunArgs) {
     if args.no_pin {
         config.engine.pin_threads = false;
     }
-    if let Some(a) = &args.payout_address {
-        config.pool.payout_address = Some(a.clone());
-        config.pool.payouts.clear();
-    }
     if let Some(a) = &args.admin {
         config.admin.listen = Some(a.clone());
     }
-    if let Some(d) = args.network_difficulty {
-        config.simulated_chain.network_difficulty = d;
-    }
-    if let Some(b) = args.block_interval {
-        config.simulated_chain.block_interval_secs = b;
-    }
-    if let Some(r) = args.refresh_interval {
-        config.jobs.refresh_interval_secs = r;
-    }
     if args.no_vardiff {
         config.vardiff.enabled = false;
-    }
-    if !args.nodes.is_empty() {
-        config.nodes = args
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, url)| NodeSection {
-                url: url.clone(),
-                zmq_hashblock: args.zmq.get(i).cloned(),
-                priority: i as u32,
-                ..NodeSection::default()
-            })
-            .collect();
     }
 }
 
@@ -241,7 +334,7 @@ fn init_logging() {
 }
 
 /// The configuration file (or the defaults) with the flags applied; the error is printed.
-fn load_config(args: &RunArgs) -> Result<FileConfig, ExitCode> {
+fn load_config(args: &CommonArgs, flags: &Flags) -> Result<FileConfig, ExitCode> {
     let mut config = match &args.config {
         Some(path) => match FileConfig::load(path) {
             Ok(c) => c,
@@ -256,7 +349,7 @@ fn load_config(args: &RunArgs) -> Result<FileConfig, ExitCode> {
         eprintln!("sluice: each --zmq belongs to the --node at the same position: give a --node for every --zmq");
         return Err(ExitCode::FAILURE);
     }
-    apply_flags(&mut config, args);
+    apply_flags(&mut config, args, flags);
     Ok(config)
 }
 
@@ -268,9 +361,9 @@ fn settings_of(config: &FileConfig) -> Result<sluice::config::Settings, ExitCode
 }
 
 /// `sluice stratum` and `sluice jobmanager`.
-fn role(name: &str, args: RoleArgs) -> ExitCode {
+fn role(name: &str, common: CommonArgs, flags: Flags, args: PlaneArgs) -> ExitCode {
     init_logging();
-    let mut config = match load_config(&args.run) {
+    let mut config = match load_config(&common, &flags) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -316,15 +409,14 @@ fn role(name: &str, args: RoleArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let run_args = args.run;
         let reload = move || -> Result<sluice::config::Settings, String> {
-            let mut config = match &run_args.config {
+            let mut config = match &common.config {
                 Some(path) => {
                     FileConfig::load(path).map_err(|e| format!("{}: {e}", path.display()))?
                 }
                 None => FileConfig::default(),
             };
-            apply_flags(&mut config, &run_args);
+            apply_flags(&mut config, &common, &flags);
             config.settings().map_err(|e| e.to_string())
         };
         let stratum = match sluice::roles::Stratum::start(settings, plane, share_log, reload) {
@@ -340,7 +432,7 @@ fn role(name: &str, args: RoleArgs) -> ExitCode {
                 a,
                 stratum.engine.metrics.clone(),
                 stratum.engine.feed.clone(),
-                stratum.engine.source_status.clone(),
+                stratum.status.clone(),
             ) {
                 Ok(bound) => Some(bound),
                 Err(e) => {
@@ -374,7 +466,8 @@ fn role(name: &str, args: RoleArgs) -> ExitCode {
 
 fn run(args: RunArgs) -> ExitCode {
     init_logging();
-    let config = match load_config(&args) {
+    let flags = Flags::Both(args.engine, args.source);
+    let config = match load_config(&args.common, &flags) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -386,8 +479,8 @@ fn run(args: RunArgs) -> ExitCode {
     let admin = settings.admin;
     let statsd = settings.statsd.clone();
     let threads = settings.threads;
-    let engine = match sluice::server::Engine::start(settings) {
-        Ok(e) => e,
+    let run = match sluice::roles::Run::start(settings) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
@@ -397,14 +490,14 @@ fn run(args: RunArgs) -> ExitCode {
         None => None,
         Some(a) => match sluice::admin::start(
             a,
-            engine.metrics.clone(),
-            engine.feed.clone(),
-            engine.source_status.clone(),
+            run.engine.metrics.clone(),
+            run.engine.feed.clone(),
+            run.status.clone(),
         ) {
             Ok(bound) => Some(bound),
             Err(e) => {
                 eprintln!("sluice: cannot bind the admin listener {a}: {e}");
-                engine.shutdown();
+                run.shutdown();
                 return ExitCode::FAILURE;
             }
         },
@@ -414,12 +507,12 @@ fn run(args: RunArgs) -> ExitCode {
             addr,
             prefix,
             Duration::from_millis(interval_ms),
-            engine.metrics.clone(),
+            run.engine.metrics.clone(),
         ) {
             tracing::warn!(error = %e, "statsd is off: cannot open its socket");
         }
     }
-    let stratum: Vec<String> = engine.addresses.iter().map(|a| a.to_string()).collect();
+    let stratum: Vec<String> = run.engine.addresses.iter().map(|a| a.to_string()).collect();
     tracing::info!(stratum = %stratum.join(","), threads, "sluice is running; point miners at stratum+tcp://<this host>:<port>");
     // A machine-readable line for scripts and tests.
     println!(
@@ -432,6 +525,6 @@ fn run(args: RunArgs) -> ExitCode {
         signal,
         "shutting down: sending client.reconnect to every miner"
     );
-    engine.shutdown();
+    run.shutdown();
     ExitCode::SUCCESS
 }

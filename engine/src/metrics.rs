@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::clock::UnixMillis;
 use crate::share::Reject;
 
 /// One core's counters.
@@ -93,7 +94,7 @@ pub struct Metrics {
     /// Jobs from Redis: publish (jobmanager's clock) to applied here, in µs.
     pub plane_job_latency_us: Mutex<Histogram<u64>>,
     /// The share log's counters (stratum role only).
-    pub share_log: Arc<crate::plane::sharelog::ShareLogStats>,
+    pub share_log: Arc<ShareLogStats>,
     pub closed: [AtomicU64; CLOSE_REASONS.len()],
     pub started: Instant,
     /// (seconds since start, total accepted difficulty) samples for the hashrate estimate.
@@ -418,5 +419,77 @@ impl Metrics {
             doc.extend(extra);
         }
         doc.to_string()
+    }
+}
+
+/// At most one error line a second about dropped accepted shares.
+const DROP_LOG_INTERVAL_MS: u64 = 1_000;
+
+/// Counters of the share log ([`crate::plane::sharelog`]), for metrics and tests: here, so the
+/// metrics read them without naming the plane.
+#[derive(Debug, Default)]
+pub struct ShareLogStats {
+    pub written: AtomicU64,
+    pub spooled_batches: AtomicU64,
+    pub replayed_batches: AtomicU64,
+    /// Rejected records lost: the queue was at its high-water mark, or the spool could not take
+    /// their batch.
+    pub dropped_rejected: AtomicU64,
+    /// Accepted records lost: the queue was full, or the spool could not take their batch. Each
+    /// is an error the operator sees (log, service hash, `sluicectl stats`).
+    pub dropped_accepted: AtomicU64,
+    /// Torn last lines cut off the spool when it was opened (a crash while appending).
+    pub spool_torn_lines: AtomicU64,
+    /// Spool lines that did not parse as a batch, skipped by the replay.
+    pub spool_unreadable_lines: AtomicU64,
+    /// When the last error line about dropped accepted shares was written (ms).
+    last_drop_log_ms: AtomicU64,
+    /// Accepted shares dropped since that line.
+    unlogged_drops: AtomicU64,
+}
+
+impl ShareLogStats {
+    /// Records lost, of either verdict.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_rejected.load(Relaxed) + self.dropped_accepted.load(Relaxed)
+    }
+
+    pub fn drop_rejected(&self, n: u64) {
+        self.dropped_rejected.fetch_add(n, Relaxed);
+    }
+
+    /// Counts accepted records lost and logs at error level, at most once a second with the count
+    /// since the last line (a flood of drops must not become a flood of log lines).
+    pub fn drop_accepted(&self, n: u64, why: &'static str) {
+        if n == 0 {
+            return;
+        }
+        self.dropped_accepted.fetch_add(n, Relaxed);
+        self.unlogged_drops.fetch_add(n, Relaxed);
+        self.log_drops(why);
+    }
+
+    /// Writes the error line for drops not yet logged, if a second has passed since the last.
+    pub fn log_drops(&self, why: &'static str) {
+        if self.unlogged_drops.load(Relaxed) == 0 {
+            return;
+        }
+        let now = UnixMillis::now().as_millis();
+        let last = self.last_drop_log_ms.load(Relaxed);
+        if now.saturating_sub(last) < DROP_LOG_INTERVAL_MS
+            || self
+                .last_drop_log_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let dropped = self.unlogged_drops.swap(0, Relaxed);
+        tracing::error!(
+            dropped,
+            total = self.dropped_accepted.load(Relaxed),
+            why,
+            "ACCEPTED SHARES LOST: the share log could not keep them; the miners were credited but Redis will not see these shares"
+        );
     }
 }

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 
+use crate::chain::{BlockRecord, CandidateBlock};
 use crate::hex;
 use crate::plane::keys::BLOCK_STREAM_MAXLEN;
 use crate::plane::lease::Leadership;
-use crate::plane::{connected, pause, Keys, PlaneSettings};
-use crate::server::jobmanager::{BlockRecord, CandidateBlock};
+use crate::plane::{connected, spawn_loop, Backoff, Keys, PlaneLoop, PlaneSettings, StepError};
 use crate::session::BlockFound;
 
 /// How long a stopping engine keeps trying to hand over the blocks it holds (they stay in the
@@ -447,30 +447,110 @@ pub fn spawn_reader(
     outcomes: Receiver<String>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("sluice-plane-found".into())
-        .spawn(move || {
-            let keys = Keys::new(&settings.prefix);
-            let mut con = None;
-            while !stop.load(Ordering::Relaxed) {
-                if leadership.token().is_none() {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-                let Some(c) = connected(&mut con, &settings.url) else {
-                    pause(Duration::from_millis(200), &stop);
-                    continue;
-                };
-                match take_one(c, &keys, &submit) {
-                    Ok(Some((id, hash))) => wait_for_outcome(&id, &hash, &outcomes, &stop),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read found blocks from Redis");
-                        con = None;
-                    }
-                }
+    let keys = Keys::new(&settings.prefix);
+    let wait = Duration::from_millis(200);
+    let body = Reader {
+        keys,
+        leadership,
+        submit,
+        outcomes,
+    };
+    spawn_loop(
+        "sluice-plane-found",
+        settings.url,
+        Backoff::fixed(wait),
+        stop,
+        body,
+    )
+}
+
+struct Reader {
+    keys: Keys,
+    leadership: Arc<Leadership>,
+    submit: Sender<CandidateBlock>,
+    outcomes: Receiver<String>,
+}
+
+impl PlaneLoop for Reader {
+    fn step(
+        &mut self,
+        c: &mut redis::Connection,
+        stop: &AtomicBool,
+    ) -> Result<Duration, StepError> {
+        if self.leadership.token().is_none() {
+            return Ok(Duration::from_millis(50));
+        }
+        if let Some((id, hash)) = take_one(c, &self.keys, &self.submit)? {
+            wait_for_outcome(&id, &hash, &self.outcomes, stop);
+        }
+        Ok(Duration::ZERO)
+    }
+
+    fn failed(&mut self, error: &StepError) {
+        if !matches!(error, StepError::Unreachable) {
+            tracing::warn!(error = %error, "cannot read found blocks from Redis");
+        }
+    }
+}
+
+/// The jobmanager side: writes each block record (a block's outcome at every node) to Redis,
+/// waiting for Redis as long as it takes, and names on `outcomes` each fleet block whose outcome
+/// it wrote (the reader waits for it).
+pub fn spawn_recorder(
+    settings: PlaneSettings,
+    records: Receiver<BlockRecord>,
+    outcomes: Sender<String>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    let body = Recorder {
+        keys: Keys::new(&settings.prefix),
+        records,
+        outcomes,
+        pending: None,
+    };
+    let wait = Backoff::fixed(Duration::from_millis(200));
+    spawn_loop("sluice-plane-record", settings.url, wait, stop, body)
+}
+
+struct Recorder {
+    keys: Keys,
+    records: Receiver<BlockRecord>,
+    outcomes: Sender<String>,
+    /// The record being written. It waits for Redis as long as it takes: for a fleet block it is
+    /// what moves the cursor, and without it the next leader submits again.
+    pending: Option<BlockRecord>,
+}
+
+impl PlaneLoop for Recorder {
+    fn step(&mut self, c: &mut redis::Connection, _: &AtomicBool) -> Result<Duration, StepError> {
+        if self.pending.is_none() {
+            match self.records.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => self.pending = Some(r),
+                Err(_) => return Ok(Duration::ZERO),
             }
-        })
+        }
+        let Some(pending) = &self.pending else {
+            return Ok(Duration::ZERO);
+        };
+        record(c, &self.keys, pending)?;
+        if let Some(entry) = &pending.entry {
+            let _ = self.outcomes.try_send(entry.clone());
+        }
+        self.pending = None;
+        Ok(Duration::ZERO)
+    }
+
+    fn failed(&mut self, error: &StepError) {
+        if let (Some(record), false) = (&self.pending, matches!(error, StepError::Unreachable)) {
+            tracing::warn!(error = %error, hash = %record.hash, "cannot record the block's outcome in Redis yet");
+        }
+    }
+
+    fn finish(&mut self, _: Option<&mut redis::Connection>) {
+        if let Some(record) = &self.pending {
+            tracing::error!(hash = %record.hash, entry = ?record.entry, "stopping before the block's outcome reached Redis: the next leader submits it again");
+        }
+    }
 }
 
 fn wait_for_outcome(id: &str, hash: &str, outcomes: &Receiver<String>, stop: &AtomicBool) {
@@ -503,11 +583,11 @@ fn take_one(
     con: &mut redis::Connection,
     keys: &Keys,
     submit: &Sender<CandidateBlock>,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, StepError> {
     let cursor: Option<String> = redis::cmd("GET")
         .arg(keys.blocks_cursor())
         .query(con)
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::Redis)?;
     let cursor = match cursor {
         None => "0-0".to_owned(),
         Some(c) if parse_stream_id(&c).is_some() => c,
@@ -527,7 +607,7 @@ fn take_one(
         .arg(keys.blocks_found())
         .arg(&cursor)
         .query(con)
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::Redis)?;
     let Some((id, fields)) = reply
         .unwrap_or_default()
         .into_iter()
@@ -556,13 +636,13 @@ fn take_one(
             tracing::info!(hash = %block.hash, engine = %text("engine"), entry = %id, "took a found block from the fleet; submitting it");
             let hash = block.hash.clone();
             if submit.send(block).is_err() {
-                return Err("the submitter stopped".into());
+                return Err(StepError::Other("the submitter stopped".into()));
             }
             Ok(Some((id, hash)))
         }
         _ => {
             tracing::error!(%id, "a found-block entry without valid hex: skipped");
-            advance_cursor(con, keys, &id).map_err(|e| e.to_string())?;
+            advance_cursor(con, keys, &id).map_err(StepError::Redis)?;
             Ok(None)
         }
     }

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use crate::plane::{connected, pause, Keys, PlaneSettings};
+use crate::plane::{spawn_loop, Backoff, Keys, PlaneSettings, StepError, Steps};
 
 use sluice_layout::command::field as fields;
 pub use sluice_layout::command::{Ack, Command, ACK_TTL_SECS, COMMAND_STREAM_MAXLEN};
@@ -155,85 +155,71 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("sluice-commands".into())
-        .spawn(move || {
-            let keys = Keys::new(&settings.prefix);
-            let stream = keys.commands(&settings.id);
-            // Only commands sent from now on: the newest entry's id, or 0-0 for an empty stream.
-            let mut last: Option<String> = None;
-            let mut con = None;
-            while !stop.load(Ordering::Relaxed) {
-                let Some(c) = connected(&mut con, &settings.url) else {
-                    pause(Duration::from_millis(500), &stop);
+    let keys = Keys::new(&settings.prefix);
+    let stream = keys.commands(&settings.id);
+    // Only commands sent from now on: the newest entry's id, or 0-0 for an empty stream.
+    let mut last: Option<String> = None;
+    let url = settings.url.clone();
+    let step = move |c: &mut redis::Connection, _: &AtomicBool| -> Result<Duration, StepError> {
+        if last.is_none() {
+            let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query(c)?;
+            last = Some(
+                newest
+                    .first()
+                    .map_or("0-0".to_owned(), |(id, _)| id.clone()),
+            );
+        }
+        let from = last.clone().expect("set above");
+        // Blocks up to 200 ms: the wait between steps.
+        let reply: StreamReply = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(16)
+            .arg("BLOCK")
+            .arg(200)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&from)
+            .query(c)?;
+        for (_, entries) in reply.unwrap_or_default() {
+            for (entry, fields) in entries {
+                last = Some(entry);
+                let field = |name: &str| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map_or("", |(_, v)| v.as_str())
+                };
+                let (id, cmd, arg) = (field(fields::ID), field(fields::CMD), field(fields::ARG));
+                if id.is_empty() {
+                    tracing::warn!("a command without an id: ignored");
                     continue;
-                };
-                if last.is_none() {
-                    let newest: Vec<(String, Vec<(String, String)>)> = match redis::cmd("XREVRANGE")
-                        .arg(&stream)
-                        .arg("+")
-                        .arg("-")
-                        .arg("COUNT")
-                        .arg(1)
-                        .query(c)
-                    {
-                        Ok(n) => n,
-                        Err(_) => {
-                            con = None;
-                            continue;
-                        }
-                    };
-                    last = Some(
-                        newest
-                            .first()
-                            .map_or("0-0".to_owned(), |(id, _)| id.clone()),
-                    );
                 }
-                let from = last.clone().expect("set above");
-                let reply: StreamReply = match redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(16)
-                    .arg("BLOCK")
-                    .arg(200)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(&from)
-                    .query(c)
-                {
-                    Ok(r) => r,
-                    Err(_) => {
-                        con = None;
-                        continue;
-                    }
-                };
-                for (_, entries) in reply.unwrap_or_default() {
-                    for (entry, fields) in entries {
-                        last = Some(entry);
-                        let field = |name: &str| {
-                            fields
-                                .iter()
-                                .find(|(k, _)| k == name)
-                                .map_or("", |(_, v)| v.as_str())
-                        };
-                        let (id, cmd, arg) =
-                            (field(fields::ID), field(fields::CMD), field(fields::ARG));
-                        if id.is_empty() {
-                            tracing::warn!("a command without an id: ignored");
-                            continue;
-                        }
-                        tracing::info!(%id, %cmd, %arg, "command from sluicectl");
-                        let ack = Ack::new(&settings.id, cmd, run(cmd, arg, &control, &metrics));
-                        let stored: redis::RedisResult<()> = redis::cmd("SET")
-                            .arg(keys.ack(id))
-                            .arg(ack.to_json())
-                            .arg("EX")
-                            .arg(ACK_TTL_SECS)
-                            .query(c);
-                        if let Err(e) = stored {
-                            tracing::warn!(error = %e, %id, "cannot acknowledge a command");
-                        }
-                    }
+                tracing::info!(%id, %cmd, %arg, "command from sluicectl");
+                let ack = Ack::new(&settings.id, cmd, run(cmd, arg, &control, &metrics));
+                let stored: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(keys.ack(id))
+                    .arg(ack.to_json())
+                    .arg("EX")
+                    .arg(ACK_TTL_SECS)
+                    .query(c);
+                if let Err(e) = stored {
+                    tracing::warn!(error = %e, %id, "cannot acknowledge a command");
                 }
             }
-        })
+        }
+        Ok(Duration::ZERO)
+    };
+    spawn_loop(
+        "sluice-commands",
+        url,
+        Backoff::fixed(Duration::from_millis(500)),
+        stop,
+        Steps(step),
+    )
 }

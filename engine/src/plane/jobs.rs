@@ -23,14 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::chain::sink::{JobSink, PublishError};
 use crate::chain::JobParts;
 use crate::clock::UnixMicros;
+use crate::feed::JobFeed;
 use crate::metrics::Metrics;
 use crate::plane::keys::LATEST_JOB_TTL_MS;
 use crate::plane::lease::Leadership;
 use crate::plane::wire::{JobMessage, WireError};
-use crate::plane::{connect, Keys, PlaneSettings};
-use crate::server::feed::{JobFeed, JobSink};
+use crate::plane::{connect, spawn_loop, Backoff, Keys, PlaneLoop, PlaneSettings, StepError};
 use crate::units::ExtranonceSizes;
 
 /// Refused job messages are logged at most this often (all are counted).
@@ -83,7 +84,7 @@ impl RedisJobSink {
         (epoch, token): (u64, u64),
         parts: JobParts,
         clean: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), SendError> {
         // Above the clock as well as the last one: should a failover hand a new leader a token
         // the engines already saw (the counter lost its last INCR but not the epoch), its jobs
         // still come after the old leader's.
@@ -98,10 +99,10 @@ impl RedisJobSink {
         }
         .encode(&self.settings.fleet_key);
         // A connection Redis dropped (a restart) fails once; the second try is on a new one.
-        let mut last_error = String::new();
+        let mut last_error = None;
         for _ in 0..2 {
             if state.con.is_none() {
-                state.con = Some(connect(&self.settings.url).map_err(|e| e.to_string())?);
+                state.con = Some(connect(&self.settings.url).map_err(SendError::Connect)?);
             }
             let con = state.con.as_mut().expect("connected above");
             let published = self
@@ -117,14 +118,14 @@ impl RedisJobSink {
                 .invoke::<i64>(con);
             match published {
                 Ok(1) => return Ok(()),
-                Ok(_) => return Err("the lease is no longer ours: job not published".into()),
+                Ok(_) => return Err(SendError::LeaseLost),
                 Err(e) => {
                     state.con = None;
-                    last_error = format!("cannot publish the job to Redis: {e}");
+                    last_error = Some(e);
                 }
             }
         }
-        Err(last_error)
+        Err(SendError::Redis(last_error.expect("two tries failed")))
     }
 
     /// Called when the lease changes hands: a new leader publishes its latest job at once, so the
@@ -144,15 +145,28 @@ impl RedisJobSink {
 }
 
 impl JobSink for RedisJobSink {
-    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), String> {
+    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), PublishError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.latest = Some(parts.clone());
         match self.leadership.fence() {
             // A standby keeps its latest job ready and publishes nothing.
             None => Ok(()),
-            Some(fence) => self.send(&mut state, fence, parts, clean),
+            Some(fence) => self
+                .send(&mut state, fence, parts, clean)
+                .map_err(|e| PublishError::Store(Box::new(e))),
         }
     }
+}
+
+/// Why the leader's job did not reach Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Connect(redis::RedisError),
+    #[error("the lease is no longer ours: job not published")]
+    LeaseLost,
+    #[error("cannot publish the job to Redis: {0}")]
+    Redis(redis::RedisError),
 }
 
 /// An engine's view of the job stream: what it has applied, and where jobs go.
@@ -308,37 +322,61 @@ impl Follower {
     /// `stop`. `first` hears when the latest job has been applied.
     fn follow(
         &mut self,
+        get: &mut redis::Connection,
         stop: &AtomicBool,
         first: &mut Option<std::sync::mpsc::Sender<()>>,
-    ) -> Result<(), String> {
-        let mut sub = connect(&self.settings.url).map_err(|e| e.to_string())?;
-        let mut get = connect(&self.settings.url).map_err(|e| e.to_string())?;
+    ) -> Result<(), redis::RedisError> {
+        let mut sub = connect(&self.settings.url)?;
         let mut pubsub = sub.as_pubsub();
-        pubsub
-            .subscribe(self.keys.jobs_channel())
-            .map_err(|e| e.to_string())?;
-        let latest: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.keys.latest_job())
-            .query(&mut get)
-            .map_err(|e| e.to_string())?;
-        drop(get);
+        pubsub.subscribe(self.keys.jobs_channel())?;
+        let latest: Option<Vec<u8>> = redis::cmd("GET").arg(self.keys.latest_job()).query(get)?;
         if let Some(bytes) = latest {
             self.apply(&bytes);
         }
         if let Some(tx) = first.take() {
             let _ = tx.send(());
         }
-        pubsub
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .map_err(|e| e.to_string())?;
+        pubsub.set_read_timeout(Some(Duration::from_millis(100)))?;
         while !stop.load(Ordering::Relaxed) {
             match pubsub.get_message() {
                 Ok(msg) => self.apply(msg.get_payload_bytes()),
                 Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             }
         }
         Ok(())
+    }
+}
+
+/// Why an engine cannot follow the fleet's jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// Redis answered with a layout this build cannot use.
+    #[error(transparent)]
+    Layout(#[from] crate::plane::keys::LayoutError),
+    #[error("{0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// The subscriber's thread: one subscription per step, until it is lost.
+struct Subscription {
+    follower: Follower,
+    /// Hears when the latest job has been applied (the start waits for it).
+    first: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl PlaneLoop for Subscription {
+    fn step(
+        &mut self,
+        get: &mut redis::Connection,
+        stop: &AtomicBool,
+    ) -> Result<Duration, StepError> {
+        self.follower.follow(get, stop, &mut self.first)?;
+        Ok(Duration::ZERO)
+    }
+
+    fn failed(&mut self, error: &StepError) {
+        tracing::warn!(error = %error, "job subscription to Redis lost; miners keep their work while it reconnects");
     }
 }
 
@@ -351,18 +389,18 @@ pub fn start_subscriber(
     extranonce: ExtranonceSizes,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, SubscribeError> {
     let keys = Keys::new(&settings.prefix);
     match connect(&settings.url) {
         Ok(mut con) => crate::plane::keys::check_layout(&mut con, &keys).or_else(|e| match e {
             crate::plane::keys::LayoutError::Redis(_) => Ok(()),
-            other => Err(other.to_string()),
+            other => Err(other),
         })?,
         Err(e) => {
             tracing::warn!(error = %e, "Redis is unreachable: the engine starts without work and keeps trying")
         }
     }
-    let mut follower = Follower {
+    let follower = Follower {
         settings,
         keys,
         feed,
@@ -375,29 +413,18 @@ pub fn start_subscriber(
         refusals: Refusals::default(),
     };
     let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::Builder::new()
-        .name("sluice-plane-jobs".into())
-        .spawn(move || {
-            let mut first = Some(tx);
-            let mut backoff = Duration::from_millis(100);
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                if let Err(e) = follower.follow(&stop, &mut first) {
-                    tracing::warn!(error = %e, "job subscription to Redis lost; miners keep their work while it reconnects");
-                }
-                if started.elapsed() > Duration::from_secs(5) {
-                    backoff = Duration::from_millis(100);
-                }
-                let until = Instant::now() + backoff;
-                while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                // A refused connect costs nothing: keep trying every half second at most, so a
-                // Redis that restarted is followed within a fraction of a second.
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-        })
-        .map_err(|e| e.to_string())?;
+    let url = follower.settings.url.clone();
+    let body = Subscription {
+        follower,
+        first: Some(tx),
+    };
+    // A refused connect costs nothing: keep trying every half second at most, so a Redis that
+    // restarted is followed within a fraction of a second.
+    let backoff = Backoff {
+        first: Duration::from_millis(100),
+        max: Duration::from_millis(500),
+    };
+    let handle = spawn_loop("sluice-plane-jobs", url, backoff, stop, body)?;
     let _ = rx.recv_timeout(Duration::from_secs(2));
     Ok(handle)
 }

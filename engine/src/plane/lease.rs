@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::plane::{connected, pause, Keys, PlaneSettings};
+use crate::plane::{spawn_loop, Backoff, Keys, PlaneLoop, PlaneSettings, StepError};
 
 /// Takes or renews the lease: returns `{token, epoch}`, the token -1 when another holds the lease.
 /// `ARGV[3]` (a fresh random epoch) becomes the fleet's epoch when there is none, or when what is
@@ -130,85 +130,128 @@ impl Leadership {
 pub fn spawn(
     settings: PlaneSettings,
     leadership: Arc<Leadership>,
-    mut on_change: impl FnMut(Option<u64>) + Send + 'static,
+    on_change: impl FnMut(Option<u64>) + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("sluice-lease".into())
-        .spawn(move || {
-            let keys = Keys::new(&settings.prefix);
-            let acquire = redis::Script::new(ACQUIRE);
-            let release = redis::Script::new(RELEASE);
-            let lease_ms = settings.lease.as_millis() as u64;
-            let attempt_every = settings.lease / 4;
-            let mut con = None;
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let result = match connected(&mut con, &settings.url) {
-                    Some(c) => match may_lead(c, &keys, &settings.id) {
-                        Ok(true) => acquire
-                            .key(keys.leader())
-                            .key(keys.token())
-                            .key(keys.epoch())
-                            .arg(&settings.id)
-                            .arg(lease_ms)
-                            .arg(random_epoch())
-                            .invoke::<(i64, String)>(c)
-                            .map_err(|e| e.to_string())
-                            .and_then(|(token, epoch)| match epoch.parse::<u64>() {
-                                Ok(epoch) => Ok((token, epoch)),
-                                Err(_) => Err(format!("{} holds no epoch: {epoch:?}", keys.epoch())),
-                            }),
-                        Ok(false) => {
-                            if let Some(token) = leadership.token() {
-                                tracing::info!("paused, or another jobmanager is preferred: handing the lease over");
-                                let _ = release
-                                    .key(keys.leader())
-                                    .arg(format!("{}|{token}", settings.id))
-                                    .invoke::<i64>(c);
-                            }
-                            Ok((0, 0))
-                        }
-                        Err(e) => Err(e.to_string()),
-                    },
-                    None => Err("cannot connect".to_owned()),
-                };
-                let (now_token, now_epoch) = match result {
-                    Ok((t, epoch)) if t > 0 => (t as u64, epoch),
-                    Ok(_) => (0, 0),
-                    Err(e) => {
-                        con = None;
-                        if leadership.token().is_some() {
-                            tracing::warn!(error = %e, "cannot renew the jobmanager lease: stepping down");
-                        }
-                        (0, 0)
-                    }
-                };
-                // The epoch first: a reader that sees the new token also sees its epoch.
-                let epoch_before = leadership.epoch.swap(now_epoch, Ordering::AcqRel);
-                let before = leadership.token.swap(now_token, Ordering::AcqRel);
-                if before != now_token || (now_token != 0 && epoch_before != now_epoch) {
-                    if now_token == 0 {
-                        tracing::warn!(token = before, "no longer the leading jobmanager");
-                        on_change(None);
-                    } else {
-                        tracing::info!(token = now_token, epoch = now_epoch, "leading jobmanager");
-                        on_change(Some(now_token));
-                    }
-                }
-                pause(
-                    (started + attempt_every).saturating_duration_since(Instant::now()),
-                    &stop,
-                );
+    let attempt_every = settings.lease / 4;
+    let url = settings.url.clone();
+    let body = LeaseLoop {
+        keys: Keys::new(&settings.prefix),
+        acquire: redis::Script::new(ACQUIRE),
+        release: redis::Script::new(RELEASE),
+        lease_ms: settings.lease.as_millis() as u64,
+        attempt_every,
+        settings,
+        leadership,
+        on_change,
+    };
+    // A failed attempt is followed by the next one a quarter lease later, as a good one is.
+    spawn_loop(
+        "sluice-lease",
+        url,
+        Backoff::fixed(attempt_every),
+        stop,
+        body,
+    )
+}
+
+struct LeaseLoop<F> {
+    settings: PlaneSettings,
+    keys: Keys,
+    acquire: redis::Script,
+    release: redis::Script,
+    lease_ms: u64,
+    attempt_every: std::time::Duration,
+    leadership: Arc<Leadership>,
+    on_change: F,
+}
+
+impl<F: FnMut(Option<u64>) + Send + 'static> LeaseLoop<F> {
+    /// Takes or renews the lease when this process may lead: `(token, epoch)`, the token 0 or
+    /// below when it does not lead.
+    fn attempt(&self, c: &mut redis::Connection) -> Result<(i64, u64), StepError> {
+        let (keys, settings) = (&self.keys, &self.settings);
+        if may_lead(c, keys, &settings.id)? {
+            let (token, epoch) = self
+                .acquire
+                .key(keys.leader())
+                .key(keys.token())
+                .key(keys.epoch())
+                .arg(&settings.id)
+                .arg(self.lease_ms)
+                .arg(random_epoch())
+                .invoke::<(i64, String)>(c)?;
+            match epoch.parse::<u64>() {
+                Ok(epoch) => Ok((token, epoch)),
+                Err(_) => Err(StepError::Other(format!(
+                    "{} holds no epoch: {epoch:?}",
+                    keys.epoch()
+                ))),
             }
-            // Hand over at once on a clean stop rather than after the lease lapses.
-            if let (Some(token), Some(c)) = (leadership.token(), con.as_mut()) {
-                let _ = redis::Script::new(RELEASE)
+        } else {
+            if let Some(token) = self.leadership.token() {
+                tracing::info!(
+                    "paused, or another jobmanager is preferred: handing the lease over"
+                );
+                let _ = self
+                    .release
                     .key(keys.leader())
                     .arg(format!("{}|{token}", settings.id))
                     .invoke::<i64>(c);
-                leadership.token.store(0, Ordering::Release);
-                on_change(None);
             }
-        })
+            Ok((0, 0))
+        }
+    }
+
+    /// Publishes the state after an attempt and tells `on_change` when it changed.
+    fn apply(&mut self, now_token: u64, now_epoch: u64) {
+        let leadership = &self.leadership;
+        // The epoch first: a reader that sees the new token also sees its epoch.
+        let epoch_before = leadership.epoch.swap(now_epoch, Ordering::AcqRel);
+        let before = leadership.token.swap(now_token, Ordering::AcqRel);
+        if before != now_token || (now_token != 0 && epoch_before != now_epoch) {
+            if now_token == 0 {
+                tracing::warn!(token = before, "no longer the leading jobmanager");
+                (self.on_change)(None);
+            } else {
+                tracing::info!(token = now_token, epoch = now_epoch, "leading jobmanager");
+                (self.on_change)(Some(now_token));
+            }
+        }
+    }
+}
+
+impl<F: FnMut(Option<u64>) + Send + 'static> PlaneLoop for LeaseLoop<F> {
+    fn step(
+        &mut self,
+        c: &mut redis::Connection,
+        _stop: &AtomicBool,
+    ) -> Result<std::time::Duration, StepError> {
+        let started = Instant::now();
+        match self.attempt(c)? {
+            (t, epoch) if t > 0 => self.apply(t as u64, epoch),
+            _ => self.apply(0, 0),
+        }
+        Ok((started + self.attempt_every).saturating_duration_since(Instant::now()))
+    }
+
+    fn failed(&mut self, error: &StepError) {
+        if self.leadership.token().is_some() {
+            tracing::warn!(error = %error, "cannot renew the jobmanager lease: stepping down");
+        }
+        self.apply(0, 0);
+    }
+
+    fn finish(&mut self, con: Option<&mut redis::Connection>) {
+        // Hand over at once on a clean stop rather than after the lease lapses.
+        if let (Some(token), Some(c)) = (self.leadership.token(), con) {
+            let _ = self
+                .release
+                .key(self.keys.leader())
+                .arg(format!("{}|{token}", self.settings.id))
+                .invoke::<i64>(c);
+            self.leadership.token.store(0, Ordering::Release);
+            (self.on_change)(None);
+        }
+    }
 }

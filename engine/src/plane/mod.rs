@@ -13,7 +13,8 @@
 //! - [`wire`]: the binary job message, signed with the fleet key.
 //!
 //! Everything here is blocking (the `redis` crate's synchronous client) and runs on threads of its
-//! own: never on an engine core.
+//! own, never on an engine core; a thread that loops on Redis is a [`PlaneLoop`] run by
+//! [`spawn_loop`].
 
 pub mod blocks;
 pub mod commands;
@@ -29,6 +30,9 @@ pub mod wire;
 #[cfg(test)]
 pub(crate) mod test_redis;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use keys::{Keys, LAYOUT_VERSION};
@@ -67,7 +71,7 @@ pub fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
 }
 
 /// Sleeps `total` in short steps so `stop` is noticed; false when stopped.
-pub fn pause(total: Duration, stop: &std::sync::atomic::AtomicBool) -> bool {
+pub fn pause(total: Duration, stop: &AtomicBool) -> bool {
     let step = Duration::from_millis(50);
     let mut slept = Duration::ZERO;
     while slept < total {
@@ -90,6 +94,107 @@ pub fn connected<'a>(
         *con = connect(url).ok();
     }
     con.as_mut()
+}
+
+/// How long a plane thread waits after a failed step: `first`, doubled after each failure up to
+/// `max`, back to `first` after a step that worked.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The same wait after every failure.
+    pub const fn fixed(wait: Duration) -> Backoff {
+        Backoff {
+            first: wait,
+            max: wait,
+        }
+    }
+}
+
+/// Why a plane thread's step failed: its connection is dropped and the next step reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("cannot connect")]
+    Unreachable,
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The body of a plane thread, which [`spawn_loop`] runs.
+pub trait PlaneLoop: Send + 'static {
+    /// One step on a live connection; `Ok` with the wait before the next step.
+    fn step(
+        &mut self,
+        con: &mut redis::Connection,
+        stop: &AtomicBool,
+    ) -> Result<Duration, StepError>;
+
+    /// A step failed, or Redis could not be reached: before the backoff.
+    fn failed(&mut self, _error: &StepError) {}
+
+    /// Once the stop flag is up, with the connection if there is one.
+    fn finish(&mut self, _con: Option<&mut redis::Connection>) {}
+}
+
+/// A [`PlaneLoop`] of a step alone: failures are silent (the connection is dropped and the loop
+/// backs off), nothing to do on stop.
+pub struct Steps<F>(pub F);
+
+impl<F> PlaneLoop for Steps<F>
+where
+    F: FnMut(&mut redis::Connection, &AtomicBool) -> Result<Duration, StepError> + Send + 'static,
+{
+    fn step(
+        &mut self,
+        con: &mut redis::Connection,
+        stop: &AtomicBool,
+    ) -> Result<Duration, StepError> {
+        (self.0)(con, stop)
+    }
+}
+
+/// Runs `body` on a thread named `name` until `stop`: connects (again) to `url` when it has no
+/// connection, steps, waits what the step asked for, and after a failure drops the connection
+/// and waits `backoff`; every wait notices `stop`. The one skeleton of the plane's threads.
+pub fn spawn_loop(
+    name: &str,
+    url: String,
+    backoff: Backoff,
+    stop: Arc<AtomicBool>,
+    mut body: impl PlaneLoop,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let mut con = None;
+            let mut wait = backoff.first;
+            while !stop.load(Ordering::Relaxed) {
+                let result = match connected(&mut con, &url) {
+                    Some(c) => body.step(c, &stop),
+                    None => Err(StepError::Unreachable),
+                };
+                match result {
+                    Ok(next) => {
+                        wait = backoff.first;
+                        if !next.is_zero() {
+                            pause(next, &stop);
+                        }
+                    }
+                    Err(e) => {
+                        con = None;
+                        body.failed(&e);
+                        pause(wait, &stop);
+                        wait = (wait * 2).min(backoff.max);
+                    }
+                }
+            }
+            body.finish(con.as_mut());
+        })
 }
 
 /// A default process id: host name and pid, unique enough across a fleet's hosts.

@@ -9,14 +9,14 @@
 //! re-applies policies to its live connections on its next tick. The stored document and its
 //! check are `sluice_layout::policy`'s, shared with sluicectl.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::plane::{connected, pause, Keys, PlaneSettings};
+use crate::plane::{spawn_loop, Backoff, Keys, PlaneSettings, StepError, Steps};
 use crate::session::SessionConfig;
 use crate::units::Difficulty;
 
@@ -112,50 +112,48 @@ pub fn spawn(
     set: Arc<ArcSwap<PolicySet>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("sluice-policies".into())
-        .spawn(move || {
-            let keys = Keys::new(&settings.prefix);
-            let mut con = None;
-            let mut last: Option<Vec<(String, String)>> = None;
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(c) = connected(&mut con, &settings.url) {
-                    match redis::cmd("HGETALL")
-                        .arg(keys.policies())
-                        .query::<Vec<(String, String)>>(c)
-                    {
-                        Ok(mut raw) => {
-                            raw.sort();
-                            if last.as_ref() != Some(&raw) {
-                                if raw.len() > MAX_POLICIES {
-                                    tracing::error!(count = raw.len(), "more than {MAX_POLICIES} policies: the rest are ignored");
-                                }
-                                let policies = raw
-                                    .iter()
-                                    .take(MAX_POLICIES)
-                                    .filter_map(|(name, json)| match Policy::parse(json) {
-                                        Ok(p) => Some((name.clone(), p)),
-                                        Err(e) => {
-                                            tracing::error!(policy = %name, error = %e, "invalid policy ignored");
-                                            None
-                                        }
-                                    })
-                                    .collect();
-                                let generation = set.load().generation + 1;
-                                tracing::info!(count = raw.len(), generation, "policies changed");
-                                set.store(Arc::new(PolicySet {
-                                    generation,
-                                    policies,
-                                }));
-                                last = Some(raw);
-                            }
-                        }
-                        Err(_) => con = None,
-                    }
-                }
-                pause(POLL_INTERVAL, &stop);
+    let keys = Keys::new(&settings.prefix);
+    let mut last: Option<Vec<(String, String)>> = None;
+    let step = move |c: &mut redis::Connection, _: &AtomicBool| -> Result<Duration, StepError> {
+        let mut raw = redis::cmd("HGETALL")
+            .arg(keys.policies())
+            .query::<Vec<(String, String)>>(c)?;
+        raw.sort();
+        if last.as_ref() != Some(&raw) {
+            if raw.len() > MAX_POLICIES {
+                tracing::error!(
+                    count = raw.len(),
+                    "more than {MAX_POLICIES} policies: the rest are ignored"
+                );
             }
-        })
+            let policies = raw
+                .iter()
+                .take(MAX_POLICIES)
+                .filter_map(|(name, json)| match Policy::parse(json) {
+                    Ok(p) => Some((name.clone(), p)),
+                    Err(e) => {
+                        tracing::error!(policy = %name, error = %e, "invalid policy ignored");
+                        None
+                    }
+                })
+                .collect();
+            let generation = set.load().generation + 1;
+            tracing::info!(count = raw.len(), generation, "policies changed");
+            set.store(Arc::new(PolicySet {
+                generation,
+                policies,
+            }));
+            last = Some(raw);
+        }
+        Ok(POLL_INTERVAL)
+    };
+    spawn_loop(
+        "sluice-policies",
+        settings.url,
+        Backoff::fixed(POLL_INTERVAL),
+        stop,
+        Steps(step),
+    )
 }
 
 #[cfg(test)]

@@ -4,12 +4,12 @@
 //! `KEYS`. Each heartbeat also prunes expired ids from the index, so it stays as small as the fleet.
 //! The hash's fields are `sluice_layout::registry`'s, which sluicectl reads.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::clock::UnixMillis;
-use crate::plane::{connected, pause, Keys, PlaneSettings};
+use crate::plane::{connect, spawn_loop, Backoff, Keys, PlaneLoop, PlaneSettings, StepError};
 use sluice_layout::registry::{ServiceEntry, Value};
 
 /// What a process says about itself.
@@ -106,33 +106,61 @@ pub fn deregister(con: &mut redis::Connection, keys: &Keys, id: &str) -> redis::
 pub fn spawn(
     settings: PlaneSettings,
     info: ServiceInfo,
-    mut load: impl FnMut() -> Load + Send + 'static,
+    load: impl FnMut() -> Load + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    let keys = Keys::new(&settings.prefix);
     let every = settings.service_ttl / 3;
-    let id = settings.id.clone();
-    let beat_keys = keys.clone();
-    let mut beat = move |con: &mut Option<redis::Connection>| {
-        if let Some(c) = connected(con, &settings.url) {
-            if let Err(e) = heartbeat(c, &beat_keys, &settings, &info, &load()) {
-                tracing::warn!(error = %e, "registry heartbeat failed");
-                *con = None;
-            }
-        }
+    let url = settings.url.clone();
+    let mut body = Heartbeat {
+        keys: Keys::new(&settings.prefix),
+        settings,
+        info,
+        load,
+        every,
+        registered: false,
     };
-    let mut con = None;
-    beat(&mut con);
-    std::thread::Builder::new()
-        .name("sluice-registry".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if pause(every, &stop) {
-                    beat(&mut con);
-                }
-            }
-            if let Some(c) = con.as_mut() {
-                let _ = deregister(c, &keys, &id);
-            }
-        })
+    if let Some(c) = connect(&url).ok().as_mut() {
+        match body.step(c, &stop) {
+            Ok(_) => body.registered = true,
+            Err(e) => body.failed(&e),
+        }
+    }
+    spawn_loop("sluice-registry", url, Backoff::fixed(every), stop, body)
+}
+
+struct Heartbeat<L> {
+    settings: PlaneSettings,
+    keys: Keys,
+    info: ServiceInfo,
+    load: L,
+    every: std::time::Duration,
+    /// The registration before the thread started worked: its first beat waits a period.
+    registered: bool,
+}
+
+impl<L: FnMut() -> Load + Send + 'static> PlaneLoop for Heartbeat<L> {
+    fn step(
+        &mut self,
+        c: &mut redis::Connection,
+        _stop: &AtomicBool,
+    ) -> Result<std::time::Duration, StepError> {
+        if std::mem::take(&mut self.registered) {
+            return Ok(self.every);
+        }
+        heartbeat(c, &self.keys, &self.settings, &self.info, &(self.load)())?;
+        Ok(self.every)
+    }
+
+    fn failed(&mut self, error: &StepError) {
+        // Redis away is the registry's normal outage: the TTL says so; only a failed beat is news.
+        if !matches!(error, StepError::Unreachable) {
+            tracing::warn!(error = %error, "registry heartbeat failed");
+        }
+    }
+
+    fn finish(&mut self, con: Option<&mut redis::Connection>) {
+        if let Some(c) = con {
+            let _ = deregister(c, &self.keys, &self.settings.id);
+        }
+    }
 }

@@ -230,29 +230,45 @@ fn slot_ttl(settings: &PlaneSettings) -> u64 {
     settings.session_ttl.max(settings.service_ttl).as_millis() as u64
 }
 
+/// Why a process cannot take its place (its id, its engine slot) in the fleet.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("redis.url: {0}")]
+    Connect(redis::RedisError),
+    #[error("cannot read the service registry: {0}")]
+    Registry(redis::RedisError),
+    #[error("redis.id {id:?} is already live in this fleet (its service hash was refreshed within redis.service_ttl_secs): give each process its own redis.id (or --id); if that process just died, start again after {ttl_secs} s")]
+    IdLive { id: String, ttl_secs: f64 },
+    #[error("cannot lease an engine slot: {0}")]
+    Lease(redis::RedisError),
+    #[error("all {MAX_SLOTS} engine slots under prefix {prefix:?} are taken: too many engines, or slots kept for sessions that may still resume (they free redis.session_ttl_secs after their engine stopped)")]
+    Full { prefix: String },
+    #[error("{0}")]
+    Thread(#[from] std::io::Error),
+}
+
 /// Refuses to start a second process under an id that is live in the registry.
 pub fn check_id_is_free(
     con: &mut redis::Connection,
     settings: &PlaneSettings,
-) -> Result<(), String> {
+) -> Result<(), SlotError> {
     let live: bool = redis::cmd("EXISTS")
         .arg(Keys::new(&settings.prefix).service(&settings.id))
         .query(con)
-        .map_err(|e| format!("cannot read the service registry: {e}"))?;
+        .map_err(SlotError::Registry)?;
     if live {
-        return Err(format!(
-            "redis.id {:?} is already live in this fleet (its service hash was refreshed within redis.service_ttl_secs): give each process its own redis.id (or --id); if that process just died, start again after {} s",
-            settings.id,
-            settings.service_ttl.as_secs_f64()
-        ));
+        return Err(SlotError::IdLive {
+            id: settings.id.clone(),
+            ttl_secs: settings.service_ttl.as_secs_f64(),
+        });
     }
     Ok(())
 }
 
 /// Leases an engine slot and keeps it (renewed every third of the service TTL) until released.
-pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeeper), String> {
+pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeeper), SlotError> {
     let ttl = slot_ttl(settings);
-    let mut con = connect(&settings.url).map_err(|e| format!("redis.url: {e}"))?;
+    let mut con = connect(&settings.url).map_err(SlotError::Connect)?;
     check_id_is_free(&mut con, settings)?;
     let holder = format!("{}|{}", settings.id, random_hex());
     let slot: i64 = redis::Script::new(ACQUIRE_SLOT)
@@ -261,12 +277,11 @@ pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeepe
         .arg(MAX_SLOTS)
         .arg(ttl)
         .invoke(&mut con)
-        .map_err(|e| format!("cannot lease an engine slot: {e}"))?;
+        .map_err(SlotError::Lease)?;
     if slot < 0 {
-        return Err(format!(
-            "all {MAX_SLOTS} engine slots under prefix {:?} are taken: too many engines, or slots kept for sessions that may still resume (they free redis.session_ttl_secs after their engine stopped)",
-            settings.prefix
-        ));
+        return Err(SlotError::Full {
+            prefix: settings.prefix.clone(),
+        });
     }
     let lease = Arc::new(SlotLease {
         slot: slot as u8,
@@ -327,8 +342,7 @@ pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeepe
                     .arg(ttl)
                     .invoke(c);
             }
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     Ok((
         lease,
         SlotKeeper {
@@ -749,7 +763,7 @@ mod tests {
             .arg("stratum")
             .query(&mut con)
             .unwrap();
-        let err = lease_slot(&settings).err().unwrap();
+        let err = lease_slot(&settings).err().unwrap().to_string();
         assert!(err.contains("redis.id \"engine-1\""), "{err}");
     }
 }

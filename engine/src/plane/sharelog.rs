@@ -31,12 +31,15 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+// Its counters live with the metrics, which read them (and which the plane threads use).
+pub use crate::metrics::ShareLogStats;
 use serde::{Deserialize, Serialize};
 use sluice_layout::shares::{ShareEntry, Verdict};
 
@@ -64,9 +67,6 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 const REPLAY_TURN_BATCHES: usize = 64;
 /// ... or for at most about this long, before the writer goes back to the queue.
 const REPLAY_TURN_TIME: Duration = Duration::from_millis(50);
-
-/// At most one error line a second about dropped accepted shares.
-const DROP_LOG_INTERVAL_MS: u64 = 1_000;
 
 /// One share as the engine hands it to the log.
 #[derive(Debug, Clone)]
@@ -267,75 +267,6 @@ fn rollups(batch: &Batch) -> std::collections::BTreeMap<(u64, &str), Rollup> {
         }
     }
     sums
-}
-
-/// Counters of the share log, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct ShareLogStats {
-    pub written: AtomicU64,
-    pub spooled_batches: AtomicU64,
-    pub replayed_batches: AtomicU64,
-    /// Rejected records lost: the queue was at its high-water mark, or the spool could not take
-    /// their batch.
-    pub dropped_rejected: AtomicU64,
-    /// Accepted records lost: the queue was full, or the spool could not take their batch. Each
-    /// is an error the operator sees (log, service hash, `sluicectl stats`).
-    pub dropped_accepted: AtomicU64,
-    /// Torn last lines cut off the spool when it was opened (a crash while appending).
-    pub spool_torn_lines: AtomicU64,
-    /// Spool lines that did not parse as a batch, skipped by the replay.
-    pub spool_unreadable_lines: AtomicU64,
-    /// When the last error line about dropped accepted shares was written (ms).
-    last_drop_log_ms: AtomicU64,
-    /// Accepted shares dropped since that line.
-    unlogged_drops: AtomicU64,
-}
-
-impl ShareLogStats {
-    /// Records lost, of either verdict.
-    pub fn dropped(&self) -> u64 {
-        self.dropped_rejected.load(Ordering::Relaxed)
-            + self.dropped_accepted.load(Ordering::Relaxed)
-    }
-
-    pub fn drop_rejected(&self, n: u64) {
-        self.dropped_rejected.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Counts accepted records lost and logs at error level, at most once a second with the count
-    /// since the last line (a flood of drops must not become a flood of log lines).
-    pub fn drop_accepted(&self, n: u64, why: &'static str) {
-        if n == 0 {
-            return;
-        }
-        self.dropped_accepted.fetch_add(n, Ordering::Relaxed);
-        self.unlogged_drops.fetch_add(n, Ordering::Relaxed);
-        self.log_drops(why);
-    }
-
-    /// Writes the error line for drops not yet logged, if a second has passed since the last.
-    fn log_drops(&self, why: &'static str) {
-        if self.unlogged_drops.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let now = UnixMillis::now().as_millis();
-        let last = self.last_drop_log_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < DROP_LOG_INTERVAL_MS
-            || self
-                .last_drop_log_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
-        }
-        let dropped = self.unlogged_drops.swap(0, Ordering::Relaxed);
-        tracing::error!(
-            dropped,
-            total = self.dropped_accepted.load(Ordering::Relaxed),
-            why,
-            "ACCEPTED SHARES LOST: the share log could not keep them; the miners were credited but Redis will not see these shares"
-        );
-    }
 }
 
 fn fields_of(share: &LoggedShare, engine: &str, batch: &str) -> Vec<String> {

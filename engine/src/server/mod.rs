@@ -1,17 +1,16 @@
 //! The engine's I/O layer: one pinned thread per core, each with its own tokio-uring runtime and its
 //! own SO_REUSEPORT listener socket per configured listener, so a connection lives and dies on the
-//! core that accepted it. Jobs reach the cores through the [`feed::JobFeed`] snapshot; found blocks
-//! leave them through a bounded channel to the job source.
+//! core that accepted it. Jobs reach the cores through the [`JobFeed`] snapshot; found blocks
+//! leave them through a bounded channel. The role that starts the engine ([`crate::roles`]) fills
+//! the feed, drains the channel and hands in the fleet's services as [`Hooks`]: the server builds
+//! no job source and no plane thread of its own.
 
 pub mod connection;
 pub mod core;
-pub mod feed;
-pub mod jobmanager;
 pub mod limits;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -19,15 +18,13 @@ use socket2::{Domain, Socket, Type};
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::feed::JobFeed;
 use crate::metrics::Metrics;
 use crate::session::BlockFound;
-use feed::JobFeed;
-use feed::JobSink;
-use jobmanager::{CandidateBlock, SourceStatus};
 use limits::ConnectionLimits;
 
-/// Found blocks waiting for the job source: far more than can ever be pending at once.
-const BLOCK_QUEUE: usize = 1024;
+/// Found blocks waiting for whoever takes them: far more than can ever be pending at once.
+pub const BLOCK_QUEUE: usize = 1024;
 
 /// File descriptors kept for listeners, the admin listener, logs and the like.
 const FILES_KEPT_FOR_THE_ENGINE: usize = 64;
@@ -110,14 +107,43 @@ impl Shared {
     }
 }
 
+/// What the role starting an engine hands it: where its jobs come from and its found blocks go,
+/// and the fleet's services (idle or absent without a plane).
+pub struct Hooks {
+    /// Filled by the role's job source or the plane's subscriber, before the cores start.
+    pub feed: Arc<JobFeed>,
+    /// Found blocks leave the cores here; the receiver ends when the engine stops.
+    pub blocks: crossbeam_channel::Sender<Box<BlockFound>>,
+    pub share_log: Option<crate::plane::sharelog::ShareQueue>,
+    pub sessions: Option<Arc<crate::plane::sessions::SessionStore>>,
+    pub slot: Option<Arc<crate::plane::sessions::SlotLease>>,
+    pub control: Arc<crate::plane::commands::Control>,
+    pub policies: Arc<arc_swap::ArcSwap<crate::plane::policies::PolicySet>>,
+}
+
+impl Hooks {
+    /// Hooks with no fleet services: jobs through `feed`, found blocks to `blocks`.
+    pub fn local(feed: Arc<JobFeed>, blocks: crossbeam_channel::Sender<Box<BlockFound>>) -> Hooks {
+        Hooks {
+            feed,
+            blocks,
+            share_log: None,
+            sessions: None,
+            slot: None,
+            control: Arc::new(crate::plane::commands::Control::default()),
+            policies: Arc::new(arc_swap::ArcSwap::from_pointee(
+                crate::plane::policies::PolicySet::default(),
+            )),
+        }
+    }
+}
+
 /// A running engine.
 pub struct Engine {
     /// The address of each listener, in configuration order (with the real port when 0 was asked).
     pub addresses: Vec<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub feed: Arc<JobFeed>,
-    /// Node health and recent blocks, for `/status`.
-    pub source_status: Arc<SourceStatus>,
     /// Drain state, for the registry.
     pub control: Arc<crate::plane::commands::Control>,
     /// What the cores share (configuration reloads go through it). Weak, so that stopping the
@@ -125,13 +151,6 @@ pub struct Engine {
     pub shared: std::sync::Weak<Shared>,
     shutdown: watch::Sender<bool>,
     cores: Vec<JoinHandle<()>>,
-    /// The job source's threads (or, with a plane, the Redis threads).
-    background: Vec<JoinHandle<()>>,
-    /// The engine slot's keeper (the stratum role): released last, after the sessions.
-    slot_keeper: Option<crate::plane::sessions::SlotKeeper>,
-    /// The engine slot, for the registry (the stratum role).
-    pub slot: Option<Arc<crate::plane::sessions::SlotLease>>,
-    stop_jobmanager: Arc<AtomicBool>,
 }
 
 fn listener_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -148,28 +167,16 @@ fn listener_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 pub enum StartError {
     #[error("cannot start the engine: {0}")]
     Io(#[from] std::io::Error),
-    /// Every node's problem, each naming the key to fix.
-    #[error("{0}")]
-    Nodes(String),
-    #[error("{0}")]
-    Plane(String),
 }
 
 impl Engine {
-    /// Checks the nodes (or starts the embedded simulated chain), publishes the first job, binds
-    /// the listeners and starts the cores.
-    pub fn start(settings: Settings) -> Result<Engine, StartError> {
-        Engine::start_with(settings, None)
-    }
-
-    /// As [`start`](Self::start); with a plane, jobs come from Redis and found blocks go there (the
-    /// `sluice stratum` role) instead of from an embedded job source.
+    /// Binds the listeners and starts the cores on `hooks`, counting into `metrics` (made by the
+    /// role, whose threads count into them too). The feed should hold a job already: a miner that
+    /// connects first gets it at once.
     pub fn start_with(
         mut settings: Settings,
-        plane: Option<(
-            crate::plane::PlaneSettings,
-            crate::plane::sharelog::ShareLogSettings,
-        )>,
+        metrics: Arc<Metrics>,
+        hooks: Hooks,
     ) -> Result<Engine, StartError> {
         // Connections past the open-file limit would wait in the listen backlog instead of being
         // refused: keep the connection limit under it.
@@ -202,164 +209,20 @@ impl Engine {
             }
         }
 
-        let metrics = Arc::new(Metrics::new(threads));
-        let feed = Arc::new(JobFeed::new(threads, settings.job_history));
-        let source_status = Arc::new(SourceStatus::default());
-        let (blocks_tx, blocks_rx) = crossbeam_channel::bounded::<Box<BlockFound>>(BLOCK_QUEUE);
-        let stop_jobmanager = Arc::new(AtomicBool::new(false));
-        let mut background = Vec::new();
-        let mut share_log = None;
-        let mut sessions = None;
-        let mut slot = None;
-        let mut slot_keeper = None;
-        let control = Arc::new(crate::plane::commands::Control::default());
-        let policies = Arc::new(arc_swap::ArcSwap::from_pointee(
-            crate::plane::policies::PolicySet::default(),
-        ));
-        match &plane {
-            None => {
-                // Blocks are assembled off the cores, then go to the job source.
-                let (candidates_tx, candidates_rx) = crossbeam_channel::bounded(BLOCK_QUEUE);
-                background.push(
-                    std::thread::Builder::new()
-                        .name("sluice-assemble".into())
-                        .spawn(move || {
-                            for found in blocks_rx {
-                                if candidates_tx
-                                    .send(CandidateBlock::assemble(&found))
-                                    .is_err()
-                                {
-                                    break;
-                                }
-                            }
-                        })?,
-                );
-                // Work exists before the first miner connects: the source publishes before
-                // returning.
-                background.push(jobmanager::start_source(
-                    &settings,
-                    Arc::clone(&feed) as Arc<dyn JobSink>,
-                    Arc::clone(&metrics),
-                    Arc::clone(&source_status),
-                    candidates_rx,
-                    Arc::clone(&stop_jobmanager),
-                )?);
-            }
-            Some((plane, log)) => {
-                if settings.coinbase.extranonce.extranonce1() < 2 {
-                    return Err(StartError::Plane(
-                        "pool.extranonce1_size: a fleet engine needs at least 2 bytes (one is its slot)"
-                            .into(),
-                    ));
-                }
-                // First, so a held-blocks file that cannot be used stops the start before
-                // anything else runs. With nodes of its own, the engine submits each block itself
-                // too, at once: the path through Redis and the leader then adds a second try.
-                let direct = if settings.nodes.is_empty() {
-                    None
-                } else {
-                    let (direct_tx, direct_rx) = crossbeam_channel::bounded(BLOCK_QUEUE);
-                    let policy = jobmanager::submit::SubmitPolicy {
-                        attempts: settings.node_policy.submit_attempts,
-                        first_backoff: std::time::Duration::from_millis(250),
-                        rpc_timeout: settings.node_policy.rpc_timeout,
-                    };
-                    let (nodes, status, metrics) = (
-                        settings.nodes.clone(),
-                        Arc::clone(&source_status),
-                        Arc::clone(&metrics),
-                    );
-                    background.push(
-                        std::thread::Builder::new()
-                            .name("sluice-submit".into())
-                            .spawn(move || {
-                                // Nobody here waits for "submitted": jobs come through Redis.
-                                let (after, _) = crossbeam_channel::bounded(1);
-                                jobmanager::submit::run_submitter(
-                                    nodes, policy, direct_rx, status, metrics, after,
-                                )
-                            })?,
-                    );
-                    tracing::info!(
-                        nodes = settings.nodes.len(),
-                        "found blocks go to the configured nodes directly as well as through Redis"
-                    );
-                    Some(direct_tx)
-                };
-                background.push(
-                    crate::plane::blocks::spawn_forwarder(
-                        plane.clone(),
-                        &settings.held_blocks_path,
-                        blocks_rx,
-                        direct,
-                    )
-                    .map_err(|e| StartError::Plane(e.to_string()))?,
-                );
-                let (lease, keeper) =
-                    crate::plane::sessions::lease_slot(plane).map_err(StartError::Plane)?;
-                tracing::info!(
-                    slot = lease.slot,
-                    "engine slot leased: extranonce1 values start with it"
-                );
-                slot_keeper = Some(keeper);
-                let (store, store_thread) = crate::plane::sessions::spawn_store(
-                    plane.clone(),
-                    plane.session_ttl,
-                    Arc::clone(&lease),
-                    Arc::clone(&stop_jobmanager),
-                )?;
-                slot = Some(lease);
-                sessions = Some(store);
-                background.push(store_thread);
-                background.push(crate::plane::policies::spawn(
-                    plane.clone(),
-                    Arc::clone(&policies),
-                    Arc::clone(&stop_jobmanager),
-                )?);
-                background.push(crate::plane::commands::spawn(
-                    plane.clone(),
-                    Arc::clone(&control),
-                    Arc::clone(&metrics),
-                    Arc::clone(&stop_jobmanager),
-                )?);
-                let (shares_tx, shares_rx) =
-                    crate::plane::sharelog::ShareQueue::new(Arc::clone(&metrics.share_log));
-                share_log = Some(shares_tx);
-                background.push(crate::plane::sharelog::spawn_writer(
-                    plane.clone(),
-                    log.clone(),
-                    shares_rx,
-                    Arc::clone(&metrics.share_log),
-                    Arc::clone(&stop_jobmanager),
-                )?);
-                let extranonce = settings.coinbase.extranonce;
-                background.push(
-                    crate::plane::jobs::start_subscriber(
-                        plane.clone(),
-                        Arc::clone(&feed),
-                        extranonce,
-                        Arc::clone(&metrics),
-                        Arc::clone(&stop_jobmanager),
-                    )
-                    .map_err(StartError::Plane)?,
-                );
-            }
-        }
-
         let shared = Arc::new(Shared {
             limits: ConnectionLimits::new(
                 settings.max_connections,
                 settings.max_connections_per_ip,
             ),
             settings: Arc::clone(&settings),
-            feed: Arc::clone(&feed),
+            feed: Arc::clone(&hooks.feed),
             metrics: Arc::clone(&metrics),
-            blocks: blocks_tx,
-            share_log,
-            sessions,
-            slot: slot.clone(),
-            control: Arc::clone(&control),
-            policies,
+            blocks: hooks.blocks,
+            share_log: hooks.share_log,
+            sessions: hooks.sessions,
+            slot: hooks.slot,
+            control: Arc::clone(&hooks.control),
+            policies: hooks.policies,
             listener_sessions: settings
                 .listeners
                 .iter()
@@ -387,32 +250,20 @@ impl Engine {
         Ok(Engine {
             addresses,
             metrics,
-            feed,
-            source_status,
-            control,
+            feed: hooks.feed,
+            control: hooks.control,
             shared: weak_shared,
             shutdown,
             cores,
-            background,
-            slot_keeper,
-            slot,
-            stop_jobmanager,
         })
     }
 
-    /// Sends `client.reconnect` to every miner, stops the cores and the job source.
+    /// Sends `client.reconnect` to every miner and stops the cores; the found-block sender goes
+    /// with them, so whatever drains it finishes.
     pub fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         for core in self.cores.drain(..) {
             let _ = core.join();
-        }
-        self.stop_jobmanager
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        for j in self.background.drain(..) {
-            let _ = j.join();
-        }
-        if let Some(keeper) = self.slot_keeper.take() {
-            keeper.release();
         }
     }
 }

@@ -1,13 +1,16 @@
-//! The job source of a running engine, on threads of its own: where jobs come from and where found
-//! blocks go.
+//! The job sources, on threads of their own: where jobs come from and where found blocks go. Kept
+//! outside the Stratum server: a source publishes into a [`JobSink`] (the engine's own
+//! [`JobFeed`](crate::feed::JobFeed) for `sluice run`, Redis for `sluice jobmanager`) and takes
+//! found blocks from a channel, so it names neither the server nor the plane.
 //!
 //! - [`simulated`]: the embedded simulated chain of `sluice run` with no node;
 //! - [`nodes`]: real bitcoind-compatible nodes: templates from the best healthy node, new blocks by
 //!   ZMQ or polling, failover and return;
 //! - [`submit`]: a found block goes to every node at once, retried, with one outcome per node.
 //!
-//! Both sources publish into the [`JobFeed`](crate::server::feed::JobFeed) and report into a
-//! [`SourceStatus`], which `/status` shows: node health and the recent blocks with their outcomes.
+//! Both sources report into a [`SourceStatus`], which `/status` shows: node health and the recent
+//! blocks with their outcomes. The node I/O they use (RPC, ZMQ) stays in [`crate::node`]: it is a
+//! client of bitcoind, not a job source, and its own tests and limits live with it.
 
 pub mod nodes;
 pub mod simulated;
@@ -21,12 +24,32 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use crate::chain::sink::JobSink;
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::server::feed::JobSink;
-use crate::server::StartError;
 
 pub use crate::chain::blocks::{BlockRecord, CandidateBlock};
+
+/// Why a job source did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A node that cannot work as configured (credentials, chain): its problem names the key.
+    #[error("{0}")]
+    Node(String),
+    /// Every node's problem, each naming the key to fix.
+    #[error("no node can give work:\n  {}", problems(.0))]
+    NoWork(Vec<String>),
+    #[error("cannot start the engine: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+fn problems(list: &[String]) -> String {
+    if list.is_empty() {
+        "no node gave a usable template (see the log)".to_owned()
+    } else {
+        list.join("\n  ")
+    }
+}
 
 /// Starts the configured job source, the simulated chain or the nodes, publishing into `sink` and
 /// taking found blocks from `blocks`: checks the nodes and publishes the first job before it
@@ -38,7 +61,7 @@ pub fn start_source(
     status: Arc<SourceStatus>,
     blocks: Receiver<CandidateBlock>,
     stop: Arc<AtomicBool>,
-) -> Result<JoinHandle<()>, StartError> {
+) -> Result<JoinHandle<()>, SourceError> {
     let thread = std::thread::Builder::new().name("sluice-jobs".into());
     if settings.nodes.is_empty() {
         let manager = simulated::SimulatedJobManager::new(
@@ -60,8 +83,7 @@ pub fn start_source(
             sink,
             metrics,
             status,
-        )
-        .map_err(StartError::Nodes)?;
+        )?;
         Ok(thread.spawn(move || manager.run(blocks, stop))?)
     }
 }

@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 use bitcoin::Network;
 use crossbeam_channel::{select, Receiver, Sender};
 
+use crate::chain::sink::JobSink;
 use crate::chain::CoinbaseConfig;
 use crate::hex;
 use crate::metrics::Metrics;
 use crate::node::client::{Node, NodeProblem, NodeSettings};
 use crate::node::zmq::{self, SubscriberEvent};
-use crate::server::feed::JobSink;
-use crate::server::jobmanager::submit::{self, SubmitPolicy};
-use crate::server::jobmanager::{CandidateBlock, NodeStatus, SourceStatus};
+use crate::source::submit::{self, SubmitPolicy};
+use crate::source::{CandidateBlock, NodeStatus, SourceStatus};
 
 /// Timing and retry settings of the node job source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl NodeJobManager {
         feed: Arc<dyn JobSink>,
         metrics: Arc<Metrics>,
         status: Arc<SourceStatus>,
-    ) -> Result<NodeJobManager, String> {
+    ) -> Result<NodeJobManager, super::SourceError> {
         assert!(!nodes.is_empty(), "the node job source needs a node");
         // Stable: equal priorities keep configuration order.
         nodes.sort_by_key(|n| n.priority);
@@ -118,7 +118,9 @@ impl NodeJobManager {
                     tracing::info!(node = %node.settings.name(), chain = %info.chain, height = info.blocks, "node ready");
                     (true, None)
                 }
-                Err(problem) if problem.fatal => return Err(problem.message),
+                Err(problem) if problem.fatal => {
+                    return Err(super::SourceError::Node(problem.message))
+                }
                 Err(problem) => {
                     tracing::warn!(node = %node.settings.name(), "{problem}");
                     (false, Some(problem.message))
@@ -151,19 +153,12 @@ impl NodeJobManager {
         manager.source = manager.best_healthy();
         if manager.source.is_none() || !manager.publish() {
             // Every node's own problem, including a template that failed after its check passed.
-            let problems: Vec<&str> = manager
+            let problems = manager
                 .slots
                 .iter()
-                .filter_map(|s| s.last_error.as_deref())
+                .filter_map(|s| s.last_error.clone())
                 .collect();
-            return Err(format!(
-                "no node can give work:\n  {}",
-                if problems.is_empty() {
-                    "no node gave a usable template (see the log)".to_owned()
-                } else {
-                    problems.join("\n  ")
-                }
-            ));
+            return Err(super::SourceError::NoWork(problems));
         }
         manager.report();
         Ok(manager)

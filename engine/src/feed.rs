@@ -1,5 +1,7 @@
 //! The job feed: the current job book as an immutable snapshot, swapped whole (arc-swap) when a job
-//! arrives, and one wake-up per core so each core pushes the new job to its own connections.
+//! arrives, and one wake-up per core so each core pushes the new job to its own connections. Its
+//! own module, so the server (which reads it) and whoever fills it (a job source, or the plane's
+//! subscriber) share it without naming each other.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use tokio::sync::Notify;
 
-pub use crate::chain::sink::JobSink;
+pub use crate::chain::sink::{JobSink, PublishError};
 use crate::chain::{Job, JobBook, JobParts};
 use crate::units::JobId;
 
@@ -58,9 +60,7 @@ impl JobFeed {
 }
 
 impl JobSink for JobFeed {
-    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), String> {
-        self.publish(parts, clean)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    fn publish_job(&self, parts: JobParts, clean: bool) -> Result<(), PublishError> {
+        Ok(self.publish(parts, clean).map(|_| ())?)
     }
 }

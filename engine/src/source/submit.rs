@@ -16,7 +16,7 @@ use crate::clock::UnixMillis;
 use crate::hex;
 use crate::metrics::Metrics;
 use crate::node::client::{Node, NodeSettings, SubmitResult};
-use crate::server::jobmanager::{BlockRecord, CandidateBlock, SourceStatus};
+use crate::source::{BlockRecord, CandidateBlock, SourceStatus};
 
 /// How submission behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

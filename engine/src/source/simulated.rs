@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::chain::sink::JobSink;
 use crate::chain::CoinbaseConfig;
 use crate::clock::UnixMillis;
 use crate::metrics::Metrics;
 use crate::node::client::SubmitResult;
-use crate::server::feed::JobSink;
-use crate::server::jobmanager::{BlockRecord, CandidateBlock, SourceStatus};
 use crate::simulated::{SimulatedChain, SimulatedChainConfig};
+use crate::source::{BlockRecord, CandidateBlock, SourceStatus};
 
 pub struct SimulatedJobManager {
     pub chain: SimulatedChain,
