@@ -8,11 +8,12 @@
 //! bound, named), `check` (the file into checked settings, or an error naming the key), `settings`
 //! (the checked types), `cidr` and `fleet_key` (the two values of the file that need parsing of their
 //! own). The configuration sits below the layers it configures: the server, the plane and the job
-//! sources import it, and it imports none of them (only the pure crates, the node client's URL
-//! types, which import nothing of the engine's, and `redact`).
+//! sources import it, and it imports none of them: only the pure crates, `redact`, and the node
+//! client (`node/`: `NodeSettings` and the RPC and ZMQ endpoint parsers), a leaf that imports
+//! nothing of the engine's but `redact`.
 
 mod check;
-pub mod cidr;
+mod cidr;
 mod fleet_key;
 pub mod limits;
 mod schema;
@@ -22,6 +23,7 @@ mod tests;
 
 use std::path::Path;
 
+pub(crate) use cidr::unmapped;
 pub use cidr::Cidr;
 pub use fleet_key::{FleetKey, FleetKeyError, MIN_FLEET_KEY_BYTES};
 pub use limits::{DEFAULT_MAX_ROLLUP_WORKERS, DEFAULT_TRUSTED_PROXIES};
@@ -53,7 +55,7 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         reason: reason.into(),

@@ -173,8 +173,8 @@ fn nodes_are_ordered_by_priority_then_file_order() {
 #[test]
 fn the_configuration_imports_none_of_the_layers_it_configures() {
     // The server, the plane, the job sources and the roles import the configuration; an import
-    // back would close a cycle. (The node client's URL types are a leaf: they import nothing of
-    // the engine's but `redact`.)
+    // back would close a cycle. (The node client is a leaf: it imports nothing of the engine's
+    // but `redact`.)
     let sources = [
         ("mod.rs", include_str!("mod.rs")),
         ("schema.rs", include_str!("schema.rs")),

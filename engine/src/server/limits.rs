@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::config::cidr::unmapped;
+use crate::config::unmapped;
 pub use crate::config::{Cidr, DEFAULT_TRUSTED_PROXIES};
 
 /// What the per-address limit counts `ip` under: the IPv4 address, or the IPv6 /64.
