@@ -23,16 +23,22 @@ thread_local! {
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
+// SAFETY: every call is passed on unchanged to the system allocator, which keeps GlobalAlloc's
+// contract; counting touches only a const-initialised thread-local cell, which never allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        // SAFETY: our caller keeps `alloc`'s contract (a non-zero-sized layout), as System needs.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator, that is from System, with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.with(|a| a.set(a.get() + 1));
+        // SAFETY: `ptr` came from System with `layout`, and our caller keeps `realloc`'s contract
+        // on `new_size`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

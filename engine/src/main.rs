@@ -502,11 +502,11 @@ fn run(args: RunArgs) -> ExitCode {
             }
         },
     };
-    if let Some((addr, prefix, interval_ms)) = statsd {
+    if let Some(statsd) = statsd {
         if let Err(e) = sluice::admin::start_statsd(
-            addr,
-            prefix,
-            Duration::from_millis(interval_ms),
+            statsd.address,
+            statsd.prefix,
+            Duration::from_millis(statsd.interval_ms),
             run.engine.metrics.clone(),
         ) {
             tracing::warn!(error = %e, "statsd is off: cannot open its socket");

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod fleet;
 pub mod miner;
 pub mod node;
+pub mod plane;
 pub mod redis_server;
 
 use std::path::PathBuf;

@@ -38,25 +38,7 @@ use std::time::Duration;
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use wire::FleetKey;
 
-/// How a process reaches the plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlaneSettings {
-    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`.
-    pub url: String,
-    /// Every key starts with this and a colon.
-    pub prefix: String,
-    /// This process's id in the registry and the lease; unique in the fleet.
-    pub id: String,
-    /// A service hash lives this long without a refresh.
-    pub service_ttl: Duration,
-    /// The leader's lease; a standby takes over at most this long after the leader died (plus one
-    /// of its attempts, a quarter of this).
-    pub lease: Duration,
-    /// A saved session lives this long after its last save.
-    pub session_ttl: Duration,
-    /// Signs the job messages a leader publishes and checks those an engine takes.
-    pub fleet_key: FleetKey,
-}
+pub use crate::config::PlaneSettings;
 
 /// Redis calls time out after this: a hung Redis must not hold a thread forever.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -197,15 +179,4 @@ pub fn spawn_loop(
         })
 }
 
-/// A default process id: host name and pid, unique enough across a fleet's hosts.
-pub fn default_id(role: &str) -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
-    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        "host".to_owned()
-    };
-    format!("{role}-{host}-{}", std::process::id())
-}
+pub use crate::config::default_id;

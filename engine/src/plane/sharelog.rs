@@ -30,7 +30,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -55,8 +54,7 @@ pub const SHARE_QUEUE: usize = 65_536;
 /// [`SHARE_QUEUE`] is kept for accepted shares.
 pub const SHARE_QUEUE_REJECTED_HIGH_WATER: usize = SHARE_QUEUE / 4 * 3;
 
-/// Default of `share_log.max_rollup_workers`: named workers per minute's rollup hash.
-pub const DEFAULT_MAX_ROLLUP_WORKERS: usize = 10_000;
+pub use crate::config::DEFAULT_MAX_ROLLUP_WORKERS;
 
 pub use sluice_layout::shares::{FIELDS, OTHER_WORKERS, ROLLUP_WORKER_COUNT};
 
@@ -78,18 +76,7 @@ pub struct LoggedShare {
     pub at_ms: u64,
 }
 
-/// The settings of the share log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShareLogSettings {
-    pub batch_size: usize,
-    pub batch_interval: Duration,
-    /// `P:shares` is trimmed to about this many entries.
-    pub stream_maxlen: usize,
-    pub spool_path: PathBuf,
-    pub max_spool_bytes: u64,
-    /// Named workers per minute's rollup hash, fleet-wide; the rest go under [`OTHER_WORKERS`].
-    pub max_rollup_workers: usize,
-}
+pub use crate::config::ShareLogSettings;
 
 /// What became of a record handed to the [`ShareQueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -829,6 +816,8 @@ mod tests {
 /// a free port, a temporary directory, no persistence).
 #[cfg(test)]
 mod redis_tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::plane::test_redis::{plane, temp_dir, TestRedis};
     use crate::session::ShareRecord;

@@ -33,41 +33,13 @@ pub const MAX_FIELD_BYTES: usize = 64 * 1024 * 1024;
 /// The tag at the end of every message (HMAC-SHA256).
 pub const TAG_BYTES: usize = 32;
 
-/// The shortest fleet key accepted: 256 bits, HMAC-SHA256's full strength.
-pub const MIN_FLEET_KEY_BYTES: usize = 32;
+pub use crate::config::{FleetKey, FleetKeyError, MIN_FLEET_KEY_BYTES};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The fleet's shared secret, which signs and checks job messages. It never prints: `Debug` shows
-/// `FleetKey(..)`, and there is no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct FleetKey(Vec<u8>);
-
-/// Why a secret cannot be a fleet key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FleetKeyError {
-    #[error("the fleet key is {len} bytes, it must be at least {MIN_FLEET_KEY_BYTES}")]
-    TooShort { len: usize },
-}
-
 impl FleetKey {
-    /// The key from its secret bytes, as given (callers trim text first).
-    pub fn new(secret: impl Into<Vec<u8>>) -> Result<FleetKey, FleetKeyError> {
-        let secret = secret.into();
-        if secret.len() < MIN_FLEET_KEY_BYTES {
-            return Err(FleetKeyError::TooShort { len: secret.len() });
-        }
-        Ok(FleetKey(secret))
-    }
-
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.0).expect("HMAC takes a key of any length")
-    }
-}
-
-impl std::fmt::Debug for FleetKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FleetKey(..)")
+        HmacSha256::new_from_slice(self.secret()).expect("HMAC takes a key of any length")
     }
 }
 

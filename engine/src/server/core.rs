@@ -385,8 +385,8 @@ fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
             conn.release(core);
             message::write_reconnect(
                 &mut conn.out.borrow_mut(),
-                target.map(|(host, port, _)| (host.as_str(), *port)),
-                target.map_or(0, |t| t.2),
+                target.map(|t| (t.host.as_str(), t.port)),
+                target.map_or(0, |t| t.wait_secs),
             );
             conn.flush();
             conn.close_after_flush(core, "drained");
@@ -410,8 +410,8 @@ async fn say_goodbye(core: &Rc<Core>) {
     for conn in &conns {
         message::write_reconnect(
             &mut conn.out.borrow_mut(),
-            target.map(|(host, port, _)| (host.as_str(), *port)),
-            target.map_or(0, |t| t.2),
+            target.map(|t| (t.host.as_str(), t.port)),
+            target.map_or(0, |t| t.wait_secs),
         );
         conn.flush();
     }

@@ -12,87 +12,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The networks a PROXY protocol listener believes by default: HAProxy on this host. One on
-/// another host must be listed in `listeners[N].trusted_proxies`.
-pub const DEFAULT_TRUSTED_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
-
-/// An IPv4 or IPv6 network, `ADDRESS/PREFIX`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a host: /32 or /128). Host bits
-    /// set below the prefix are refused: `10.0.0.1/8` is more likely a typo than a wish.
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let network: IpAddr = addr.trim().parse().map_err(|_| {
-            format!(
-                "{text:?} is not a network: use ADDRESS/PREFIX, e.g. 10.0.0.0/8 or 2001:db8::/32"
-            )
-        })?;
-        let bits = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => bits,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= bits)
-                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {bits}"))?,
-        };
-        let cidr = Cidr { network, prefix };
-        if cidr.masked(network) != network {
-            return Err(format!(
-                "{text:?} has host bits set below /{prefix}: write {}/{prefix}",
-                cidr.masked(network)
-            ));
-        }
-        Ok(cidr)
-    }
-
-    fn masked(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V4((u32::from(v4) & mask).into())
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                IpAddr::V6((u128::from(v6) & mask).into())
-            }
-        }
-    }
-
-    /// Whether `ip` is in this network; an IPv4-mapped IPv6 address matches IPv4 networks.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = unmapped(ip);
-        ip.is_ipv4() == self.network.is_ipv4() && self.masked(ip) == self.network
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
-/// The IPv4 address inside an IPv4-mapped IPv6 one; any other address as it is.
-fn unmapped(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+use crate::config::unmapped;
+pub use crate::config::{Cidr, DEFAULT_TRUSTED_PROXIES};
 
 /// What the per-address limit counts `ip` under: the IPv4 address, or the IPv6 /64.
 pub fn client_key(ip: IpAddr) -> IpAddr {

@@ -32,20 +32,7 @@ use crate::node::zmq::{self, SubscriberEvent};
 use crate::source::submit::{self, SubmitPolicy};
 use crate::source::{CandidateBlock, NodeStatus, SourceStatus};
 
-/// Timing and retry settings of the node job source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodePolicy {
-    /// A refreshed job on the same block this often.
-    pub refresh: Duration,
-    /// `getbestblockhash` this often while the template node has no live ZMQ subscription.
-    pub poll_interval: Duration,
-    /// `getbestblockhash` this often while it has one.
-    pub zmq_check_interval: Duration,
-    /// A node that failed is probed again this often.
-    pub retry_interval: Duration,
-    pub rpc_timeout: Duration,
-    pub submit_attempts: u32,
-}
+pub use crate::config::NodePolicy;
 
 /// Events reaching the jobmanager thread (bounded: a full queue drops ZMQ news, which polling
 /// recovers).

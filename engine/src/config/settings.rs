@@ -1,0 +1,139 @@
+//! The checked settings: what `check.rs` builds from the file's sections and the engine, the plane
+//! and the job sources run on. They live here, in the configuration, so that those layers import
+//! the configuration and the configuration imports none of them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bitcoin::Network;
+
+use super::{Cidr, FleetKey};
+use crate::chain::CoinbaseConfig;
+use crate::node::client::NodeSettings;
+use crate::session::SessionConfig;
+use crate::simulated::SimulatedChainConfig;
+
+/// One listener, checked.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Its place in `listeners` (reload swaps its session settings by it).
+    pub index: usize,
+    pub address: SocketAddr,
+    pub proxy_protocol: bool,
+    /// The peers whose PROXY header is believed (used only with `proxy_protocol`).
+    pub trusted_proxies: Vec<Cidr>,
+    pub session: std::sync::Arc<SessionConfig>,
+}
+
+impl Listener {
+    /// Whether a connection from `peer` may send this listener a PROXY header.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(peer))
+    }
+}
+
+/// The settings the engine runs on, every one checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub network: Network,
+    pub coinbase: CoinbaseConfig,
+    pub threads: usize,
+    pub pin_threads: bool,
+    /// `client.reconnect` target on shutdown (`engine.reconnect_to`).
+    pub reconnect_to: Option<ReconnectTo>,
+    pub listeners: Vec<Listener>,
+    pub max_line_length: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_pending_output: usize,
+    pub refresh_interval_ms: u64,
+    pub job_history: usize,
+    pub simulated_chain: SimulatedChainConfig,
+    /// Real nodes, in priority order; empty means the simulated chain.
+    pub nodes: Vec<NodeSettings>,
+    pub node_policy: NodePolicy,
+    pub admin: Option<SocketAddr>,
+    pub statsd: Option<StatsdSettings>,
+    /// A fleet engine's held-blocks file (`blocks.held_path`).
+    pub held_blocks_path: std::path::PathBuf,
+}
+
+/// Where `client.reconnect` sends miners when the engine shuts down or drains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconnectTo {
+    pub host: String,
+    pub port: u16,
+    /// Seconds the miner waits before it reconnects (`engine.reconnect_wait_secs`).
+    pub wait_secs: u32,
+}
+
+/// The statsd sender's settings (`[statsd]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsdSettings {
+    pub address: SocketAddr,
+    /// What every metric name starts with.
+    pub prefix: String,
+    pub interval_ms: u64,
+}
+
+/// How a process reaches the plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaneSettings {
+    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`.
+    pub url: String,
+    /// Every key starts with this and a colon.
+    pub prefix: String,
+    /// This process's id in the registry and the lease; unique in the fleet.
+    pub id: String,
+    /// A service hash lives this long without a refresh.
+    pub service_ttl: Duration,
+    /// The leader's lease; a standby takes over at most this long after the leader died (plus one
+    /// of its attempts, a quarter of this).
+    pub lease: Duration,
+    /// A saved session lives this long after its last save.
+    pub session_ttl: Duration,
+    /// Signs the job messages a leader publishes and checks those an engine takes.
+    pub fleet_key: FleetKey,
+}
+
+/// A default process id: host name and pid, unique enough across a fleet's hosts.
+pub fn default_id(role: &str) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "host".to_owned()
+    };
+    format!("{role}-{host}-{}", std::process::id())
+}
+
+/// The settings of the share log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareLogSettings {
+    pub batch_size: usize,
+    pub batch_interval: Duration,
+    /// `P:shares` is trimmed to about this many entries.
+    pub stream_maxlen: usize,
+    pub spool_path: PathBuf,
+    pub max_spool_bytes: u64,
+    /// Named workers per minute's rollup hash, fleet-wide; the rest go under `OTHER_WORKERS`.
+    pub max_rollup_workers: usize,
+}
+
+/// Timing and retry settings of the node job source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePolicy {
+    /// A refreshed job on the same block this often.
+    pub refresh: Duration,
+    /// `getbestblockhash` this often while the template node has no live ZMQ subscription.
+    pub poll_interval: Duration,
+    /// `getbestblockhash` this often while it has one.
+    pub zmq_check_interval: Duration,
+    /// A node that failed is probed again this often.
+    pub retry_interval: Duration,
+    pub rpc_timeout: Duration,
+    pub submit_attempts: u32,
+}
