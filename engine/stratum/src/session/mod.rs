@@ -800,8 +800,7 @@ impl Session {
             .shares
             .validate_submit(job, stale, &self.extranonce1, submit, &rules);
 
-        if verdict.is_block {
-            let proof = verdict.proof.expect("a block was hashed");
+        if let Some(proof) = verdict.block() {
             events.push(Event::Block(Box::new(BlockFound {
                 job: Arc::clone(job),
                 header: proof.header,
@@ -816,12 +815,12 @@ impl Session {
             job_id: Some(job.id),
             height: Some(job.height),
             assigned_difficulty: sent.difficulty,
-            share_difficulty: verdict.proof.map_or(0.0, |p| p.difficulty()),
-            result: verdict.result,
-            is_block: verdict.is_block,
-            hash: verdict.proof.map(|p| p.hash),
+            share_difficulty: verdict.proof().map_or(0.0, |p| p.difficulty()),
+            result: verdict.result(),
+            is_block: verdict.is_block(),
+            hash: verdict.proof().map(|p| p.hash),
         }));
-        match verdict.result {
+        match verdict.result() {
             Ok(()) => {
                 message::write_true(out, id);
                 self.accepted += 1;
