@@ -334,9 +334,15 @@ fn blocks_are_detected_even_when_stale_or_duplicate() {
     assert!(job.network_target.is_met_by(&verdict.proof().unwrap().hash));
     assert_eq!(judge(&mut shares, &job, false, &line, &r).result(), Ok(()));
     let dup = judge(&mut shares, &job, false, &line, &r);
-    assert_eq!((dup.result(), dup.is_block()), (Err(Reject::Duplicate), true));
+    assert_eq!(
+        (dup.result(), dup.is_block()),
+        (Err(Reject::Duplicate), true)
+    );
     let stale = judge(&mut fresh(), &job, true, &line, &r);
-    assert_eq!((stale.result(), stale.is_block()), (Err(Reject::Stale), true));
+    assert_eq!(
+        (stale.result(), stale.is_block()),
+        (Err(Reject::Stale), true)
+    );
     // Even a share below the pool's own share target is still a block.
     let strict = rules(Target::from_le_bytes([0; 32]));
     let low = judge(&mut fresh(), &job, false, &line, &strict);

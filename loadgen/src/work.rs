@@ -367,7 +367,11 @@ mod tests {
                 share_target: Difficulty::new(difficulty).unwrap().target(),
             },
         );
-        assert_eq!(verdict.proof().unwrap().hash, share.hash, "same header hash");
+        assert_eq!(
+            verdict.proof().unwrap().hash,
+            share.hash,
+            "same header hash"
+        );
         verdict.result()
     }
 
