@@ -399,20 +399,27 @@ fn after_line(
     let mut out = conn.out.borrow_mut();
     let mut events = core.events.borrow_mut();
     let metrics = &shared.metrics.cores[core.index];
-    let policies = shared.policies.load();
-    let base = shared.listener_session(conn.listener);
-    let scope = PolicyScope {
-        set: &policies,
-        base: &base,
-        port: conn.port,
-    };
+    // Only the first authorize asks for a policy: an authorized session's lines (its submits)
+    // touch neither the policies nor the listener's configuration.
+    let policies = (!session.is_authorized())
+        .then(|| shared.policies.load())
+        .filter(|p| !p.policies.is_empty());
+    let base = policies
+        .as_ref()
+        .map(|_| shared.listener_session(conn.listener));
+    let scope = policies
+        .as_ref()
+        .zip(base.as_ref())
+        .map(|(set, base)| PolicyScope {
+            set,
+            base,
+            port: conn.port,
+        });
     let started = Instant::now();
     let ctx = Context {
         book: &book,
         now_ms: UnixMillis::now().as_millis(),
-        // Matching costs nothing when no policy is set, and only the first authorize asks.
-        policies: (!policies.policies.is_empty() && !session.is_authorized())
-            .then_some(&scope as &dyn PolicyLookup),
+        policies: scope.as_ref().map(|s| s as &dyn PolicyLookup),
     };
     let flow = step(&mut session, &ctx, &mut out, &mut events);
     let mut save = false;
