@@ -111,6 +111,7 @@ fn session(f: &Fixture, out: &mut Vec<u8>, events: &mut Vec<Event>) -> Session {
     let ctx = Context {
         book: &f.book,
         now_ms: NOW_MS,
+        policies: None,
     };
     let handshake = [
         r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000","version-rolling.min-bit-count":2}]}"#.to_string(),
@@ -148,6 +149,7 @@ fn submit_once(
     let ctx = Context {
         book: &f.book,
         now_ms: NOW_MS,
+        policies: None,
     };
     assert_eq!(session.handle_line(line, &ctx, out, events), Flow::Continue);
     let mut answers = lines(out);
@@ -207,6 +209,7 @@ fn bench_session(c: &mut Criterion) {
                 let ctx = Context {
                     book: &f.book,
                     now_ms: NOW_MS,
+                    policies: None,
                 };
                 let start = Instant::now();
                 for line in &submits[..n] {
@@ -244,6 +247,7 @@ fn bench_session(c: &mut Criterion) {
                 let ctx = Context {
                     book: &f.book,
                     now_ms: NOW_MS,
+                    policies: None,
                 };
                 let start = Instant::now();
                 for _ in 0..n {

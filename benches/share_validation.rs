@@ -131,8 +131,8 @@ fn unreachable_target() -> Target {
 
 /// Recomputes a share's header independently (with `bitcoin`'s hashes) and checks the validator's.
 fn check_proof(f: &Fixture, submit: &Submit<'_>, verdict: &Verdict) {
-    let proof = verdict.proof.as_ref().expect("the share was hashed");
-    assert!(!verdict.is_block);
+    let proof = verdict.proof().expect("the share was hashed");
+    assert!(!verdict.is_block());
     let en2 = sluice_core::hex::decode_vec(submit.extranonce2).expect("hex");
     let coinbase = f.job.coinbase(f.extranonce1.as_bytes(), &en2);
     let mut level = vec![sha256d::Hash::hash(&coinbase).to_byte_array()];
@@ -179,7 +179,7 @@ fn bench_validate(c: &mut Criterion) {
         let mut session = SessionShares::new(DuplicateLimits::default());
         for s in &rolled[..2] {
             let v = session.validate_submit(&f.job, false, &f.extranonce1, s, &low);
-            assert_eq!(v.result, Err(Reject::LowDifficulty));
+            assert_eq!(v.result(), Err(Reject::LowDifficulty));
             check_proof(&f, s, &v);
         }
         assert_eq!(session.merkle_cache_hits(), 0);
@@ -201,7 +201,7 @@ fn bench_validate(c: &mut Criterion) {
             "every share missed the cache"
         );
         let v = session.validate_submit(&f.job, false, &f.extranonce1, &rolled[SUBMITS], &low);
-        assert_eq!(v.result, Err(Reject::LowDifficulty));
+        assert_eq!(v.result(), Err(Reject::LowDifficulty));
     });
 
     // Cached path: the same extranonce2 every share, nonce and version bits rolled: the merkle root
@@ -209,10 +209,10 @@ fn bench_validate(c: &mut Criterion) {
     group.bench_function("cached_merkle", |b| {
         let mut session = SessionShares::new(DuplicateLimits::default());
         let v = session.validate_submit(&f.job, false, &f.extranonce1, &fixed[SUBMITS], &low);
-        assert_eq!(v.result, Err(Reject::LowDifficulty));
+        assert_eq!(v.result(), Err(Reject::LowDifficulty));
         check_proof(&f, &fixed[SUBMITS], &v);
         let v = session.validate_submit(&f.job, false, &f.extranonce1, &fixed[0], &low);
-        assert_eq!(v.result, Err(Reject::LowDifficulty));
+        assert_eq!(v.result(), Err(Reject::LowDifficulty));
         check_proof(&f, &fixed[0], &v);
         assert_eq!(session.merkle_cache_hits(), 1);
         let mut i = 0usize;
@@ -257,7 +257,7 @@ fn bench_validate(c: &mut Criterion) {
                             &list[SUBMITS],
                             &any,
                         );
-                        assert_eq!(v.result, Ok(()));
+                        assert_eq!(v.result(), Ok(()));
                     }
                     let mut accepted = 0usize;
                     let start = Instant::now();
@@ -269,7 +269,7 @@ fn bench_validate(c: &mut Criterion) {
                             black_box(s),
                             black_box(&any),
                         );
-                        accepted += usize::from(black_box(v).result.is_ok());
+                        accepted += usize::from(black_box(v).result().is_ok());
                     }
                     elapsed += start.elapsed();
                     assert_eq!(accepted, n, "every share accepted");

@@ -82,7 +82,7 @@ fn share_path_allocates_nothing() {
             };
             // Full path when extranonce2 changes (every 8th line), cached otherwise.
             let verdict = shares.validate_submit(&job, false, &en1, submit, &hard);
-            assert_eq!(verdict.result, Err(Reject::LowDifficulty));
+            assert_eq!(verdict.result(), Err(Reject::LowDifficulty));
             out.clear();
             message::write_error(&mut out, message.id, Reject::LowDifficulty.stratum_error());
         });
@@ -104,7 +104,7 @@ fn share_path_allocates_nothing() {
             assert_eq!(
                 shares
                     .validate_submit(&job, false, &en1, submit, &easy)
-                    .result,
+                    .result(),
                 Ok(())
             );
         }

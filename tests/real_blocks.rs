@@ -54,9 +54,9 @@ fn recorded_blocks_validate_and_reassemble() {
         let mut shares = SessionShares::new(DuplicateLimits::default());
         let verdict = shares.validate_submit(&job, false, &extranonce1, &submit, &rules);
 
-        assert_eq!(verdict.result, Ok(()), "{name}");
-        assert!(verdict.is_block, "{name}: not called a block");
-        let proof = verdict.proof.unwrap();
+        assert_eq!(verdict.result(), Ok(()), "{name}");
+        assert!(verdict.is_block(), "{name}: not called a block");
+        let proof = verdict.proof().unwrap();
         assert_eq!(
             proof.hash,
             HeaderHash(block.block_hash().to_byte_array()),
@@ -79,11 +79,11 @@ fn recorded_blocks_validate_and_reassemble() {
         // The same share again is a duplicate, and still a block.
         let again = shares.validate_submit(&job, false, &extranonce1, &submit, &rules);
         assert_eq!(
-            again.result,
+            again.result(),
             Err(sluice::share::Reject::Duplicate),
             "{name}"
         );
-        assert!(again.is_block, "{name}");
+        assert!(again.is_block(), "{name}");
     }
 }
 

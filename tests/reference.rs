@@ -166,13 +166,13 @@ proptest! {
         let verdict = shares.validate_submit(&job, false, &en1, &submit, &rules);
 
         let (header, hash) = reference(&c);
-        let proof = verdict.proof.expect("well-formed shares are hashed");
+        let proof = verdict.proof().expect("well-formed shares are hashed");
         prop_assert_eq!(proof.hash.0, hash.to_byte_array());
         prop_assert_eq!(&proof.header[..], &bitcoin::consensus::serialize(&header)[..]);
         let network = bitcoin::Target::from_compact(bitcoin::CompactTarget::from_consensus(c.nbits));
-        prop_assert_eq!(verdict.is_block, network.is_met_by(hash));
+        prop_assert_eq!(verdict.is_block(), network.is_met_by(hash));
         let meets_share = bitcoin::Target::from_le_bytes(share_target.to_le_bytes()).is_met_by(hash);
-        prop_assert_eq!(verdict.result, if meets_share { Ok(()) } else { Err(Reject::LowDifficulty) });
+        prop_assert_eq!(verdict.result(), if meets_share { Ok(()) } else { Err(Reject::LowDifficulty) });
 
         // The cached path (same extranonce2, another nonce) agrees too.
         let c2 = Case { nonce: c.nonce ^ 1, ..c.clone() };
@@ -181,7 +181,7 @@ proptest! {
         let hits = shares.merkle_cache_hits();
         let verdict2 = shares.validate_submit(&job, false, &en1, &submit2, &rules);
         prop_assert_eq!(shares.merkle_cache_hits(), hits + 1);
-        prop_assert_eq!(verdict2.proof.unwrap().hash.0, reference(&c2).1.to_byte_array());
+        prop_assert_eq!(verdict2.proof().unwrap().hash.0, reference(&c2).1.to_byte_array());
     }
 
     #[test]

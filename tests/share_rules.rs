@@ -117,8 +117,8 @@ fn field_lengths_are_exact() {
             &submit_line("1", en2, ntime, nonce, None),
             &r,
         );
-        assert_eq!(v.result, expected, "{en2} {ntime} {nonce}");
-        assert_eq!(v.proof.is_some(), expected.is_ok());
+        assert_eq!(v.result(), expected, "{en2} {ntime} {nonce}");
+        assert_eq!(v.proof().is_some(), expected.is_ok());
     }
 }
 
@@ -135,7 +135,7 @@ fn ntime_window_edges() {
     ] {
         let line = submit_line("1", "0000000000000001", &ntime_hex(ntime), "00000001", None);
         assert_eq!(
-            judge(&mut fresh(), &job, false, &line, &r).result,
+            judge(&mut fresh(), &job, false, &line, &r).result(),
             expected,
             "ntime {ntime}"
         );
@@ -155,9 +155,9 @@ fn version_bits_must_stay_inside_the_mask() {
         &submit_line("1", "0000000000000001", &t, "00000001", Some("1fffe000")),
         &r,
     );
-    assert_eq!(inside.result, Ok(()));
+    assert_eq!(inside.result(), Ok(()));
     assert_eq!(
-        inside.proof.unwrap().header[..4],
+        inside.proof().unwrap().header[..4],
         (0x2000_0000u32 | 0x1fff_e000).to_le_bytes()
     );
     // Short hex (no leading zeros) is read as a number.
@@ -168,9 +168,9 @@ fn version_bits_must_stay_inside_the_mask() {
         &submit_line("1", "0000000000000001", &t, "00000002", Some("2000")),
         &r,
     );
-    assert_eq!(short.result, Ok(()));
+    assert_eq!(short.result(), Ok(()));
     assert_eq!(
-        short.proof.unwrap().header[..4],
+        short.proof().unwrap().header[..4],
         0x2000_2000u32.to_le_bytes()
     );
     for bits in ["00001000", "20000000", "3fffe000", "zz"] {
@@ -186,7 +186,7 @@ fn version_bits_must_stay_inside_the_mask() {
         } else {
             Reject::VersionBitsOutsideMask
         };
-        assert_eq!(v.result, Err(expected), "{bits}");
+        assert_eq!(v.result(), Err(expected), "{bits}");
     }
     // Without a negotiated mask only zero bits pass.
     let no_mask = ShareRules {
@@ -200,7 +200,7 @@ fn version_bits_must_stay_inside_the_mask() {
         &submit_line("1", "0000000000000002", &t, "00000001", Some("00000000")),
         &no_mask,
     );
-    assert_eq!(zero.result, Ok(()));
+    assert_eq!(zero.result(), Ok(()));
     let any = judge(
         &mut shares,
         &job,
@@ -208,7 +208,7 @@ fn version_bits_must_stay_inside_the_mask() {
         &submit_line("1", "0000000000000002", &t, "00000009", Some("00002000")),
         &no_mask,
     );
-    assert_eq!(any.result, Err(Reject::VersionBitsOutsideMask));
+    assert_eq!(any.result(), Err(Reject::VersionBitsOutsideMask));
 }
 
 #[test]
@@ -217,12 +217,12 @@ fn share_target_is_compared_exactly() {
     let t = ntime_hex(CURTIME);
     let line = submit_line("1", "0000000000000001", &t, "00000007", None);
     let hash = judge(&mut fresh(), &job, false, &line, &rules(Target::MAX))
-        .proof
+        .proof()
         .unwrap()
         .hash;
     let at = Target::from_le_bytes(hash.0);
     assert_eq!(
-        judge(&mut fresh(), &job, false, &line, &rules(at)).result,
+        judge(&mut fresh(), &job, false, &line, &rules(at)).result(),
         Ok(()),
         "hash == target meets it"
     );
@@ -241,7 +241,7 @@ fn share_target_is_compared_exactly() {
             &line,
             &rules(Target::from_le_bytes(below))
         )
-        .result,
+        .result(),
         Err(Reject::LowDifficulty)
     );
     // The share's own difficulty sits between the two.
@@ -269,15 +269,15 @@ fn duplicates_are_the_same_header_however_written() {
         &submit_line("1", "00000000000000ab", &t, "deadbeef", None),
         &r,
     );
-    assert_eq!(first.result, Ok(()));
+    assert_eq!(first.result(), Ok(()));
     for line in [
         submit_line("1", "00000000000000AB", &t.to_uppercase(), "DEADBEEF", None),
         submit_line("01", "00000000000000ab", &t, "deadbeef", None),
         submit_line("1", "00000000000000ab", &t, "deadbeef", Some("00000000")),
     ] {
         let v = judge(&mut shares, &job, false, &line, &r);
-        assert_eq!(v.result, Err(Reject::Duplicate), "{line}");
-        assert_eq!(v.proof.unwrap().hash, first.proof.unwrap().hash);
+        assert_eq!(v.result(), Err(Reject::Duplicate), "{line}");
+        assert_eq!(v.proof().unwrap().hash, first.proof().unwrap().hash);
     }
     // A different nonce is a different share.
     let other = judge(
@@ -287,7 +287,7 @@ fn duplicates_are_the_same_header_however_written() {
         &submit_line("1", "00000000000000ab", &t, "deadbef0", None),
         &r,
     );
-    assert_eq!(other.result, Ok(()));
+    assert_eq!(other.result(), Ok(()));
 }
 
 #[test]
@@ -301,15 +301,15 @@ fn duplicate_set_limit_at_its_edge() {
     });
     for nonce in 0..3 {
         let line = submit_line("1", "0000000000000001", &t, &format!("{nonce:08x}"), None);
-        assert_eq!(judge(&mut shares, &job, false, &line, &r).result, Ok(()));
+        assert_eq!(judge(&mut shares, &job, false, &line, &r).result(), Ok(()));
     }
     let line = submit_line("1", "0000000000000001", &t, "00000003", None);
     let full = judge(&mut shares, &job, false, &line, &r);
-    assert_eq!(full.result, Err(Reject::JobShareLimit));
+    assert_eq!(full.result(), Err(Reject::JobShareLimit));
     assert_eq!(Reject::JobShareLimit.stratum_error().code, ErrorCode::Other);
     let dup = submit_line("1", "0000000000000001", &t, "00000000", None);
     assert_eq!(
-        judge(&mut shares, &job, false, &dup, &r).result,
+        judge(&mut shares, &job, false, &dup, &r).result(),
         Err(Reject::Duplicate),
         "still a duplicate when full"
     );
@@ -328,20 +328,26 @@ fn blocks_are_detected_even_when_stale_or_duplicate() {
             let v = judge(&mut fresh(), &job, false, &line, &r);
             (line, v)
         })
-        .find(|(_, v)| v.is_block)
+        .find(|(_, v)| v.is_block())
         .expect("a regtest block within 64 nonces");
-    assert_eq!(verdict.result, Ok(()));
-    assert!(job.network_target.is_met_by(&verdict.proof.unwrap().hash));
-    assert_eq!(judge(&mut shares, &job, false, &line, &r).result, Ok(()));
+    assert_eq!(verdict.result(), Ok(()));
+    assert!(job.network_target.is_met_by(&verdict.proof().unwrap().hash));
+    assert_eq!(judge(&mut shares, &job, false, &line, &r).result(), Ok(()));
     let dup = judge(&mut shares, &job, false, &line, &r);
-    assert_eq!((dup.result, dup.is_block), (Err(Reject::Duplicate), true));
+    assert_eq!(
+        (dup.result(), dup.is_block()),
+        (Err(Reject::Duplicate), true)
+    );
     let stale = judge(&mut fresh(), &job, true, &line, &r);
-    assert_eq!((stale.result, stale.is_block), (Err(Reject::Stale), true));
+    assert_eq!(
+        (stale.result(), stale.is_block()),
+        (Err(Reject::Stale), true)
+    );
     // Even a share below the pool's own share target is still a block.
     let strict = rules(Target::from_le_bytes([0; 32]));
     let low = judge(&mut fresh(), &job, false, &line, &strict);
     assert_eq!(
-        (low.result, low.is_block),
+        (low.result(), low.is_block()),
         (Err(Reject::LowDifficulty), true)
     );
 }
@@ -355,11 +361,11 @@ fn merkle_cache_gives_the_same_hash_as_the_full_path() {
     for nonce in 0..4u32 {
         let line = submit_line("1", "0000000000000001", &t, &format!("{nonce:08x}"), None);
         let cached = judge(&mut shares, &job, false, &line, &r)
-            .proof
+            .proof()
             .unwrap()
             .hash;
         let full = judge(&mut fresh(), &job, false, &line, &r)
-            .proof
+            .proof()
             .unwrap()
             .hash;
         assert_eq!(cached, full);
@@ -388,7 +394,7 @@ fn merkle_cache_gives_the_same_hash_as_the_full_path() {
         &s,
         &r,
     );
-    assert_eq!(other.proof.unwrap().hash, reference.proof.unwrap().hash);
+    assert_eq!(other.proof().unwrap().hash, reference.proof().unwrap().hash);
 }
 
 #[test]
@@ -422,7 +428,7 @@ fn job_book_tells_current_stale_and_unknown() {
     assert_eq!(sluice::share::parse_job_id("not-hex"), None);
     assert_eq!(
         Verdict::job_not_found()
-            .result
+            .result()
             .unwrap_err()
             .stratum_error()
             .code,

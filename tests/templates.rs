@@ -31,8 +31,8 @@ fn solve(job: &Job, en1: &[u8]) -> Vec<u8> {
     };
     let verdict = SessionShares::new(DuplicateLimits::default())
         .validate_submit(job, false, &en1, &submit, &rules);
-    assert_eq!(verdict.result, Ok(()));
-    let proof = verdict.proof.unwrap();
+    assert_eq!(verdict.result(), Ok(()));
+    let proof = verdict.proof().unwrap();
     job.assemble_block(&proof.header, en1.as_bytes(), proof.extranonce2())
 }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use crate::clock::UnixMillis;
+use crate::session::CloseReason;
 use crate::share::Reject;
 
 /// One core's counters.
@@ -57,24 +58,6 @@ impl CoreMetrics {
     }
 }
 
-/// Why a connection was refused or closed by the engine.
-pub const CLOSE_REASONS: [&str; 14] = [
-    "line-too-long",
-    "pending-output",
-    "invalid-share-streak",
-    "failed-authorize",
-    "unauthenticated-timeout",
-    "idle-timeout",
-    "proxy-header",
-    "limit-total",
-    "limit-per-ip",
-    "slot-lost",
-    "untrusted-proxy",
-    "draining",
-    "drained",
-    "kicked",
-];
-
 /// Why a resume gave a fresh session instead (`sessions::Claim::refusal`, and `invalid`: the
 /// saved session does not fit this listener).
 pub const RESUME_REFUSALS: [&str; 5] = ["held", "unknown", "lapsed", "unavailable", "invalid"];
@@ -95,7 +78,8 @@ pub struct Metrics {
     pub plane_job_latency_us: Mutex<Histogram<u64>>,
     /// The share log's counters (stratum role only).
     pub share_log: Arc<ShareLogStats>,
-    pub closed: [AtomicU64; CLOSE_REASONS.len()],
+    /// Connections closed or refused by the engine, by [`CloseReason::COUNTED`].
+    pub closed: [AtomicU64; CloseReason::COUNTED.len()],
     pub started: Instant,
     /// (seconds since start, total accepted difficulty) samples for the hashrate estimate.
     samples: Mutex<std::collections::VecDeque<(f64, f64)>>,
@@ -124,8 +108,9 @@ impl Metrics {
         }
     }
 
-    pub fn count_close(&self, reason: &str) {
-        if let Some(i) = CLOSE_REASONS.iter().position(|r| *r == reason) {
+    /// Counts a close the engine decided; the others are not counted (see [`CloseReason::COUNTED`]).
+    pub fn count_close(&self, reason: CloseReason) {
+        if let Some(i) = reason.counted_index() {
             self.closed[i].fetch_add(1, Relaxed);
         }
     }
@@ -239,10 +224,15 @@ impl Metrics {
             "sluice_connections_closed_total",
             "counter",
             "Connections closed or refused by the engine, by reason.",
-            &CLOSE_REASONS
+            &CloseReason::COUNTED
                 .iter()
                 .zip(&self.closed)
-                .map(|(r, c)| (format!("{{reason=\"{r}\"}}"), c.load(Relaxed).to_string()))
+                .map(|(r, c)| {
+                    (
+                        format!("{{reason=\"{}\"}}", r.as_str()),
+                        c.load(Relaxed).to_string(),
+                    )
+                })
                 .collect::<Vec<_>>(),
         );
         let mut shares = vec![(
@@ -491,5 +481,33 @@ impl ShareLogStats {
             why,
             "ACCEPTED SHARES LOST: the share log could not keep them; the miners were credited but Redis will not see these shares"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_the_engine_decides_is_counted_and_the_miners_end_is_not() {
+        let m = Metrics::new(1);
+        for reason in [
+            CloseReason::Drained,
+            CloseReason::Kicked,
+            CloseReason::Draining,
+            CloseReason::Kicked,
+            CloseReason::Eof,
+            CloseReason::SocketError,
+            CloseReason::Shutdown,
+        ] {
+            m.count_close(reason);
+        }
+        let text = m.prometheus();
+        for (series, n) in [("drained", 1), ("kicked", 2), ("draining", 1)] {
+            let line = format!("sluice_connections_closed_total{{reason=\"{series}\"}} {n}");
+            assert!(text.contains(&line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("reason=\"eof\""), "{text}");
+        assert_eq!(m.closed.iter().map(|c| c.load(Relaxed)).sum::<u64>(), 4);
     }
 }

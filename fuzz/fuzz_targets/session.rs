@@ -32,7 +32,7 @@
 //! echoed exactly), then notifications (`"id":null`); `Event::Share` names only workers the session
 //! authorized (an authorize answered `true`, or a worker carried by the resume, which must be one of
 //! those); once `Flow::Close` comes back, the session is not fed again (only released); an
-//! `Event::Save` comes only for an authorized session, at least `session_save_interval_ms` after the
+//! `Event::SessionChanged` comes only for an authorized session, at least `session_save_interval_ms` after the
 //! previous save (the first authorize's excepted), so at most 2 in any such interval; a share is
 //! accepted for a header at most once, in the session and in the sessions resumed from it (every
 //! accepted hash is remembered, and accepted shares are re-submitted); a `true` submit reply comes
@@ -139,7 +139,7 @@ struct Conn {
     closed: bool,
     /// Workers the session may credit shares to.
     authorized: HashSet<String>,
-    /// When each `Event::Save` came.
+    /// When each `Event::SessionChanged` came.
     saves: Vec<u64>,
 }
 
@@ -243,7 +243,10 @@ impl World {
                     );
                     assert!(self.conn.authorized.contains(&*block.worker));
                 }
-                Event::Save => {
+                Event::UnknownSessionId => {
+                    panic!("a resume is only asked for when allowed, and this target never allows one")
+                }
+                Event::SessionChanged => {
                     assert!(
                         self.conn.session.is_authorized(),
                         "a save for a session without a worker"
@@ -297,6 +300,7 @@ impl World {
         let ctx = Context {
             book: &self.book,
             now_ms: self.now,
+            policies: None,
         };
         let flow = self
             .conn

@@ -297,9 +297,9 @@ fn judge(
     let verdict = session.shares.validate_submit(job, stale, en1, s, rules);
     let (version, ntime, nonce, en2) = match expect_fields(job, s, rules) {
         Err(reject) => {
-            assert_eq!(verdict.result, Err(reject), "field checks for {s:?}");
+            assert_eq!(verdict.result(), Err(reject), "field checks for {s:?}");
             assert!(
-                verdict.proof.is_none() && !verdict.is_block,
+                verdict.proof().is_none() && !verdict.is_block(),
                 "refused unhashed"
             );
             return verdict;
@@ -307,7 +307,7 @@ fn judge(
         Ok(f) => f,
     };
     let proof = verdict
-        .proof
+        .proof()
         .expect("a share past the field checks is hashed");
     assert_eq!(proof.extranonce2(), &en2[..]);
 
@@ -335,7 +335,7 @@ fn judge(
     let share = bitcoin::Target::from_le_bytes(rules.share_target.to_le_bytes());
     let is_block = network.is_met_by(block_hash);
     let meets_share = share.is_met_by(block_hash);
-    assert_eq!(verdict.is_block, is_block, "is_block");
+    assert_eq!(verdict.is_block(), is_block, "is_block");
     assert_eq!(job.network_target.is_met_by(&proof.hash), is_block);
     assert_eq!(rules.share_target.is_met_by(&proof.hash), meets_share);
 
@@ -346,8 +346,8 @@ fn judge(
     } else {
         session.model.insert(job.id, &proof.hash.0)
     };
-    assert_eq!(verdict.result, expected, "verdict");
-    if verdict.result.is_ok() {
+    assert_eq!(verdict.result(), expected, "verdict");
+    if verdict.result().is_ok() {
         assert!(meets_share, "an accepted share meets the share target");
     }
 
@@ -486,13 +486,13 @@ fuzz_target!(|data: &[u8]| {
         };
 
         let first = judge(session, fx, stale, &en1, &submit, &rules);
-        if first.result.is_ok() {
+        if first.result().is_ok() {
             let again = session.shares.validate_submit(job, stale, &en1, &submit, &rules);
-            assert_eq!(again.result, Err(Reject::Duplicate), "resubmitted share");
-            assert_eq!(again.is_block, first.is_block);
+            assert_eq!(again.result(), Err(Reject::Duplicate), "resubmitted share");
+            assert_eq!(again.is_block(), first.is_block());
             assert_eq!(
-                again.proof.map(|p| p.hash),
-                first.proof.map(|p| p.hash),
+                again.proof().map(|p| p.hash),
+                first.proof().map(|p| p.hash),
                 "same share, same hash"
             );
         }
@@ -520,8 +520,8 @@ fuzz_target!(|data: &[u8]| {
                 };
                 assert_eq!(parsed, submit, "parsed fields");
                 let second = judge(session, fx, stale, &en1, &parsed, &rules);
-                assert_eq!(second.is_block, first.is_block);
-                assert_eq!(second.proof.map(|p| p.hash), first.proof.map(|p| p.hash));
+                assert_eq!(second.is_block(), first.is_block());
+                assert_eq!(second.proof().map(|p| p.hash), first.proof().map(|p| p.hash));
             }
             Err(e) => {
                 assert!(escaped, "submit line refused: {line}: {e:?}");
@@ -531,7 +531,7 @@ fuzz_target!(|data: &[u8]| {
         }
 
         // A full job set: start over (a new connection), so accepted shares stay reachable.
-        if first.result == Err(Reject::JobShareLimit) {
+        if first.result() == Err(Reject::JobShareLimit) {
             let limits = session.model.limits;
             *session = Session::new(limits);
         }

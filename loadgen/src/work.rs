@@ -367,8 +367,12 @@ mod tests {
                 share_target: Difficulty::new(difficulty).unwrap().target(),
             },
         );
-        assert_eq!(verdict.proof.unwrap().hash, share.hash, "same header hash");
-        verdict.result
+        assert_eq!(
+            verdict.proof().unwrap().hash,
+            share.hash,
+            "same header hash"
+        );
+        verdict.result()
     }
 
     #[test]

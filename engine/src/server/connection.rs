@@ -23,7 +23,8 @@ use crate::server::core::Core;
 use crate::server::limits::IpPermit;
 use crate::server::limits::TotalPermit;
 use crate::server::Shared;
-use crate::session::{parse_session_id, Context, Event, Flow, Session};
+use crate::session::policy::{PolicyLookup, PolicyScope};
+use crate::session::{CloseReason, Context, Event, Flow, Session};
 use crate::stratum::LineFramer;
 
 /// Bytes read per receive. Small on purpose: a submit is about 200 bytes, and this buffer lives as
@@ -44,7 +45,8 @@ pub struct Conn {
     wake_writer: Notify,
     closed: Cell<bool>,
     /// Close once the output is written (a drained miner gets its `client.reconnect` first).
-    closing: Cell<Option<&'static str>>,
+    /// The reason stands even when the miner or the socket ends the connection first.
+    closing: Cell<Option<CloseReason>>,
     /// The listener's index: its session settings (which policies override) live in `Shared`.
     listener: usize,
     /// The port the miner reached, which policies match on.
@@ -67,14 +69,14 @@ impl Conn {
     }
 
     /// Ends the connection: both tasks stop, and the socket is shut so a pending receive returns.
-    pub fn close(&self, core: &Core, reason: Option<&str>) {
+    pub fn close(&self, core: &Core, reason: CloseReason) {
         if self.closed.replace(true) {
             return;
         }
-        if let Some(reason) = reason {
-            core.shared.metrics.count_close(reason);
-            tracing::debug!(client = %self.client, reason, "closing connection");
-        }
+        // A drained miner that hangs up on its `client.reconnect` was still drained.
+        let reason = self.closing.take().unwrap_or(reason);
+        core.shared.metrics.count_close(reason);
+        tracing::debug!(client = %self.client, reason = reason.as_str(), "closing connection");
         let _ = self.stream.shutdown(Shutdown::Both);
         self.wake_writer.notify_one();
     }
@@ -152,13 +154,13 @@ impl Conn {
     /// Kicked by an operator: closed, and its session not kept for a resume.
     pub fn kick(&self, core: &Core) {
         self.forget.set(true);
-        self.close(core, Some("kicked"));
+        self.close(core, CloseReason::Kicked);
     }
 
     /// Closes the connection once everything queued for the miner is written.
-    pub fn close_after_flush(&self, core: &Core, reason: &'static str) {
+    pub fn close_after_flush(&self, core: &Core, reason: CloseReason) {
         if self.pending_output() == 0 {
-            self.close(core, Some(reason));
+            self.close(core, reason);
         } else {
             self.closing.set(Some(reason));
             self.wake_writer.notify_one();
@@ -193,14 +195,14 @@ pub async fn serve(
                 framer.push(&rest);
             }
             Ok(Err(())) | Err(_) => {
-                core.shared.metrics.count_close("proxy-header");
+                core.shared.metrics.count_close(CloseReason::ProxyHeader);
                 return;
             }
         }
         match core.shared.limits.acquire_ip(client.ip()) {
             Ok(p) => _ip_permit = Some(p),
             Err(_) => {
-                core.shared.metrics.count_close("limit-per-ip");
+                core.shared.metrics.count_close(CloseReason::LimitPerIp);
                 return;
             }
         }
@@ -211,12 +213,15 @@ pub async fn serve(
         return;
     };
     let id = core.next_connection_id();
-    let session = Session::new(
+    let mut session = Session::new(
         core.shared.listener_session(listener.index),
         extranonce1,
         random_session_id(),
         UnixMillis::now().as_millis(),
     );
+    if core.shared.sessions.is_some() {
+        session.allow_resume();
+    }
     let conn = Rc::new(Conn {
         id,
         client,
@@ -235,20 +240,27 @@ pub async fn serve(
     let writer = tokio_uring::spawn(write_loop(Rc::clone(&conn), Rc::clone(&core)));
 
     // Bytes that came with the PROXY header.
-    let mut resume = Resume::NotYet;
-    process(&core, &conn, &mut framer, &mut resume).await;
+    process(&core, &conn, &mut framer).await;
     while !conn.is_closed() {
         let (result, b) = conn.stream.read(buf).await;
         buf = b;
         match result {
-            Ok(0) | Err(_) => break,
+            Ok(0) => {
+                conn.close(&core, CloseReason::Eof);
+                break;
+            }
+            Err(_) => {
+                conn.close(&core, CloseReason::SocketError);
+                break;
+            }
             Ok(n) => {
                 framer.push(&buf[..n]);
-                process(&core, &conn, &mut framer, &mut resume).await;
+                process(&core, &conn, &mut framer).await;
             }
         }
     }
-    conn.close(&core, None);
+    // Closed already, unless the read loop ended on a close from elsewhere.
+    conn.close(&core, CloseReason::Eof);
     conn.release(&core);
     core.unregister(&conn);
     let _ = writer.await;
@@ -275,72 +287,74 @@ async fn read_proxy_header(
     }
 }
 
-/// Whether the connection may still resume a saved session (only before its first subscribe,
-/// and only once).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resume {
-    NotYet,
-    Done,
-}
-
 /// What reading the buffered lines came to.
 enum Input {
     Continue,
-    Close(&'static str),
-    /// A subscribe with this session id waits (put back in the framer) for the session store.
-    Resume(String),
+    Close(CloseReason),
+    /// The session asks for the saved session with this id before its subscribe is answered.
+    Resume(u64),
 }
 
-/// Feeds the buffered lines to the session, stopping once to look up a session to resume.
-async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: &mut Resume) {
+/// Feeds the buffered lines to the session; when it asks to resume a saved session, looks it up,
+/// hands the session what was found and goes on with the lines after the subscribe.
+async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer) {
     loop {
-        match handle_input(core, conn, framer, *resume) {
+        match handle_input(core, conn, framer) {
             Input::Continue => return,
             Input::Close(reason) => {
-                conn.close(core, Some(reason));
+                conn.close(core, reason);
                 return;
             }
-            Input::Resume(text) => {
-                *resume = Resume::Done;
-                let Some(store) = &core.shared.sessions else {
-                    continue;
-                };
-                let metrics = &core.shared.metrics;
-                let Some(id) = parse_session_id(&text) else {
-                    metrics.count_resume_refused("unknown");
-                    continue;
-                };
-                match store
-                    .claim(id, conn.store_conn(core), SESSION_LOOKUP_DEADLINE)
-                    .await
-                {
-                    Claim::Resumed(saved) => {
-                        let own = *conn.session.borrow().extranonce1();
-                        let book = core.shared.feed.load();
-                        let resumed = conn.session.borrow_mut().resume(id, &saved, &book);
-                        match resumed {
-                            Ok(()) => {
-                                core.swap_extranonce(&own, &saved.extranonce1);
-                                metrics
-                                    .sessions_resumed
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                tracing::debug!(session = %text, "session resumed");
-                            }
-                            Err(why) => {
-                                // The claim is ours; let the record go rather than hold it.
-                                store.release(id, conn.store_conn(core), Release::Forget);
-                                metrics.count_resume_refused("invalid");
-                                tracing::debug!(session = %text, why, "session not resumed");
-                            }
-                        }
-                    }
-                    refused => {
-                        let why = refused.refusal().unwrap_or("unknown");
-                        metrics.count_resume_refused(why);
-                        tracing::debug!(session = %text, why, "session not resumed: a fresh one");
-                    }
+            Input::Resume(id) => {
+                // The session allows a resume only when there is a store.
+                if let Some(store) = &core.shared.sessions {
+                    let claim = store
+                        .claim(id, conn.store_conn(core), SESSION_LOOKUP_DEADLINE)
+                        .await;
+                    resume(core, conn, id, claim);
+                }
+                if let Input::Close(reason) = after_line(core, conn, |session, ctx, out, events| {
+                    session.answer_subscribe(ctx, out, events)
+                }) {
+                    conn.close(core, reason);
+                    return;
                 }
             }
+        }
+    }
+}
+
+/// Hands the session the saved session the store let this connection claim, if any.
+fn resume(core: &Core, conn: &Conn, id: u64, claim: Claim) {
+    let metrics = &core.shared.metrics;
+    let text = crate::session::format_session_id(id);
+    match claim {
+        Claim::Resumed(saved) => {
+            let own = *conn.session.borrow().extranonce1();
+            let book = core.shared.feed.load();
+            let resumed = conn.session.borrow_mut().resume(id, &saved, &book);
+            match resumed {
+                Ok(()) => {
+                    core.swap_extranonce(&own, &saved.extranonce1);
+                    metrics
+                        .sessions_resumed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(session = %text, "session resumed");
+                }
+                Err(why) => {
+                    // The claim is ours; let the record go rather than hold it.
+                    if let Some(store) = &core.shared.sessions {
+                        store.release(id, conn.store_conn(core), Release::Forget);
+                    }
+                    metrics.count_resume_refused("invalid");
+                    tracing::debug!(session = %text, why, "session not resumed");
+                }
+            }
+        }
+        refused => {
+            let why = refused.refusal().unwrap_or("unknown");
+            metrics.count_resume_refused(why);
+            tracing::debug!(session = %text, why, "session not resumed: a fresh one");
         }
     }
 }
@@ -348,9 +362,34 @@ async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: &mut
 /// The longest a subscribe waits for the session store before the miner gets a new session.
 const SESSION_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Feeds every complete line to the session, until the connection must close or a subscribe
-/// asks to resume a session.
-fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resume) -> Input {
+/// Feeds every complete line to the session, until the connection must close or the session
+/// asks to resume a saved one.
+fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Input {
+    loop {
+        let Some(line) = framer.next_line() else {
+            return Input::Continue;
+        };
+        let Ok(line) = line else {
+            conn.flush();
+            return Input::Close(CloseReason::LineTooLong);
+        };
+        let input = after_line(core, conn, |session, ctx, out, events| {
+            session.handle_line(line, ctx, out, events)
+        });
+        if !matches!(input, Input::Continue) {
+            return input;
+        }
+    }
+}
+
+/// Runs one step of the session (a line, or the answer to a subscribe that waited for a resume)
+/// and dispatches what came out: replies to the writer, events to metrics, the share log, the
+/// block queue and the session store.
+fn after_line(
+    core: &Core,
+    conn: &Conn,
+    step: impl FnOnce(&mut Session, &Context<'_>, &mut Vec<u8>, &mut Vec<Event>) -> Flow,
+) -> Input {
     let shared = &core.shared;
     if conn.released.get() {
         return Input::Continue;
@@ -360,110 +399,84 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer, resume: Resum
     let mut out = conn.out.borrow_mut();
     let mut events = core.events.borrow_mut();
     let metrics = &shared.metrics.cores[core.index];
-    let mut close = None;
+    // Only the first authorize asks for a policy: an authorized session's lines (its submits)
+    // touch neither the policies nor the listener's configuration.
+    let policies = (!session.is_authorized())
+        .then(|| shared.policies.load())
+        .filter(|p| !p.policies.is_empty());
+    let base = policies
+        .as_ref()
+        .map(|_| shared.listener_session(conn.listener));
+    let scope = policies
+        .as_ref()
+        .zip(base.as_ref())
+        .map(|(set, base)| PolicyScope {
+            set,
+            base,
+            port: conn.port,
+        });
+    let started = Instant::now();
+    let ctx = Context {
+        book: &book,
+        now_ms: UnixMillis::now().as_millis(),
+        policies: scope.as_ref().map(|s| s as &dyn PolicyLookup),
+    };
+    let flow = step(&mut session, &ctx, &mut out, &mut events);
     let mut save = false;
-    while let Some(line) = framer.next_line() {
-        let Ok(line) = line else {
-            close = Some("line-too-long");
-            break;
-        };
-        if resume == Resume::NotYet && shared.sessions.is_some() && !session.is_subscribed() {
-            if let Ok(message) = crate::stratum::parse(line) {
-                if let crate::stratum::Request::Subscribe {
-                    session_id: Some(id),
-                    ..
-                } = message.request
-                {
-                    let id = id.into_owned();
-                    framer.put_back();
-                    drop(out);
-                    conn.flush();
-                    return Input::Resume(id);
+    for event in events.drain(..) {
+        match event {
+            Event::Share(record) => {
+                match record.result {
+                    Ok(()) => metrics.credit(record.assigned_difficulty),
+                    Err(reason) => metrics.reject(reason),
+                }
+                record_submit_latency(metrics, started);
+                if let Some(log) = &shared.share_log {
+                    // Never waits; what the queue refuses it counts (accepted ones loudly).
+                    log.push(LoggedShare {
+                        record,
+                        session: *session.extranonce1(),
+                        client: conn.client.ip(),
+                        user_agent: session.user_agent_shared(),
+                        at_ms: ctx.now_ms,
+                    });
                 }
             }
-        }
-        // The first worker's policy applies before its authorize is answered, so its first job
-        // already carries the policy's difficulty.
-        if session.first_worker().is_none() {
-            let policies = shared.policies.load();
-            if !policies.policies.is_empty() {
-                if let Ok(message) = crate::stratum::parse(line) {
-                    if let crate::stratum::Request::Authorize { worker, .. } = &message.request {
-                        let config = policies.config_for(
-                            &shared.listener_session(conn.listener),
-                            conn.port,
-                            Some(worker),
-                            session.user_agent(),
-                        );
-                        if !Arc::ptr_eq(&config, session.config()) {
-                            session.apply_config(config, &mut out);
-                        }
-                    }
+            Event::Block(block) => {
+                metrics
+                    .blocks_found
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(hash = %block.hash, worker = %block.worker, height = block.job.height, "block found");
+                if shared.blocks.try_send(block).is_err() {
+                    tracing::error!(
+                        "block submission queue is full or closed: a block was dropped"
+                    );
                 }
             }
-        }
-        let started = Instant::now();
-        let ctx = Context {
-            book: &book,
-            now_ms: UnixMillis::now().as_millis(),
-        };
-        let flow = session.handle_line(line, &ctx, &mut out, &mut events);
-        for event in events.drain(..) {
-            match event {
-                Event::Share(record) => {
-                    match record.result {
-                        Ok(()) => metrics.credit(record.assigned_difficulty),
-                        Err(reason) => metrics.reject(reason),
-                    }
-                    record_submit_latency(metrics, started);
-                    if let Some(log) = &shared.share_log {
-                        // Never waits; what the queue refuses it counts (accepted ones loudly).
-                        log.push(LoggedShare {
-                            record,
-                            session: *session.extranonce1(),
-                            client: conn.client.ip(),
-                            user_agent: session.user_agent_shared(),
-                            at_ms: ctx.now_ms,
-                        });
-                    }
-                }
-                Event::Block(block) => {
-                    metrics
-                        .blocks_found
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(hash = %block.hash, worker = %block.worker, height = block.job.height, "block found");
-                    if shared.blocks.try_send(block).is_err() {
-                        tracing::error!(
-                            "block submission queue is full or closed: a block was dropped"
-                        );
-                    }
-                }
-                Event::Refused(reason) => {
-                    metrics.reject(reason);
-                    record_submit_latency(metrics, started);
-                }
-                Event::Save => save = true,
-                Event::Difficulty(_) => {}
+            Event::Refused(reason) => {
+                metrics.reject(reason);
+                record_submit_latency(metrics, started);
             }
-        }
-        if let Flow::Close(reason) = flow {
-            close = Some(reason.as_str());
-            break;
+            Event::SessionChanged => save = true,
+            Event::UnknownSessionId => shared.metrics.count_resume_refused("unknown"),
+            Event::Difficulty(_) => {}
         }
     }
-    if close.is_none() && out.len() > shared.settings.max_pending_output {
-        close = Some("pending-output");
-    }
+    let input = match flow {
+        Flow::Continue if out.len() > shared.settings.max_pending_output => {
+            Input::Close(CloseReason::PendingOutput)
+        }
+        Flow::Continue => Input::Continue,
+        Flow::Close(reason) => Input::Close(reason),
+        Flow::Resume(id) => Input::Resume(id),
+    };
     drop(out);
     conn.flush();
     drop(session);
     if save {
         conn.save(core);
     }
-    match close {
-        Some(reason) => Input::Close(reason),
-        None => Input::Continue,
-    }
+    input
 }
 
 /// A submit's time from its line to its verdict (accepted, rejected or refused), in ns.
@@ -477,8 +490,8 @@ async fn write_loop(conn: Rc<Conn>, core: Rc<Core>) {
     let mut spare: Vec<u8> = Vec::new();
     loop {
         if conn.out.borrow().is_empty() {
-            if let Some(reason) = conn.closing.take() {
-                conn.close(&core, Some(reason));
+            if let Some(reason) = conn.closing.get() {
+                conn.close(&core, reason);
             }
             if conn.is_closed() {
                 break;
@@ -497,7 +510,7 @@ async fn write_loop(conn: Rc<Conn>, core: Rc<Core>) {
             spare = Vec::new();
         }
         if result.is_err() {
-            conn.close(&core, None);
+            conn.close(&core, CloseReason::SocketError);
             break;
         }
     }

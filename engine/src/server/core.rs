@@ -13,7 +13,7 @@ use crate::clock::UnixMillis;
 use crate::config::Listener;
 use crate::server::connection::{self, Conn};
 use crate::server::Shared;
-use crate::session::{Event, Flow};
+use crate::session::{CloseReason, Event, Flow};
 use crate::stratum::message;
 use crate::units::Extranonce1;
 
@@ -241,7 +241,7 @@ async fn accept_loop(
         if listener.proxy_protocol && !listener.trusts(peer.ip()) {
             // Its PROXY header would name any address it likes, and escape the per-address
             // limit: only the balancers listed in trusted_proxies may send one.
-            metrics.count_close("untrusted-proxy");
+            metrics.count_close(CloseReason::UntrustedProxy);
             tracing::debug!(peer = %peer, "closing a connection from outside trusted_proxies");
             drop(stream);
             continue;
@@ -253,18 +253,18 @@ async fn accept_loop(
             .load(std::sync::atomic::Ordering::Acquire)
         {
             // Draining: the balancer sends this miner to another engine.
-            metrics.count_close("draining");
+            metrics.count_close(CloseReason::Draining);
             drop(stream);
             continue;
         }
         if core.shared.slot.as_ref().is_some_and(|l| l.is_lost()) {
             // Another engine holds our slot: a new miner here could get its extranonce1.
-            metrics.count_close("slot-lost");
+            metrics.count_close(CloseReason::SlotLost);
             drop(stream);
             continue;
         }
         let Ok(total) = core.shared.limits.acquire_total() else {
-            metrics.count_close("limit-total");
+            metrics.count_close(CloseReason::LimitTotal);
             continue;
         };
         let ip_permit = if listener.proxy_protocol {
@@ -273,7 +273,7 @@ async fn accept_loop(
             match core.shared.limits.acquire_ip(peer.ip()) {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    metrics.count_close("limit-per-ip");
+                    metrics.count_close(CloseReason::LimitPerIp);
                     continue;
                 }
             }
@@ -312,7 +312,7 @@ async fn fan_out(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
                 .borrow_mut()
                 .push_job(job, &mut conn.out.borrow_mut());
             if conn.pending_output() > max_pending {
-                conn.close(&core, Some("pending-output"));
+                conn.close(&core, CloseReason::PendingOutput);
             } else {
                 conn.flush();
             }
@@ -338,11 +338,11 @@ async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
         let conns = core.connections();
         for conn in &conns {
             let flow = conn.session.borrow_mut().tick(now, &mut events);
-            if events.drain(..).any(|e| matches!(e, Event::Save)) {
+            if events.drain(..).any(|e| matches!(e, Event::SessionChanged)) {
                 conn.save(&core);
             }
             if let Flow::Close(reason) = flow {
-                conn.close(&core, Some(reason.as_str()));
+                conn.close(&core, reason);
             }
         }
         obey_control(&core, &conns);
@@ -389,7 +389,7 @@ fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
                 target.map_or(0, |t| t.wait_secs),
             );
             conn.flush();
-            conn.close_after_flush(core, "drained");
+            conn.close_after_flush(core, CloseReason::Drained);
         }
     }
 }
@@ -424,6 +424,6 @@ async fn say_goodbye(core: &Rc<Core>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for conn in &conns {
-        conn.close(core, None);
+        conn.close(core, CloseReason::Shutdown);
     }
 }

@@ -128,28 +128,61 @@ impl ShareProof {
     }
 }
 
-/// The judgement on one share.
+/// The judgement on one share. A block always carries its proof: only a hashed share can be one.
 #[derive(Debug, Clone, Copy)]
-pub struct Verdict {
-    pub result: Result<(), Reject>,
-    /// Present when the share got as far as hashing.
-    pub proof: Option<ShareProof>,
-    /// Whether the hash meets the network target: submit the block, whatever `result` says.
-    pub is_block: bool,
+pub enum Verdict {
+    /// Refused before hashing: a field failed its checks, so nothing is proven.
+    Refused(Reject),
+    /// Hashed and judged. `is_block`: the hash meets the network target, so the block is submitted
+    /// whatever `result` says.
+    Hashed {
+        result: Result<(), Reject>,
+        proof: ShareProof,
+        is_block: bool,
+    },
 }
 
 impl Verdict {
     pub fn refused(reject: Reject) -> Verdict {
-        Verdict {
-            result: Err(reject),
-            proof: None,
-            is_block: false,
-        }
+        Verdict::Refused(reject)
     }
 
     /// The verdict for a submit whose job is unknown.
     pub fn job_not_found() -> Verdict {
         Verdict::refused(Reject::JobNotFound)
+    }
+
+    /// Whether the share is credited, or why not.
+    pub fn result(&self) -> Result<(), Reject> {
+        match self {
+            Verdict::Refused(reject) => Err(*reject),
+            Verdict::Hashed { result, .. } => *result,
+        }
+    }
+
+    /// What the share proves, when it got as far as hashing.
+    pub fn proof(&self) -> Option<&ShareProof> {
+        match self {
+            Verdict::Refused(_) => None,
+            Verdict::Hashed { proof, .. } => Some(proof),
+        }
+    }
+
+    /// Whether the share is a block.
+    pub fn is_block(&self) -> bool {
+        self.block().is_some()
+    }
+
+    /// The proof of a block, when the share is one.
+    pub fn block(&self) -> Option<&ShareProof> {
+        match self {
+            Verdict::Hashed {
+                proof,
+                is_block: true,
+                ..
+            } => Some(proof),
+            _ => None,
+        }
     }
 }
 
@@ -291,14 +324,14 @@ impl SessionShares {
                 DuplicateError::Full => Reject::JobShareLimit,
             })
         };
-        Verdict {
+        Verdict::Hashed {
             result,
-            proof: Some(ShareProof {
+            proof: ShareProof {
                 hash,
                 header,
                 extranonce2,
                 extranonce2_len: en2_len as u8,
-            }),
+            },
             is_block,
         }
     }

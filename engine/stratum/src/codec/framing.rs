@@ -22,8 +22,6 @@ pub struct LineFramer {
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already handed out.
     consumed: usize,
-    /// Where the line last handed out began, for [`LineFramer::put_back`].
-    last_start: usize,
     max_line: usize,
     failed: bool,
 }
@@ -34,7 +32,6 @@ impl LineFramer {
         LineFramer {
             buf: Vec::new(),
             consumed: 0,
-            last_start: 0,
             max_line,
             failed: false,
         }
@@ -48,7 +45,6 @@ impl LineFramer {
         if self.consumed > 0 {
             self.buf.drain(..self.consumed);
             self.consumed = 0;
-            self.last_start = 0;
         }
         self.buf.extend_from_slice(data);
     }
@@ -56,12 +52,6 @@ impl LineFramer {
     /// Bytes held that are not yet part of a handed-out line.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.consumed
-    }
-
-    /// Hands the last line out again on the next call (the connection puts a subscribe back while
-    /// it looks up the session it resumes).
-    pub fn put_back(&mut self) {
-        self.consumed = self.last_start;
     }
 
     /// The next complete, non-blank line with its line ending and surrounding whitespace removed.
@@ -83,7 +73,6 @@ impl LineFramer {
                 return None;
             };
             let start = self.consumed;
-            self.last_start = start;
             self.consumed += nl + 1;
             // The limit counts every byte before the newline (a `\r` and spaces included), the
             // same bytes the check on a partial line counts, so a line is accepted or refused

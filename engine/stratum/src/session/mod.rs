@@ -3,11 +3,14 @@
 //! Lines go in ([`Session::handle_line`]), jobs go in ([`Session::push_job`]), the clock goes in
 //! ([`Session::tick`]); replies and notifications come out as bytes appended to the connection's
 //! output buffer, and share verdicts and found blocks come out as [`Event`]s. The I/O layer owns the
-//! socket, the framing and the timers; this module owns every protocol decision, so it is tested and
-//! fuzzed without a socket.
+//! socket, the framing and the timers; this module owns every protocol decision (what a line means,
+//! when a subscribe resumes a saved session ([`Flow::Resume`]), which policy the first worker runs
+//! on ([`policy`]), when the session must be saved ([`Event::SessionChanged`])), so it is tested and
+//! fuzzed without a socket. Each line is parsed once, here.
 
-pub use sluice_core::records::{BlockFound, ShareRecord};
+pub use sluice_core::records::{BlockFound, CloseReason, ShareRecord};
 pub use sluice_core::vardiff;
+pub mod policy;
 pub mod worker;
 
 use std::collections::VecDeque;
@@ -15,9 +18,11 @@ use std::sync::Arc;
 
 use bitcoin::Network;
 
+use crate::codec::request::OwnedId;
 use crate::codec::request::{Configure, ParseError};
 use crate::codec::{message, parse, ErrorCode, Id, Request, StratumError, Submit};
 use crate::share::{RejectAnswer, ValidateSubmit};
+use policy::PolicyLookup;
 use sluice_core::chain::{Job, JobBook, Lookup};
 use sluice_core::share::{
     parse_job_id, DuplicateLimits, Reject, SavedShares, SessionShares, ShareRules,
@@ -103,31 +108,15 @@ impl SessionConfig {
     }
 }
 
-/// Why a session ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    InvalidStreak,
-    FailedAuthorize,
-    UnauthenticatedTimeout,
-    IdleTimeout,
-}
-
-impl CloseReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::InvalidStreak => "invalid-share-streak",
-            CloseReason::FailedAuthorize => "failed-authorize",
-            CloseReason::UnauthenticatedTimeout => "unauthenticated-timeout",
-            CloseReason::IdleTimeout => "idle-timeout",
-        }
-    }
-}
-
 /// Whether the connection goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
     Close(CloseReason),
+    /// The miner's subscribe names this saved session: the I/O layer looks it up (and claims it),
+    /// then calls [`Session::resume`] with what it found (or not), and [`Session::answer_subscribe`],
+    /// before it hands the session another line. The session keeps the subscribe meanwhile.
+    Resume(u64),
 }
 
 #[derive(Debug, Clone)]
@@ -143,7 +132,10 @@ pub enum Event {
     Difficulty(Difficulty),
     /// The session's state changed and should be saved to the fleet's store (at most once per
     /// `session_save_interval_ms`, except the first authorize's).
-    Save,
+    SessionChanged,
+    /// A subscribe named a session id that is not one (not 1 to 16 hex digits): it gets a fresh
+    /// session. For metrics.
+    UnknownSessionId,
 }
 
 /// What the session reads from its surroundings on each call.
@@ -152,6 +144,27 @@ pub struct Context<'a> {
     pub book: &'a JobBook,
     /// Unix time in milliseconds.
     pub now_ms: u64,
+    /// The policies the first worker's authorize is matched against, before it is answered (so
+    /// its first job carries the policy's difficulty). `None`: the session's own configuration.
+    pub policies: Option<&'a dyn PolicyLookup>,
+}
+
+impl<'a> Context<'a> {
+    /// A context without policies.
+    pub fn new(book: &'a JobBook, now_ms: u64) -> Context<'a> {
+        Context {
+            book,
+            now_ms,
+            policies: None,
+        }
+    }
+}
+
+/// A subscribe waiting for the saved session it names (see [`Flow::Resume`]).
+#[derive(Debug)]
+struct PendingSubscribe {
+    id: OwnedId,
+    user_agent: Option<Arc<str>>,
 }
 
 /// A job as sent to this session: the difficulty its shares are judged at.
@@ -228,6 +241,10 @@ pub struct Session {
     last_request_ms: u64,
     accepted: u64,
     rejected: u64,
+    /// A subscribe naming a session id may still ask to resume it (a fleet's store is there, and
+    /// no subscribe has asked yet).
+    may_resume: bool,
+    pending_subscribe: Option<PendingSubscribe>,
 }
 
 impl Session {
@@ -272,8 +289,16 @@ impl Session {
             last_request_ms: now_ms,
             accepted: 0,
             rejected: 0,
+            may_resume: false,
+            pending_subscribe: None,
             config,
         }
+    }
+
+    /// Lets the first subscribe that names a session id ask to resume it ([`Flow::Resume`]):
+    /// for connections of an engine with a fleet's session store.
+    pub fn allow_resume(&mut self) {
+        self.may_resume = true;
     }
 
     pub fn extranonce1(&self) -> &Extranonce1 {
@@ -477,9 +502,10 @@ impl Session {
         match message.request {
             Request::Submit(submit) => return self.submit(id, &submit, ctx, out, events),
             Request::Configure(c) => self.configure(id, &c, out),
-            Request::Subscribe { user_agent, .. } => {
-                // A session id to resume is honoured by the Redis plane (issue 5); alone, the engine
-                // starts a new session.
+            Request::Subscribe {
+                user_agent,
+                session_id,
+            } => {
                 if self.subscribed {
                     message::write_error(
                         out,
@@ -487,36 +513,28 @@ impl Session {
                         StratumError::new(ErrorCode::Other, "Already subscribed"),
                     );
                     return self.count_invalid();
-                } else {
-                    self.subscribed = true;
-                    self.user_agent = user_agent.map(|ua| {
-                        let ua: &str = &ua;
-                        let mut end = ua.len().min(MAX_USER_AGENT_LENGTH);
-                        while !ua.is_char_boundary(end) {
-                            end -= 1;
-                        }
-                        Arc::from(&ua[..end])
-                    });
-                    message::write_subscribe_result(
-                        out,
-                        id,
-                        &format_session_id(self.session_id),
-                        &self.extranonce1,
-                        self.config.extranonce.extranonce2(),
-                    );
-                    if std::mem::take(&mut self.announce_mask) {
-                        message::write_set_version_mask(out, self.version_mask);
+                }
+                let user_agent = user_agent.map(|ua| {
+                    let ua: &str = &ua;
+                    let mut end = ua.len().min(MAX_USER_AGENT_LENGTH);
+                    while !ua.is_char_boundary(end) {
+                        end -= 1;
                     }
-                    // A resumed session is authorized already: work at once.
-                    if !self.workers.is_empty() {
-                        if let Some(job) = ctx.book.current() {
-                            let job = Arc::clone(job);
-                            self.push_job(&job, out);
-                        } else {
-                            self.send_pending_difficulty(out);
+                    Arc::from(&ua[..end])
+                });
+                if let Some(text) = session_id.filter(|_| std::mem::take(&mut self.may_resume)) {
+                    match parse_session_id(&text) {
+                        Some(saved) => {
+                            self.pending_subscribe = Some(PendingSubscribe {
+                                id: id.to_owned(),
+                                user_agent,
+                            });
+                            return Flow::Resume(saved);
                         }
+                        None => events.push(Event::UnknownSessionId),
                     }
                 }
+                self.subscribe(id, user_agent, ctx, out);
             }
             Request::Authorize { worker, password } => {
                 return self.authorize(id, &worker, password.as_deref(), ctx, out, events);
@@ -570,7 +588,52 @@ impl Session {
         Flow::Continue
     }
 
-    /// Emits [`Event::Save`] when a save is due and the save interval has passed.
+    /// Answers the subscribe kept by [`Flow::Resume`], once the saved session is resumed (or not):
+    /// the answer carries the extranonce1 the session has now. Nothing happens without one.
+    pub fn answer_subscribe(
+        &mut self,
+        ctx: &Context<'_>,
+        out: &mut Vec<u8>,
+        events: &mut Vec<Event>,
+    ) -> Flow {
+        if let Some(pending) = self.pending_subscribe.take() {
+            self.subscribe(pending.id.as_id(), pending.user_agent, ctx, out);
+            self.maybe_save(ctx.now_ms, events);
+        }
+        Flow::Continue
+    }
+
+    fn subscribe(
+        &mut self,
+        id: Id<'_>,
+        user_agent: Option<Arc<str>>,
+        ctx: &Context<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        self.subscribed = true;
+        self.user_agent = user_agent;
+        message::write_subscribe_result(
+            out,
+            id,
+            &format_session_id(self.session_id),
+            &self.extranonce1,
+            self.config.extranonce.extranonce2(),
+        );
+        if std::mem::take(&mut self.announce_mask) {
+            message::write_set_version_mask(out, self.version_mask);
+        }
+        // A resumed session is authorized already: work at once.
+        if !self.workers.is_empty() {
+            if let Some(job) = ctx.book.current() {
+                let job = Arc::clone(job);
+                self.push_job(&job, out);
+            } else {
+                self.send_pending_difficulty(out);
+            }
+        }
+    }
+
+    /// Emits [`Event::SessionChanged`] when a save is due and the save interval has passed.
     fn maybe_save(&mut self, now_ms: u64, events: &mut Vec<Event>) {
         if self.save_due
             && self.is_authorized()
@@ -579,7 +642,7 @@ impl Session {
         {
             self.save_due = false;
             self.last_save_ms = now_ms;
-            events.push(Event::Save);
+            events.push(Event::SessionChanged);
         }
     }
 
@@ -707,6 +770,16 @@ impl Session {
             }
             Ok(worker) => {
                 let first = self.workers.is_empty();
+                if first {
+                    // The first worker's policy applies before its authorize is answered, so its
+                    // first job already carries the policy's difficulty.
+                    if let Some(policies) = ctx.policies {
+                        let config = policies.config_for(name, self.user_agent.as_deref());
+                        if !Arc::ptr_eq(&config, &self.config) {
+                            self.apply_config(config, out);
+                        }
+                    }
+                }
                 self.workers.push(worker);
                 message::write_true(out, id);
                 if first {
@@ -725,7 +798,7 @@ impl Session {
                     // The first save makes the record this connection holds in the fleet's store.
                     self.save_due = false;
                     self.last_save_ms = ctx.now_ms;
-                    events.push(Event::Save);
+                    events.push(Event::SessionChanged);
                 } else {
                     self.save_due = true;
                     self.maybe_save(ctx.now_ms, events);
@@ -800,8 +873,7 @@ impl Session {
             .shares
             .validate_submit(job, stale, &self.extranonce1, submit, &rules);
 
-        if verdict.is_block {
-            let proof = verdict.proof.expect("a block was hashed");
+        if let Some(proof) = verdict.block() {
             events.push(Event::Block(Box::new(BlockFound {
                 job: Arc::clone(job),
                 header: proof.header,
@@ -816,12 +888,12 @@ impl Session {
             job_id: Some(job.id),
             height: Some(job.height),
             assigned_difficulty: sent.difficulty,
-            share_difficulty: verdict.proof.map_or(0.0, |p| p.difficulty()),
-            result: verdict.result,
-            is_block: verdict.is_block,
-            hash: verdict.proof.map(|p| p.hash),
+            share_difficulty: verdict.proof().map_or(0.0, |p| p.difficulty()),
+            result: verdict.result(),
+            is_block: verdict.is_block(),
+            hash: verdict.proof().map(|p| p.hash),
         }));
-        match verdict.result {
+        match verdict.result() {
             Ok(()) => {
                 message::write_true(out, id);
                 self.accepted += 1;

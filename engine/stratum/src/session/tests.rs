@@ -60,6 +60,7 @@ impl Harness {
         let ctx = Context {
             book: &self.book,
             now_ms: self.now,
+            policies: None,
         };
         let flow = self
             .session
@@ -451,6 +452,7 @@ fn vardiff_converges_through_the_session() {
                 let ctx = Context {
                     book: &h.book,
                     now_ms: h.now,
+                    policies: None,
                 };
                 h.session
                     .handle_line(line.as_bytes(), &ctx, &mut out, &mut events);
@@ -594,7 +596,12 @@ fn saves_are_rate_limited_but_the_first_is_at_once() {
     };
     let mut h = Harness::new(config);
     h.handshake();
-    let saves = |h: &Harness| h.events.iter().filter(|e| matches!(e, Event::Save)).count();
+    let saves = |h: &Harness| {
+        h.events
+            .iter()
+            .filter(|e| matches!(e, Event::SessionChanged))
+            .count()
+    };
     assert_eq!(saves(&h), 1, "the first authorize saves");
     for n in 0..20 {
         h.send(&format!(
@@ -606,13 +613,19 @@ fn saves_are_rate_limited_but_the_first_is_at_once() {
     let mut events = Vec::new();
     h.session.tick(h.now, &mut events);
     assert_eq!(
-        events.iter().filter(|e| matches!(e, Event::Save)).count(),
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::SessionChanged))
+            .count(),
         1,
         "the tick saves what waited"
     );
     h.session.tick(h.now + 1, &mut events);
     assert_eq!(
-        events.iter().filter(|e| matches!(e, Event::Save)).count(),
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::SessionChanged))
+            .count(),
         1
     );
 }
@@ -731,4 +744,104 @@ fn a_resumed_mask_narrowed_by_this_listener_is_announced_and_a_fresh_configure_w
         r.iter().all(|m| m["method"] != "mining.set_version_mask"),
         "{r:?}"
     );
+}
+
+#[test]
+fn a_subscribe_naming_a_session_asks_to_resume_it_and_is_answered_once_resumed() {
+    let mut h = Harness::new(tiny());
+    h.handshake();
+    let saved = h.session.release_snapshot(&h.book).unwrap();
+
+    let mut again = Harness::new(tiny());
+    again.session.allow_resume();
+    let (r, flow) =
+        again.send(r#"{"id":5,"method":"mining.subscribe","params":["x/1","00000000000000AB"]}"#);
+    assert_eq!(flow, Flow::Resume(0xab));
+    assert!(r.is_empty(), "nothing answered before the lookup: {r:?}");
+    again.session.resume(0xab, &saved, &again.book).unwrap();
+    let mut out = Vec::new();
+    let ctx = Context::new(&again.book, again.now);
+    let flow = again
+        .session
+        .answer_subscribe(&ctx, &mut out, &mut again.events);
+    assert_eq!(flow, Flow::Continue);
+    let r = lines(&out);
+    assert_eq!(r[0]["id"], 5, "the kept subscribe's id: {r:?}");
+    assert_eq!(r[0]["result"][0][0][1], "00000000000000ab");
+    assert_eq!(r[0]["result"][1], "0000002a", "the saved extranonce1");
+    assert_eq!(
+        r.last().unwrap()["method"],
+        "mining.notify",
+        "authorized: work at once"
+    );
+    assert_eq!(again.session.user_agent(), Some("x/1"));
+    // Asked once: a second subscribe is refused as before.
+    let (r, flow) = again.send(r#"{"id":6,"method":"mining.subscribe","params":["x","ab"]}"#);
+    assert_eq!((error_code(&r[0]), flow), (20, Flow::Continue));
+}
+
+#[test]
+fn a_session_not_found_gets_a_fresh_subscribe_and_a_bad_id_is_reported() {
+    let mut h = Harness::default();
+    h.session.allow_resume();
+    let (_, flow) = h.send(r#"{"id":1,"method":"mining.subscribe","params":["x","99"]}"#);
+    assert_eq!(flow, Flow::Resume(0x99));
+    let mut out = Vec::new();
+    let ctx = Context::new(&h.book, h.now);
+    h.session.answer_subscribe(&ctx, &mut out, &mut h.events);
+    let r = lines(&out);
+    assert_eq!(r[0]["result"][0][0][1], "0000000000000abc", "its own id");
+
+    let mut bad = Harness::default();
+    bad.session.allow_resume();
+    let (r, flow) = bad.send(r#"{"id":1,"method":"mining.subscribe","params":["x","not-hex"]}"#);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(r[0]["result"][1], "0000002a", "answered at once");
+    assert!(bad
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::UnknownSessionId)));
+
+    // Without a store (no allow_resume) the id is ignored.
+    let mut alone = Harness::default();
+    let (r, flow) = alone.send(r#"{"id":1,"method":"mining.subscribe","params":["x","99"]}"#);
+    assert_eq!(flow, Flow::Continue);
+    assert_eq!(r[0]["result"][0][0][1], "0000000000000abc");
+}
+
+#[test]
+fn the_first_workers_policy_applies_before_its_authorize_is_answered() {
+    use policy::{Policy, PolicyScope, PolicySet};
+    let base = Arc::new(SessionConfig::new(Network::Regtest));
+    let set = PolicySet {
+        generation: 1,
+        policies: vec![(
+            "vip".into(),
+            Policy::parse(r#"{"start_difficulty":8}"#).unwrap(),
+        )],
+    };
+    let scope = PolicyScope {
+        set: &set,
+        base: &base,
+        port: 3333,
+    };
+    let mut h = Harness::default();
+    h.send(r#"{"id":1,"method":"mining.subscribe","params":["x"]}"#);
+    let mut out = Vec::new();
+    let ctx = Context {
+        book: &h.book,
+        now_ms: h.now,
+        policies: Some(&scope),
+    };
+    let line = format!(r#"{{"id":2,"method":"mining.authorize","params":["{ADDRESS}.rig","x"]}}"#);
+    h.session
+        .handle_line(line.as_bytes(), &ctx, &mut out, &mut h.events);
+    let r = lines(&out);
+    assert_eq!(r[0]["result"], true);
+    assert_eq!(r[1]["method"], "mining.set_difficulty");
+    assert_eq!(
+        r[1]["params"][0], 8.0,
+        "the first job carries the policy's difficulty"
+    );
+    assert_eq!(h.session.config().start_difficulty.get(), 8.0);
 }
