@@ -36,46 +36,35 @@ impl ValidateSubmit for SessionShares {
         submit: &Submit<'_>,
         rules: &ShareRules,
     ) -> Verdict {
-        validate_submit(self, job, stale, extranonce1, submit, rules)
+        let en2_len = job.extranonce.extranonce2();
+        let mut extranonce2 = [0u8; MAX_EXTRANONCE2_SIZE];
+        if hex::decode_into(submit.extranonce2.as_bytes(), &mut extranonce2[..en2_len]).is_err() {
+            return Verdict::refused(Reject::BadExtranonce2);
+        }
+        let Ok(ntime) = hex::decode_u32_exact(submit.ntime.as_bytes()) else {
+            return Verdict::refused(Reject::BadNtime);
+        };
+        if let Err(reject) = check_ntime(job, ntime, rules.now) {
+            return Verdict::refused(reject);
+        }
+        let Ok(nonce) = hex::decode_u32_exact(submit.nonce.as_bytes()) else {
+            return Verdict::refused(Reject::BadNonce);
+        };
+        let version_bits = match submit.version_bits {
+            None => None,
+            Some(text) => match hex::decode_u32_loose(text.as_bytes()) {
+                Ok(bits) => Some(bits),
+                Err(_) => return Verdict::refused(Reject::BadVersionBits),
+            },
+        };
+        let submission = Submission {
+            extranonce2: &extranonce2[..en2_len],
+            ntime,
+            nonce,
+            version_bits,
+        };
+        self.validate(job, stale, extranonce1, &submission, rules)
     }
-}
-
-fn validate_submit(
-    shares: &mut SessionShares,
-    job: &Job,
-    stale: bool,
-    extranonce1: &Extranonce1,
-    submit: &Submit<'_>,
-    rules: &ShareRules,
-) -> Verdict {
-    let en2_len = job.extranonce.extranonce2();
-    let mut extranonce2 = [0u8; MAX_EXTRANONCE2_SIZE];
-    if hex::decode_into(submit.extranonce2.as_bytes(), &mut extranonce2[..en2_len]).is_err() {
-        return Verdict::refused(Reject::BadExtranonce2);
-    }
-    let Ok(ntime) = hex::decode_u32_exact(submit.ntime.as_bytes()) else {
-        return Verdict::refused(Reject::BadNtime);
-    };
-    if let Err(reject) = check_ntime(job, ntime, rules.now) {
-        return Verdict::refused(reject);
-    }
-    let Ok(nonce) = hex::decode_u32_exact(submit.nonce.as_bytes()) else {
-        return Verdict::refused(Reject::BadNonce);
-    };
-    let version_bits = match submit.version_bits {
-        None => None,
-        Some(text) => match hex::decode_u32_loose(text.as_bytes()) {
-            Ok(bits) => Some(bits),
-            Err(_) => return Verdict::refused(Reject::BadVersionBits),
-        },
-    };
-    let submission = Submission {
-        extranonce2: &extranonce2[..en2_len],
-        ntime,
-        nonce,
-        version_bits,
-    };
-    shares.validate(job, stale, extranonce1, &submission, rules)
 }
 
 /// The Stratum error a refused share is answered with.
