@@ -36,8 +36,8 @@ impl Default for VardiffConfig {
     }
 }
 
-/// One connection's vardiff state.
-#[derive(Debug, Clone)]
+/// One connection's vardiff state (serde: it travels in a session's exported state).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Vardiff {
     /// Decayed sum of accepted difficulty.
     accumulated: f64,

@@ -166,7 +166,8 @@ impl DuplicateFilter {
 
 /// A session's duplicate sets as they travel with it (to Redis, to another engine): per job (by
 /// its fingerprint, the same on every engine), the short keys of the header hashes accepted on it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// (Serde for a session's exported state, which keys them by job id; the store uses `encode`.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SavedShares {
     pub jobs: Vec<(u64, Vec<u64>)>,
 }

@@ -11,6 +11,7 @@
 pub use sluice_core::records::{BlockFound, CloseReason, ShareRecord};
 pub use sluice_core::vardiff;
 pub mod policy;
+pub mod state;
 pub mod worker;
 
 use std::collections::VecDeque;
@@ -28,6 +29,7 @@ use sluice_core::share::{
     parse_job_id, DuplicateLimits, Reject, SavedShares, SessionShares, ShareRules,
 };
 use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
+pub use state::{RestoreError, SessionState, SESSION_STATE_VERSION};
 use vardiff::{Vardiff, VardiffConfig};
 use worker::{parse_worker, password_difficulty, Worker};
 
@@ -996,3 +998,6 @@ fn clamp(d: Difficulty, min: Difficulty, max: Difficulty) -> Difficulty {
         d
     }
 }
+
+#[cfg(test)]
+mod state_tests;

@@ -1,0 +1,284 @@
+//! A session's whole state as one versioned value: [`Session::export`] and [`Session::restore`].
+//!
+//! This is what lets a live connection continue in another process (an engine restarted or
+//! upgraded in place): everything [`Session`] holds that changes what it answers next, as plain
+//! serde data, and a restore that checks it again against the new process's configuration, so a
+//! corrupt or foreign state is refused with a typed error and never panics the engine. The fleet's
+//! store keeps its own narrower record ([`SavedSession`](super::SavedSession)), which this step
+//! leaves as it is.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sluice_core::share::{SavedShares, SessionShares};
+use sluice_core::units::{Difficulty, Extranonce1, JobId};
+
+use super::vardiff::Vardiff;
+use super::worker::parse_worker;
+use super::{SentJob, Session, SessionConfig, MAX_USER_AGENT_LENGTH};
+
+/// The version of [`SessionState`] this build writes and reads.
+pub const SESSION_STATE_VERSION: u32 = 1;
+
+/// Everything a live connection needs to continue on another process.
+///
+/// Deliberately left out:
+/// - the `Arc<SessionConfig>`: it is the new process's listener's (or policy's), passed to
+///   [`Session::restore`], and the state is checked against it;
+/// - the subscribe kept while a [`Flow::Resume`](super::Flow::Resume) is answered: it lives only
+///   between two calls of the I/O layer (the lookup, then `answer_subscribe`), which finishes it
+///   before the session is exported;
+/// - the share validator's cached merkle root: a cache, rebuilt by the next share;
+/// - duplicate sets of jobs no longer in `sent` (when `duplicate_limits.max_jobs` exceeds
+///   `job_history`): their jobs can no longer be submitted against.
+///
+/// Duplicate sets are keyed by this session's own job ids (the ones in `sent`): the state moves
+/// with its job book, unlike the fleet's record, which keys them by job fingerprint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionState {
+    /// [`SESSION_STATE_VERSION`] when written; any other is refused.
+    pub version: u32,
+    pub extranonce1: Vec<u8>,
+    pub session_id: u64,
+    pub subscribed: bool,
+    pub extranonce_subscribed: bool,
+    pub user_agent: Option<String>,
+    /// The authorized workers' names, checked again on restore.
+    pub workers: Vec<String>,
+    pub version_mask: u32,
+    /// A resumed session's narrowed mask still to be announced with the subscribe answer.
+    pub announce_mask: bool,
+    pub difficulty: f64,
+    /// Whether `difficulty` still has to be sent before the next job.
+    pub difficulty_pending: bool,
+    /// The lowest difficulty the miner asked for.
+    pub floor: f64,
+    pub vardiff: Vardiff,
+    pub vardiff_chose: bool,
+    /// The minute of the suggestions counted, and their count.
+    pub suggestions: (u64, u32),
+    /// The jobs sent, oldest first.
+    pub sent: Vec<SentJobState>,
+    /// The accepted shares' keys, per job id of `sent`.
+    pub duplicates: SavedShares,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub invalid_streak: u32,
+    pub failed_authorize: u32,
+    pub authorize_retry_at_ms: u64,
+    pub connected_ms: u64,
+    pub last_request_ms: u64,
+    pub save_due: bool,
+    pub last_save_ms: u64,
+    pub may_resume: bool,
+}
+
+/// A job as sent to the session. Its share target is the difficulty's, so it is not kept twice.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SentJobState {
+    pub id: u64,
+    pub difficulty: f64,
+    pub version_mask: u32,
+}
+
+/// Why a [`SessionState`] cannot be restored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("session state version {found} is not the version {SESSION_STATE_VERSION} this engine reads")]
+    Version { found: u32 },
+    #[error(
+        "the saved extranonce1 is {found} bytes; this listener's `extranonce1_size` is {expected}"
+    )]
+    Extranonce1 { found: usize, expected: usize },
+    #[error("the saved {field} {value} is not a difficulty (finite and above 0)")]
+    Difficulty { field: &'static str, value: f64 },
+    #[error("the saved version mask {mask:#010x} is not within this listener's `version_mask` {allowed:#010x}")]
+    VersionMask { mask: u32, allowed: u32 },
+    #[error("the saved user agent is longer than {MAX_USER_AGENT_LENGTH} bytes")]
+    UserAgent,
+    #[error("{found} saved workers exceed this listener's `max_workers` {max}")]
+    TooManyWorkers { found: usize, max: usize },
+    #[error("the saved worker {name:?} is not valid on this listener: {reason}")]
+    Worker { name: String, reason: &'static str },
+    #[error("{found} saved jobs exceed this listener's `job_history` {max}")]
+    TooManyJobs { found: usize, max: usize },
+    #[error("job {0} was saved as sent twice")]
+    JobSentTwice(u64),
+    #[error("a duplicate set is saved for job {0}, which the session was not sent (or has twice)")]
+    DuplicatesForJobNotSent(u64),
+    #[error("the saved duplicate sets exceed this listener's duplicate limits")]
+    TooManyDuplicates,
+}
+
+impl Session {
+    /// The session's whole state, to continue it in another process ([`Session::restore`]).
+    pub fn export(&self) -> SessionState {
+        SessionState {
+            version: SESSION_STATE_VERSION,
+            extranonce1: self.extranonce1.as_bytes().to_vec(),
+            session_id: self.session_id,
+            subscribed: self.subscribed,
+            extranonce_subscribed: self.extranonce_subscribed,
+            user_agent: self.user_agent.as_deref().map(str::to_owned),
+            workers: self.workers.iter().map(|w| w.name.to_string()).collect(),
+            version_mask: self.version_mask,
+            announce_mask: self.announce_mask,
+            difficulty: self.difficulty.get(),
+            difficulty_pending: self.difficulty_pending,
+            floor: self.floor.get(),
+            vardiff: self.vardiff.clone(),
+            vardiff_chose: self.vardiff_chose,
+            suggestions: self.suggestions,
+            sent: self
+                .sent
+                .iter()
+                .map(|s| SentJobState {
+                    id: s.id.0,
+                    difficulty: s.difficulty,
+                    version_mask: s.version_mask,
+                })
+                .collect(),
+            duplicates: self
+                .shares
+                // Only the sent jobs' sets: any other's job can no longer be submitted against.
+                .save_duplicates(
+                    |id| self.sent.iter().any(|s| s.id == id).then_some(id.0),
+                    usize::MAX,
+                )
+                .unwrap_or_default(),
+            accepted: self.accepted,
+            rejected: self.rejected,
+            invalid_streak: self.invalid_streak,
+            failed_authorize: self.failed_authorize,
+            authorize_retry_at_ms: self.authorize_retry_at_ms,
+            connected_ms: self.connected_ms,
+            last_request_ms: self.last_request_ms,
+            save_due: self.save_due,
+            last_save_ms: self.last_save_ms,
+            may_resume: self.may_resume,
+        }
+    }
+
+    /// A session continued from an exported state, on this process's `config`; the state is
+    /// checked against it first (see [`RestoreError`]).
+    pub fn restore(
+        state: SessionState,
+        config: Arc<SessionConfig>,
+    ) -> Result<Session, RestoreError> {
+        if state.version != SESSION_STATE_VERSION {
+            return Err(RestoreError::Version {
+                found: state.version,
+            });
+        }
+        let expected = config.extranonce.extranonce1();
+        let extranonce1 = Extranonce1::new(&state.extranonce1)
+            .filter(|e| e.as_bytes().len() == expected)
+            .ok_or(RestoreError::Extranonce1 {
+                found: state.extranonce1.len(),
+                expected,
+            })?;
+        let difficulty = checked_difficulty("difficulty", state.difficulty)?;
+        let floor = checked_difficulty("floor", state.floor)?;
+        if state.version_mask & !config.version_mask != 0 {
+            return Err(RestoreError::VersionMask {
+                mask: state.version_mask,
+                allowed: config.version_mask,
+            });
+        }
+        if state
+            .user_agent
+            .as_ref()
+            .is_some_and(|ua| ua.len() > MAX_USER_AGENT_LENGTH)
+        {
+            return Err(RestoreError::UserAgent);
+        }
+        if state.workers.len() > config.limits.max_workers {
+            return Err(RestoreError::TooManyWorkers {
+                found: state.workers.len(),
+                max: config.limits.max_workers,
+            });
+        }
+        let workers = state
+            .workers
+            .iter()
+            .map(|name| {
+                parse_worker(name, config.network, config.allow_free_worker_names).map_err(|e| {
+                    RestoreError::Worker {
+                        name: name.clone(),
+                        reason: e.message(),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if state.sent.len() > config.job_history {
+            return Err(RestoreError::TooManyJobs {
+                found: state.sent.len(),
+                max: config.job_history,
+            });
+        }
+        let mut sent = VecDeque::with_capacity(state.sent.len());
+        for s in &state.sent {
+            if sent.iter().any(|j: &SentJob| j.id.0 == s.id) {
+                return Err(RestoreError::JobSentTwice(s.id));
+            }
+            let d = checked_difficulty("difficulty of a sent job", s.difficulty)?;
+            sent.push_back(SentJob {
+                id: JobId(s.id),
+                target: d.target(),
+                difficulty: s.difficulty,
+                version_mask: s.version_mask,
+            });
+        }
+        let limits = config.duplicate_limits;
+        for (i, (job, keys)) in state.duplicates.jobs.iter().enumerate() {
+            if !sent.iter().any(|s| s.id.0 == *job)
+                || state.duplicates.jobs[..i].iter().any(|(j, _)| j == job)
+            {
+                return Err(RestoreError::DuplicatesForJobNotSent(*job));
+            }
+            if keys.len() > limits.max_shares_per_job {
+                return Err(RestoreError::TooManyDuplicates);
+            }
+        }
+        if state.duplicates.jobs.len() > limits.max_jobs {
+            return Err(RestoreError::TooManyDuplicates);
+        }
+        let mut shares = SessionShares::new(limits);
+        shares.restore_duplicates(&state.duplicates, |id| Some(JobId(id)));
+        Ok(Session {
+            extranonce1,
+            session_id: state.session_id,
+            subscribed: state.subscribed,
+            user_agent: state.user_agent.map(Arc::from),
+            workers,
+            version_mask: state.version_mask,
+            extranonce_subscribed: state.extranonce_subscribed,
+            difficulty,
+            difficulty_pending: state.difficulty_pending,
+            floor,
+            sent,
+            shares,
+            vardiff: state.vardiff,
+            invalid_streak: state.invalid_streak,
+            suggestions: state.suggestions,
+            vardiff_chose: state.vardiff_chose,
+            save_due: state.save_due,
+            announce_mask: state.announce_mask,
+            last_save_ms: state.last_save_ms,
+            failed_authorize: state.failed_authorize,
+            authorize_retry_at_ms: state.authorize_retry_at_ms,
+            connected_ms: state.connected_ms,
+            last_request_ms: state.last_request_ms,
+            accepted: state.accepted,
+            rejected: state.rejected,
+            may_resume: state.may_resume,
+            pending_subscribe: None,
+            config,
+        })
+    }
+}
+
+fn checked_difficulty(field: &'static str, value: f64) -> Result<Difficulty, RestoreError> {
+    Difficulty::new(value).map_err(|_| RestoreError::Difficulty { field, value })
+}
