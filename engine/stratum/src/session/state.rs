@@ -88,27 +88,36 @@ pub enum RestoreError {
     #[error("session state version {found} is not the version {SESSION_STATE_VERSION} this engine reads")]
     Version { found: u32 },
     #[error(
-        "the saved extranonce1 is {found} bytes; this listener's `extranonce1_size` is {expected}"
+        "the saved extranonce1 is {found} bytes; this listener's `pool.extranonce1_size` is {expected}"
     )]
     Extranonce1 { found: usize, expected: usize },
     #[error("the saved {field} {value} is not a difficulty (finite and above 0)")]
     Difficulty { field: &'static str, value: f64 },
-    #[error("the saved version mask {mask:#010x} is not within this listener's `version_mask` {allowed:#010x}")]
+    #[error("the saved version mask {mask:#010x} is not within this listener's `pool.version_mask` {allowed:#010x}")]
     VersionMask { mask: u32, allowed: u32 },
     #[error("the saved user agent is longer than {MAX_USER_AGENT_LENGTH} bytes")]
     UserAgent,
-    #[error("{found} saved workers exceed this listener's `max_workers` {max}")]
+    #[error(
+        "{found} saved workers exceed this listener's `limits.max_workers_per_connection` {max}"
+    )]
     TooManyWorkers { found: usize, max: usize },
     #[error("the saved worker {name:?} is not valid on this listener: {reason}")]
     Worker { name: String, reason: &'static str },
-    #[error("{found} saved jobs exceed this listener's `job_history` {max}")]
+    #[error("{found} saved jobs exceed this listener's `jobs.job_history` {max}")]
     TooManyJobs { found: usize, max: usize },
     #[error("job {0} was saved as sent twice")]
     JobSentTwice(u64),
     #[error("a duplicate set is saved for job {0}, which the session was not sent (or has twice)")]
     DuplicatesForJobNotSent(u64),
-    #[error("the saved duplicate sets exceed this listener's duplicate limits")]
+    #[error("the saved duplicate sets exceed this listener's `jobs.job_history` jobs or `limits.max_shares_per_job` shares")]
     TooManyDuplicates,
+    #[error("the saved {field} {value} reached this listener's `limits.{key}` {max}: the session would have been closed")]
+    Closed {
+        field: &'static str,
+        value: u32,
+        key: &'static str,
+        max: u32,
+    },
 }
 
 impl Session {
@@ -170,6 +179,32 @@ impl Session {
             return Err(RestoreError::Version {
                 found: state.version,
             });
+        }
+        let limits = &config.limits;
+        for (field, value, key, max) in [
+            (
+                "invalid streak",
+                state.invalid_streak,
+                "max_invalid_streak",
+                limits.max_invalid_streak,
+            ),
+            (
+                "failed authorizations",
+                state.failed_authorize,
+                "max_failed_authorize",
+                limits.max_failed_authorize,
+            ),
+        ] {
+            // Counted up before compared: a state at its limit would overflow the count, and a
+            // live session never holds one.
+            if value >= max {
+                return Err(RestoreError::Closed {
+                    field,
+                    value,
+                    key,
+                    max,
+                });
+            }
         }
         let expected = config.extranonce.extranonce1();
         let extranonce1 = Extranonce1::new(&state.extranonce1)

@@ -240,15 +240,16 @@ fn apply(session: &mut Session, world: &World, op: &Op, line: Option<&str>) -> A
     }
 }
 
-/// Drives a fresh session through `ops`, stopping where it closes.
-fn drive(world: &mut World, session: &mut Session, ops: &[Op]) {
+/// Drives a session through `ops`, stopping where it closes; whether it did.
+fn drive(world: &mut World, session: &mut Session, ops: &[Op]) -> bool {
     for op in ops {
         let line = world.prepare(op);
         let answer = apply(session, world, op, line.as_deref());
         if let Some(Flow::Close(_)) = answer.flow {
-            return;
+            return true;
         }
     }
+    false
 }
 
 fn fresh(resume: bool) -> Session {
@@ -289,9 +290,12 @@ proptest! {
                 Op::Subscribe { session_id: false },
                 Op::Authorize { rig: 0, password: 0, bad: false },
             ];
-            drive(&mut world, &mut original, &ops);
+            assert!(!drive(&mut world, &mut original, &ops));
         }
-        drive(&mut world, &mut original, &before);
+        if drive(&mut world, &mut original, &before) {
+            // A closed session goes nowhere.
+            return Ok(());
+        }
         let state = original.export();
         let mut restored = round_trip(&original);
         prop_assert_eq!(&restored.export(), &state);
@@ -330,7 +334,7 @@ fn with_a_share() -> (World, Session) {
             rig: 0,
         },
     ];
-    drive(&mut world, &mut session, &ops);
+    assert!(!drive(&mut world, &mut session, &ops));
     assert_eq!(session.accepted(), 1);
     (world, session)
 }
@@ -402,6 +406,14 @@ fn a_state_that_does_not_fit_is_refused() {
         restore(&|s| s.duplicates.jobs[0].1 = vec![1, 2, 3, 4]),
         Err(RestoreError::TooManyDuplicates)
     );
+    assert!(matches!(
+        restore(&|s| s.invalid_streak = 30),
+        Err(RestoreError::Closed { max: 30, .. })
+    ));
+    assert!(matches!(
+        restore(&|s| s.failed_authorize = u32::MAX),
+        Err(RestoreError::Closed { .. })
+    ));
     let message = restore(&|s| s.version = 7).unwrap_err().to_string();
     assert!(message.contains("version 7"), "{message}");
 }
