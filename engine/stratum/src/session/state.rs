@@ -29,7 +29,8 @@ pub const SESSION_STATE_VERSION: u32 = 1;
 /// - the subscribe kept while a [`Flow::Resume`](super::Flow::Resume) is answered: it lives only
 ///   between two calls of the I/O layer (the lookup, then `answer_subscribe`), which finishes it
 ///   before the session is exported;
-/// - the share validator's cached merkle root: a cache, rebuilt by the next share;
+/// - the share validator's cached merkle root and its hit count: a cache (rebuilt by the next
+///   share) and a statistic;
 /// - duplicate sets of jobs no longer in `sent` (when `duplicate_limits.max_jobs` exceeds
 ///   `job_history`): their jobs can no longer be submitted against.
 ///
