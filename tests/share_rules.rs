@@ -5,7 +5,8 @@ mod support;
 
 use sluice::chain::{JobBook, Lookup};
 use sluice::share::{
-    DuplicateLimits, Reject, SessionShares, ShareRules, Verdict, MAX_NTIME_AHEAD_SECS,
+    DuplicateLimits, Reject, SessionShares, ShareFields, ShareRules, Undecodable, Verdict,
+    MAX_NTIME_AHEAD_SECS,
 };
 use sluice::stratum::{parse, ErrorCode, Request};
 use sluice::units::{Difficulty, Extranonce1, Target};
@@ -140,6 +141,102 @@ fn ntime_window_edges() {
             "ntime {ntime}"
         );
     }
+}
+
+/// Fields that fail where they are told to and note each one validation asks for: whatever a front
+/// end's encoding, core asks in the contract's order and stops at the first failure.
+struct ScriptedFields {
+    bad: Option<&'static str>,
+    ntime: u32,
+    version_bits: Option<u32>,
+    asked: std::cell::RefCell<Vec<&'static str>>,
+}
+
+impl ScriptedFields {
+    fn ask(&self, field: &'static str) -> bool {
+        self.asked.borrow_mut().push(field);
+        self.bad != Some(field)
+    }
+}
+
+impl ShareFields for ScriptedFields {
+    fn extranonce2_into(&self, out: &mut [u8]) -> bool {
+        out.fill(0);
+        self.ask("extranonce2")
+    }
+    fn ntime(&self) -> Option<u32> {
+        self.ask("ntime").then_some(self.ntime)
+    }
+    fn nonce(&self) -> Option<u32> {
+        self.ask("nonce").then_some(1)
+    }
+    fn version_bits(&self) -> Result<Option<u32>, Undecodable> {
+        if self.ask("version_bits") {
+            Ok(self.version_bits)
+        } else {
+            Err(Undecodable)
+        }
+    }
+}
+
+#[test]
+fn the_first_failing_field_is_the_answer_and_nothing_after_it_is_decoded() {
+    let job = template_job(1, PREV_A, HARD_BITS, CURTIME, 3);
+    let r = rules(Target::MAX);
+    let en1 = Extranonce1::new(&EN1).unwrap();
+    let all = ["extranonce2", "ntime", "nonce", "version_bits"];
+    let cases = [
+        (Some("extranonce2"), CURTIME, Reject::BadExtranonce2, 1),
+        (Some("ntime"), CURTIME, Reject::BadNtime, 2),
+        // A well-formed ntime outside the window is refused before the nonce is read.
+        (None, job.mintime - 1, Reject::NtimeTooOld, 2),
+        (
+            None,
+            CURTIME + MAX_NTIME_AHEAD_SECS + 1,
+            Reject::NtimeTooNew,
+            2,
+        ),
+        (Some("nonce"), CURTIME, Reject::BadNonce, 3),
+        (Some("version_bits"), CURTIME, Reject::BadVersionBits, 4),
+    ];
+    for (bad, ntime, expected, asked) in cases {
+        let fields = ScriptedFields {
+            bad,
+            ntime,
+            version_bits: None,
+            asked: Default::default(),
+        };
+        let verdict = fresh().validate(&job, false, &en1, &fields, &r);
+        assert!(
+            matches!(verdict, Verdict::Refused(reject) if reject == expected),
+            "{bad:?} at ntime {ntime}: {verdict:?}"
+        );
+        assert_eq!(fields.asked.into_inner(), &all[..asked], "{bad:?}");
+    }
+    // Bits outside the mask are refused after every field decoded, unhashed.
+    let outside = ScriptedFields {
+        bad: None,
+        ntime: CURTIME,
+        version_bits: Some(0x0000_1000),
+        asked: Default::default(),
+    };
+    let verdict = fresh().validate(&job, false, &en1, &outside, &r);
+    assert!(matches!(
+        verdict,
+        Verdict::Refused(Reject::VersionBitsOutsideMask)
+    ));
+    assert_eq!(outside.asked.into_inner(), &all[..]);
+    // And with every field sound, the share is hashed.
+    let sound = ScriptedFields {
+        bad: None,
+        ntime: CURTIME,
+        version_bits: None,
+        asked: Default::default(),
+    };
+    assert!(matches!(
+        fresh().validate(&job, false, &en1, &sound, &r),
+        Verdict::Hashed { .. }
+    ));
 }
 
 #[test]

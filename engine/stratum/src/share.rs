@@ -1,17 +1,41 @@
-//! Stratum V1's side of share validation: a `mining.submit`'s hex fields decoded into core's
-//! [`Submission`], and the error each [`Reject`] is answered with.
+//! Stratum V1's side of share validation: a `mining.submit`'s hex fields as core's
+//! [`ShareFields`], and the error each [`Reject`] is answered with.
 //!
-//! The order of checks is part of the contract (see `sluice_core::share::validate`): extranonce2 at
-//! its exact size, ntime, ntime against the job and the clock, nonce, version bits; the first failure
-//! is the answer, and nothing is hashed.
+//! Core decides the order of checks (see `sluice_core::share::validate`); this only says how each
+//! field is decoded: extranonce2 as exactly the job's size in hex, ntime and nonce as 8 hex digits,
+//! version bits as up to 8.
 
 use sluice_core::chain::Job;
 use sluice_core::hex;
-use sluice_core::share::{check_ntime, Reject, SessionShares, ShareRules, Submission, Verdict};
-use sluice_core::units::{Extranonce1, MAX_EXTRANONCE2_SIZE};
+use sluice_core::share::{Reject, SessionShares, ShareFields, ShareRules, Undecodable, Verdict};
+use sluice_core::units::Extranonce1;
 
 use crate::codec::error::{ErrorCode, StratumError};
 use crate::codec::request::Submit;
+
+impl ShareFields for Submit<'_> {
+    #[inline]
+    fn extranonce2_into(&self, out: &mut [u8]) -> bool {
+        hex::decode_into(self.extranonce2.as_bytes(), out).is_ok()
+    }
+    #[inline]
+    fn ntime(&self) -> Option<u32> {
+        hex::decode_u32_exact(self.ntime.as_bytes()).ok()
+    }
+    #[inline]
+    fn nonce(&self) -> Option<u32> {
+        hex::decode_u32_exact(self.nonce.as_bytes()).ok()
+    }
+    #[inline]
+    fn version_bits(&self) -> Result<Option<u32>, Undecodable> {
+        match self.version_bits {
+            None => Ok(None),
+            Some(text) => hex::decode_u32_loose(text.as_bytes())
+                .map(Some)
+                .map_err(|_| Undecodable),
+        }
+    }
+}
 
 /// A session's share state judging Stratum V1 submits.
 pub trait ValidateSubmit {
@@ -28,6 +52,7 @@ pub trait ValidateSubmit {
 }
 
 impl ValidateSubmit for SessionShares {
+    #[inline]
     fn validate_submit(
         &mut self,
         job: &Job,
@@ -36,34 +61,7 @@ impl ValidateSubmit for SessionShares {
         submit: &Submit<'_>,
         rules: &ShareRules,
     ) -> Verdict {
-        let en2_len = job.extranonce.extranonce2();
-        let mut extranonce2 = [0u8; MAX_EXTRANONCE2_SIZE];
-        if hex::decode_into(submit.extranonce2.as_bytes(), &mut extranonce2[..en2_len]).is_err() {
-            return Verdict::refused(Reject::BadExtranonce2);
-        }
-        let Ok(ntime) = hex::decode_u32_exact(submit.ntime.as_bytes()) else {
-            return Verdict::refused(Reject::BadNtime);
-        };
-        if let Err(reject) = check_ntime(job, ntime, rules.now) {
-            return Verdict::refused(reject);
-        }
-        let Ok(nonce) = hex::decode_u32_exact(submit.nonce.as_bytes()) else {
-            return Verdict::refused(Reject::BadNonce);
-        };
-        let version_bits = match submit.version_bits {
-            None => None,
-            Some(text) => match hex::decode_u32_loose(text.as_bytes()) {
-                Ok(bits) => Some(bits),
-                Err(_) => return Verdict::refused(Reject::BadVersionBits),
-            },
-        };
-        let submission = Submission {
-            extranonce2: &extranonce2[..en2_len],
-            ntime,
-            nonce,
-            version_bits,
-        };
-        self.validate(job, stale, extranonce1, &submission, rules)
+        self.validate(job, stale, extranonce1, submit, rules)
     }
 }
 

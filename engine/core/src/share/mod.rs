@@ -6,6 +6,6 @@ pub mod validate;
 
 pub use dedup::{DuplicateFilter, DuplicateLimits, SavedShares, DEFAULT_MAX_SHARES_PER_JOB};
 pub use validate::{
-    check_ntime, parse_job_id, Reject, SessionShares, ShareProof, ShareRules, Submission, Verdict,
-    MAX_NTIME_AHEAD_SECS,
+    parse_job_id, Reject, SessionShares, ShareFields, ShareProof, ShareRules, Submission,
+    Undecodable, Verdict, MAX_NTIME_AHEAD_SECS,
 };

@@ -1,14 +1,17 @@
 //! Share validation: a submitted share against its job, judged exactly, whatever protocol carried it.
 //!
-//! The order of checks is part of the contract:
-//! 1. the fields are decoded at their exact sizes (by the front end, which knows their encoding),
-//!    ntime is checked against the template's `mintime` and the clock ([`check_ntime`], which the
-//!    front end calls between decoding ntime and nonce, so the order holds), version bits against the
-//!    negotiated mask; a failure here is refused unhashed;
+//! The order of checks is part of the contract, and this module alone keeps it:
+//! 1. the fields are decoded at their exact sizes and checked, one at a time, the first failure
+//!    being the answer: extranonce2, ntime, ntime against the template's `mintime` and the clock,
+//!    nonce, version bits, version bits against the negotiated mask; nothing is hashed;
 //! 2. the header is built and hashed, and compared with the network target: a block is a block even
 //!    when the share is stale or a duplicate, and the caller submits it;
 //! 3. the share is judged: stale, then low difficulty, then duplicate (only shares that would be
 //!    credited take a place in the duplicate set).
+//!
+//! A front end hands the share over as [`ShareFields`]: it knows its fields' encoding (hex text for
+//! Stratum V1, binary for V2), the order above does not depend on it. Validation is generic over the
+//! fields, so it is compiled into the front end's crate and the decoding inlines into it.
 //!
 //! Each session owns a [`SessionShares`]: its duplicate filter and the merkle root of its last
 //! (job, extranonce1, extranonce2), since miners roll nonce, ntime and version long before
@@ -186,7 +189,24 @@ impl Verdict {
     }
 }
 
-/// A share as submitted, its fields decoded by the front end that carried it.
+/// A share's fields as a front end carries them, each decoded when validation asks for it (in the
+/// contract's order). A decode that fails is the share's answer: [`Reject::BadExtranonce2`],
+/// [`Reject::BadNtime`], [`Reject::BadNonce`], [`Reject::BadVersionBits`].
+pub trait ShareFields {
+    /// Decodes extranonce2 into `out`, which is exactly the job's extranonce2 size; `false` when the
+    /// field is not exactly that size or does not decode.
+    fn extranonce2_into(&self, out: &mut [u8]) -> bool;
+    fn ntime(&self) -> Option<u32>;
+    fn nonce(&self) -> Option<u32>;
+    /// The version bits the miner rolled (`Ok(None)` when it rolled none).
+    fn version_bits(&self) -> Result<Option<u32>, Undecodable>;
+}
+
+/// A share field that does not decode in its front end's encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Undecodable;
+
+/// A share whose fields are already decoded (binary front ends, tests).
 #[derive(Debug, Clone, Copy)]
 pub struct Submission<'a> {
     /// Exactly the job's extranonce2 size, or the share is refused as [`Reject::BadExtranonce2`].
@@ -197,8 +217,32 @@ pub struct Submission<'a> {
     pub version_bits: Option<u32>,
 }
 
+impl ShareFields for Submission<'_> {
+    #[inline]
+    fn extranonce2_into(&self, out: &mut [u8]) -> bool {
+        if self.extranonce2.len() != out.len() {
+            return false;
+        }
+        out.copy_from_slice(self.extranonce2);
+        true
+    }
+    #[inline]
+    fn ntime(&self) -> Option<u32> {
+        Some(self.ntime)
+    }
+    #[inline]
+    fn nonce(&self) -> Option<u32> {
+        Some(self.nonce)
+    }
+    #[inline]
+    fn version_bits(&self) -> Result<Option<u32>, Undecodable> {
+        Ok(self.version_bits)
+    }
+}
+
 /// Checks a share's ntime against the job's `mintime` and the pool's clock (`now`, Unix seconds).
-pub fn check_ntime(job: &Job, ntime: u32, now: u32) -> Result<(), Reject> {
+#[inline]
+fn check_ntime(job: &Job, ntime: u32, now: u32) -> Result<(), Reject> {
     if ntime < job.mintime {
         return Err(Reject::NtimeTooOld);
     }
@@ -262,25 +306,33 @@ impl SessionShares {
     }
 
     /// Judges one share against `job`. `stale` says the job is on an older previous block.
-    pub fn validate(
+    #[inline]
+    pub fn validate<F: ShareFields + ?Sized>(
         &mut self,
         job: &Job,
         stale: bool,
         extranonce1: &Extranonce1,
-        submission: &Submission<'_>,
+        fields: &F,
         rules: &ShareRules,
     ) -> Verdict {
         let en2_len = job.extranonce.extranonce2();
-        if submission.extranonce2.len() != en2_len {
+        let mut extranonce2 = [0u8; MAX_EXTRANONCE2_SIZE];
+        if !fields.extranonce2_into(&mut extranonce2[..en2_len]) {
             return Verdict::refused(Reject::BadExtranonce2);
         }
-        let mut extranonce2 = [0u8; MAX_EXTRANONCE2_SIZE];
-        extranonce2[..en2_len].copy_from_slice(submission.extranonce2);
-        if let Err(reject) = check_ntime(job, submission.ntime, rules.now) {
+        let Some(ntime) = fields.ntime() else {
+            return Verdict::refused(Reject::BadNtime);
+        };
+        if let Err(reject) = check_ntime(job, ntime, rules.now) {
             return Verdict::refused(reject);
         }
-        let (ntime, nonce) = (submission.ntime, submission.nonce);
-        let version = match submission.version_bits {
+        let Some(nonce) = fields.nonce() else {
+            return Verdict::refused(Reject::BadNonce);
+        };
+        let Ok(version_bits) = fields.version_bits() else {
+            return Verdict::refused(Reject::BadVersionBits);
+        };
+        let version = match version_bits {
             None => job.version,
             Some(bits) => {
                 if bits & !rules.version_mask != 0 {
