@@ -17,8 +17,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use sluice::plane::wire::JobMessage;
 use sluice::plane::FleetKey;
+use sluice_layout::job_message::JobMessage;
 use support::engine::{eventually, EngineProcess};
 use support::fleet::{fleet_key, jobmanager, leader, stratum, wait_for_leader, PREFIX};
 use support::miner::Miner;

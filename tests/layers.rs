@@ -1,6 +1,7 @@
 //! The layer rules the build cannot state by itself (ARCHITECTURE.md, "Layers"):
-//! - the pure crates (`sluice-core`, `sluice-stratum`) pull in no crate that does I/O, directly or
-//!   through another dependency;
+//! - the pure crates (`sluice-core`, `sluice-stratum`, and `sluice-layout` with every feature) pull
+//!   in no crate that does I/O, directly or through another dependency; sluicectl links neither the
+//!   engine nor the core crate;
 //! - `sluice-core` never names the Stratum crate or the engine, and Stratum V1's codec never names
 //!   its session (the crate graph already refuses the first: this test reads the sources for the
 //!   rest, so a path written out in full is caught too).
@@ -30,6 +31,11 @@ fn root() -> PathBuf {
 
 /// Every package in the normal (non-dev, non-build) dependency tree of `package`.
 fn normal_dependencies(package: &str) -> BTreeSet<String> {
+    dependencies_with(package, &[])
+}
+
+/// The same, with extra `cargo tree` arguments (features).
+fn dependencies_with(package: &str, extra: &[&str]) -> BTreeSet<String> {
     let out = Command::new(env!("CARGO"))
         .args([
             "tree",
@@ -44,6 +50,7 @@ fn normal_dependencies(package: &str) -> BTreeSet<String> {
             "--format",
             "{p}",
         ])
+        .args(extra)
         .current_dir(root())
         .output()
         .expect("cargo tree runs");
@@ -98,6 +105,15 @@ fn the_pure_crates_depend_on_no_io_crate() {
         );
         let io: Vec<_> = IO_CRATES.iter().filter(|c| deps.contains(**c)).collect();
         assert!(io.is_empty(), "{package} depends on I/O crates {io:?}");
+    }
+    let layout = dependencies_with("sluice-layout", &["--all-features"]);
+    assert!(layout.contains("sluice-core"), "{layout:?}");
+    let io: Vec<_> = IO_CRATES.iter().filter(|c| layout.contains(**c)).collect();
+    assert!(io.is_empty(), "sluice-layout depends on I/O crates {io:?}");
+    let ctl = normal_dependencies("sluicectl");
+    assert!(ctl.contains("sluice-layout"), "{ctl:?}");
+    for engine_side in ["sluice", "sluice-core", "sluice-stratum"] {
+        assert!(!ctl.contains(engine_side), "sluicectl links {engine_side}");
     }
     // The check can fail: the engine does depend on them.
     let engine = normal_dependencies("sluice");

@@ -85,7 +85,7 @@ fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
         .arg(format!("{PREFIX}:job:latest"))
         .query(&mut con)
         .unwrap();
-    let mut stale = sluice::plane::wire::JobMessage::decode(&latest, &fleet_key()).unwrap();
+    let mut stale = sluice_layout::job_message::JobMessage::decode(&latest, &fleet_key()).unwrap();
     assert_eq!(stale.token, token_b);
     stale.token = token_b - 1;
     stale.sequence += 1000;
@@ -234,9 +234,11 @@ fn a_deposed_leader_that_wakes_up_publishes_nothing() {
     let mut seen = 0;
     while Instant::now() < until {
         if let Ok(msg) = pubsub.get_message() {
-            let job =
-                sluice::plane::wire::JobMessage::decode(msg.get_payload_bytes(), &fleet_key())
-                    .unwrap();
+            let job = sluice_layout::job_message::JobMessage::decode(
+                msg.get_payload_bytes(),
+                &fleet_key(),
+            )
+            .unwrap();
             assert_eq!(
                 job.token, token_b,
                 "a job from the deposed leader was published"

@@ -1,9 +1,9 @@
-//! The job message engines read from Redis (`plane::wire`): bytes from whoever can publish on the
+//! The job message engines read from Redis (`sluice_layout::job_message`): bytes from whoever can publish on the
 //! fleet's channel, so decoding must never panic, and must be exact.
 //!
 //! Checks, with one fixed fleet key: `JobMessage::decode` on the input as it is returns a message
 //! or an error, never a panic (random bytes almost never carry a good tag). The input is then
-//! signed as a message body (`wire::seal`), so the parser behind the tag sees every input: decoding
+//! signed as a message body (`job_message::seal`), so the parser behind the tag sees every input: decoding
 //! that never panics; a decoded message encodes back to exactly the signed bytes (the format has
 //! one encoding per message); and its parts either build a `Job` or are refused with an error,
 //! never a panic. Seeds are bodies: a whole message without its tag.
@@ -11,9 +11,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::chain::Job;
-use sluice::plane::wire::{seal, FleetKey, JobMessage};
-use sluice::units::JobId;
+use sluice_core::chain::Job;
+use sluice_core::units::JobId;
+use sluice_layout::job_message::{seal, FleetKey, JobMessage};
 
 const KEY: &[u8; 32] = b"sluice fuzz target fleet key 32b";
 

@@ -20,7 +20,7 @@
 //! | `P:jm:token` | counter | the last fencing token handed out | lease script → sluicectl | one value |
 //! | `P:jm:epoch` | string | the fleet epoch the tokens count in: a random u64 (decimal) the lease script writes when the key is absent, so a Redis that lost its state starts a new one | lease script → lease and publish scripts | one value |
 //! | `P:jm:control` | hash | `pause:ID` = 1: that jobmanager may not lead; `prefer` = ID: only that (live) jobmanager may | sluicectl (`jobmanager pause|resume|promote`) → lease script | one field per jobmanager |
-//! | `P:job:latest` | string | the last job message (binary, the engine's `plane/wire.rs`: `SLJ2`, epoch, token, sequence, the job, then an HMAC-SHA256 tag under the fleet key over every byte before it) | leader's publish script → engines | TTL 1 h ([`LATEST_JOB_TTL_MS`]), rewritten per job |
+//! | `P:job:latest` | string | the last job message (binary, `job_message.rs` under the `job-message` feature: `SLJ2`, epoch, token, sequence, the job, then an HMAC-SHA256 tag under the fleet key over every byte before it) | leader's publish script → engines | TTL 1 h ([`LATEST_JOB_TTL_MS`]), rewritten per job |
 //! | `P:jobs` | pub/sub channel | every job message (signed, as above) | leader → engines | not stored |
 //! | `P:blocks:found` | stream | blocks found by engines: hash, height, worker, engine, block hex | engines → the leading jobmanager | MAXLEN ~ [`BLOCK_STREAM_MAXLEN`] |
 //! | `P:blocks:cursor` | string | the last `blocks:found` entry whose outcome is recorded in `P:blocks`: moved by the same script that writes the record, only forward | leader's recorder → leader's reader | one value |
@@ -36,6 +36,8 @@
 //! | `P:ack:ID` | string | the engine's answer to command ID ([`command::Ack`]): `{"cmd","engine","ok","result"|"error"}` | the engine → sluicectl | TTL 1 h ([`command::ACK_TTL_SECS`]) |
 
 pub mod command;
+#[cfg(feature = "job-message")]
+pub mod job_message;
 pub mod keys;
 pub mod policy;
 pub mod registry;

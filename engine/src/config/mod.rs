@@ -6,15 +6,15 @@
 //!
 //! The parts: `schema` (the file's serde types and their defaults), `limits` (every default and
 //! bound, named), `check` (the file into checked settings, or an error naming the key), `settings`
-//! (the checked types), `cidr` and `fleet_key` (the two values of the file that need parsing of their
-//! own). The configuration sits below the layers it configures: the server, the plane and the job
-//! sources import it, and it imports none of them: only the pure crates, `redact`, and the node
+//! (the checked types), `cidr` (a value of the file that needs parsing of its own; the fleet key is
+//! `sluice_layout::job_message::FleetKey`, beside the message it signs). The configuration sits below
+//! the layers it configures: the server, the plane and the job sources import it, and it imports
+//! none of them: only the pure crates and sluice-layout, `redact`, and the node
 //! client (`node/`: `NodeSettings` and the RPC and ZMQ endpoint parsers), a leaf that imports
 //! nothing of the engine's but `redact`.
 
 mod check;
 mod cidr;
-mod fleet_key;
 pub mod limits;
 mod schema;
 mod settings;
@@ -25,10 +25,10 @@ use std::path::Path;
 
 pub(crate) use cidr::unmapped;
 pub use cidr::Cidr;
-pub use fleet_key::{FleetKey, FleetKeyError, MIN_FLEET_KEY_BYTES};
 pub use limits::{DEFAULT_MAX_ROLLUP_WORKERS, DEFAULT_TRUSTED_PROXIES};
 pub use schema::*;
 pub use settings::*;
+pub use sluice_layout::job_message::{FleetKey, FleetKeyError, MIN_FLEET_KEY_BYTES};
 
 impl FileConfig {
     pub fn from_toml(text: &str) -> Result<FileConfig, ConfigError> {

@@ -30,9 +30,9 @@ use crate::feed::JobFeed;
 use crate::metrics::Metrics;
 use crate::plane::keys::LATEST_JOB_TTL_MS;
 use crate::plane::lease::Leadership;
-use crate::plane::wire::{JobMessage, WireError};
 use crate::plane::{connect, spawn_loop, Backoff, Keys, PlaneLoop, PlaneSettings, StepError};
 use crate::units::ExtranonceSizes;
+use sluice_layout::job_message::{JobMessage, WireError};
 
 /// Refused job messages are logged at most this often (all are counted).
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);

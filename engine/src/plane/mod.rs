@@ -10,7 +10,6 @@
 //! - [`sharelog`]: every share verdict to a stream in idempotent batches, spooled while Redis is away;
 //! - [`policies`]: per-connection overrides of difficulty, vardiff target and version mask;
 //! - [`commands`]: drain, undrain and kick from sluicectl, acknowledged through Redis;
-//! - [`wire`]: the binary job message, signed with the fleet key.
 //!
 //! Everything here is blocking (the `redis` crate's synchronous client) and runs on threads of its
 //! own, never on an engine core; a thread that loops on Redis is a [`PlaneLoop`] run by
@@ -25,7 +24,6 @@ pub mod policies;
 pub mod registry;
 pub mod sessions;
 pub mod sharelog;
-pub mod wire;
 
 #[cfg(test)]
 pub(crate) mod test_redis;
@@ -36,7 +34,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use keys::{Keys, LAYOUT_VERSION};
-pub use wire::FleetKey;
+pub use sluice_layout::job_message::FleetKey;
 
 pub use crate::config::PlaneSettings;
 

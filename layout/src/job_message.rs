@@ -1,5 +1,10 @@
 //! The job message jobmanagers publish through Redis and engines read: a compact binary encoding of
-//! [`JobParts`] with the publisher's fleet epoch and fencing token, signed with the fleet key.
+//! [`JobParts`] with the publisher's fleet epoch and fencing token, signed with the fleet key
+//! ([`FleetKey`], here too: the key is what the format is checked with).
+//!
+//! Here, with the rest of what crosses Redis, and not in the engine, so that the format has one home
+//! that the engine's plane, its tests and the fuzz target read without the engine's I/O. Behind the
+//! `job-message` feature, because it needs the core crate's `JobParts` and sluicectl does not.
 //!
 //! Binary rather than JSON because a mainnet job carries the template's transactions (megabytes in
 //! hex) to every engine; engines need them to assemble a block. Decoding is total: any bytes give a
@@ -21,8 +26,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::chain::JobParts;
-use crate::units::ExtranonceSizes;
+use sluice_core::chain::JobParts;
+use sluice_core::units::ExtranonceSizes;
 
 const MAGIC: &[u8; 4] = b"SLJ2";
 const UNSIGNED_MAGIC: &[u8; 4] = b"SLJ1";
@@ -33,9 +38,44 @@ pub const MAX_FIELD_BYTES: usize = 64 * 1024 * 1024;
 /// The tag at the end of every message (HMAC-SHA256).
 pub const TAG_BYTES: usize = 32;
 
-pub use crate::config::{FleetKey, FleetKeyError, MIN_FLEET_KEY_BYTES};
-
 type HmacSha256 = Hmac<Sha256>;
+
+/// The shortest fleet key accepted: 256 bits, HMAC-SHA256's full strength.
+pub const MIN_FLEET_KEY_BYTES: usize = 32;
+
+/// The fleet's shared secret, which signs and checks job messages. It never prints: `Debug` shows
+/// `FleetKey(..)`, and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetKey(Vec<u8>);
+
+/// Why a secret cannot be a fleet key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetKeyError {
+    #[error("the fleet key is {len} bytes, it must be at least {MIN_FLEET_KEY_BYTES}")]
+    TooShort { len: usize },
+}
+
+impl FleetKey {
+    /// The key from its secret bytes, as given (callers trim text first).
+    pub fn new(secret: impl Into<Vec<u8>>) -> Result<FleetKey, FleetKeyError> {
+        let secret = secret.into();
+        if secret.len() < MIN_FLEET_KEY_BYTES {
+            return Err(FleetKeyError::TooShort { len: secret.len() });
+        }
+        Ok(FleetKey(secret))
+    }
+
+    /// The secret bytes, for the message's HMAC and nothing else.
+    fn secret(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetKey(..)")
+    }
+}
 
 impl FleetKey {
     fn mac(&self) -> HmacSha256 {
