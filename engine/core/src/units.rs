@@ -498,7 +498,10 @@ mod tests {
     #[test]
     fn a_block_hash_refuses_what_is_not_64_hex_digits() {
         let good = "ab".repeat(32);
-        assert_eq!(good[1..].parse::<BlockHash>(), Err(BlockHashError::Length(63)));
+        assert_eq!(
+            good[1..].parse::<BlockHash>(),
+            Err(BlockHashError::Length(63))
+        );
         assert_eq!(
             format!("{good}0").parse::<BlockHash>(),
             Err(BlockHashError::Length(65))
