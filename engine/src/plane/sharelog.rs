@@ -45,7 +45,7 @@ use sluice_layout::shares::{ShareEntry, Verdict};
 use crate::clock::UnixMillis;
 use crate::plane::{connect, Keys, PlaneSettings};
 use crate::session::ShareRecord;
-use crate::units::Extranonce1;
+use crate::units::{Difficulty, Extranonce1};
 
 /// Records queued between the cores and the writer.
 pub const SHARE_QUEUE: usize = 65_536;
@@ -269,8 +269,8 @@ fn fields_of(share: &LoggedShare, engine: &str, batch: &str) -> Vec<String> {
         verdict,
         reason,
         worker: r.worker.to_string(),
-        assigned: r.assigned_difficulty,
-        actual: r.share_difficulty,
+        assigned: r.assigned_difficulty.get(),
+        actual: r.share_difficulty.map_or(0.0, Difficulty::get),
         job: r.job_id.map(|j| j.to_string()),
         height: r.height,
         session: crate::hex::encode(share.session.as_bytes()),
@@ -729,8 +729,8 @@ mod tests {
                 worker: Arc::from("w"),
                 job_id: None,
                 height: None,
-                assigned_difficulty: 1.0,
-                share_difficulty: 1.0,
+                assigned_difficulty: Difficulty::ONE,
+                share_difficulty: Some(Difficulty::ONE),
                 result: if accepted {
                     Ok(())
                 } else {
@@ -844,8 +844,8 @@ mod redis_tests {
                 worker: Arc::from(worker),
                 job_id: None,
                 height: Some(1),
-                assigned_difficulty: 2.0,
-                share_difficulty: 3.0,
+                assigned_difficulty: Difficulty::new(2.0).unwrap(),
+                share_difficulty: Difficulty::new(3.0).ok(),
                 result: if accepted {
                     Ok(())
                 } else {
