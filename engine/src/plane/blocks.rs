@@ -423,8 +423,8 @@ fn hand_over(settings: PlaneSettings, state: Arc<Mutex<Held>>, wake: Receiver<()
                 break;
             };
             let sent = match connected(&mut con, &settings.url) {
-                Some(c) => xadd_found(c, &keys, &settings.id, &block).map_err(|e| e.to_string()),
-                None => Err("cannot connect".to_owned()),
+                Some(c) => xadd_found(c, &keys, &settings.id, &block).map_err(StepError::Redis),
+                None => Err(StepError::Unreachable),
             };
             let mut held = lock(&state);
             match sent {
