@@ -959,4 +959,69 @@ mod tests {
             .starts_with("blocks.held_path"));
         remove(&path);
     }
+
+    /// The block streams against a real `redis-server`.
+    mod with_redis {
+        use super::*;
+        use crate::plane::test_redis::TestRedis;
+
+        #[test]
+        fn a_found_block_entry_with_a_bad_hash_is_skipped_and_the_next_one_taken() {
+            let server = TestRedis::start();
+            let mut con = server.con();
+            let keys = Keys::new("t");
+            let raw: &str = "00ff";
+            let hash = format!("{:064x}", 5);
+            for bad in [&hash[1..], &format!("{}zz", &hash[2..])] {
+                redis::cmd("XADD")
+                    .arg(keys.blocks_found())
+                    .arg("*")
+                    .arg(field::HASH)
+                    .arg(bad)
+                    .arg(field::HEIGHT)
+                    .arg(5)
+                    .arg(field::BLOCK)
+                    .arg(raw)
+                    .query::<String>(&mut con)
+                    .unwrap();
+            }
+            let good = CandidateBlock {
+                hash: hash.parse().unwrap(),
+                height: 5,
+                worker: "w".into(),
+                raw: vec![0, 0xff],
+                entry: None,
+            };
+            let id = xadd_found(&mut con, &keys, "e1", &good).unwrap();
+            let (tx, rx) = crossbeam_channel::unbounded();
+            for _ in 0..2 {
+                assert_eq!(take_one(&mut con, &keys, &tx).unwrap(), None, "skipped");
+            }
+            assert_eq!(
+                take_one(&mut con, &keys, &tx).unwrap(),
+                Some((id.clone(), good.hash))
+            );
+            let taken = rx.try_recv().unwrap();
+            assert_eq!(
+                taken,
+                CandidateBlock {
+                    entry: Some(id),
+                    ..good
+                }
+            );
+            let fields: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(keys.blocks_found())
+                .arg("-")
+                .arg("+")
+                .query(&mut con)
+                .unwrap();
+            let written: Vec<&str> = fields[2].1.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                written,
+                field::FOUND_FIELDS,
+                "written by the layout's names, in order"
+            );
+            assert_eq!(fields[2].1[0].1, hash, "the same hex as before BlockHash");
+        }
+    }
 }
