@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use sluice::plane::sharelog::{spawn_writer, LoggedShare, ShareLogSettings, ShareLogStats};
 use sluice::plane::PlaneSettings;
 use sluice::session::ShareRecord;
-use sluice::units::{Extranonce1, HeaderHash, JobId};
+use sluice::units::{Difficulty, Extranonce1, HeaderHash, JobId};
 use support::engine::{eventually, EngineProcess};
 use support::miner::Miner;
 use support::redis_server::RedisServer;
@@ -100,8 +100,8 @@ fn record(i: u64) -> LoggedShare {
             worker: Arc::from(format!("bcrt1qworker.rig{}", i % 100).as_str()),
             job_id: Some(JobId(i / 1000)),
             height: Some(840_000),
-            assigned_difficulty: 65_536.0,
-            share_difficulty: 91_234.5,
+            assigned_difficulty: Difficulty::new(65_536.0).unwrap(),
+            share_difficulty: Difficulty::new(91_234.5).ok(),
             result: Ok(()),
             is_block: false,
             hash: Some(HeaderHash([(i % 251) as u8; 32])),

@@ -343,7 +343,7 @@ fn the_cursor_over_found_blocks_only_moves_forward() {
 
     // A record moves the cursor with it, and only forward; the record is written either way.
     let rec = |entry: &str| BlockRecord {
-        hash: format!("{:064}", entry.len()),
+        hash: format!("{:064}", entry.len()).parse().unwrap(),
         height: 7,
         worker: "w".into(),
         found_ms: 1,

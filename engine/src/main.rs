@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sluice::config::{FileConfig, ListenerSection, NodeSection};
+use sluice::plane::commands::ReloadError;
 
 #[derive(Parser)]
 #[command(
@@ -409,15 +410,16 @@ fn role(name: &str, common: CommonArgs, flags: Flags, args: PlaneArgs) -> ExitCo
                 return ExitCode::FAILURE;
             }
         };
-        let reload = move || -> Result<sluice::config::Settings, String> {
+        let reload = move || -> Result<sluice::config::Settings, ReloadError> {
             let mut config = match &common.config {
-                Some(path) => {
-                    FileConfig::load(path).map_err(|e| format!("{}: {e}", path.display()))?
-                }
+                Some(path) => FileConfig::load(path).map_err(|source| ReloadError::File {
+                    path: path.display().to_string(),
+                    source,
+                })?,
                 None => FileConfig::default(),
             };
             apply_flags(&mut config, &common, &flags);
-            config.settings().map_err(|e| e.to_string())
+            Ok(config.settings()?)
         };
         let stratum = match sluice::roles::Stratum::start(settings, plane, share_log, reload) {
             Ok(s) => s,

@@ -1,7 +1,8 @@
 //! What crosses a Sluice fleet's Redis, written once for every process that reads or writes it:
 //! the engine (`sluice`, writer of most keys) and the operators' CLI (`sluicectl`, which must not
-//! link the engine). Facts only: key names ([`Keys`]), the layout version, the share record, the
-//! registry entry, the policy schema and its check, the command and acknowledgement formats.
+//! link the engine). Facts only: key names ([`Keys`]), the layout version, the block streams'
+//! fields, the share record, the registry entry, the policy schema and its check, the command and
+//! acknowledgement formats.
 //! The Redis I/O (connections, Lua scripts, pollers) stays with each binary.
 //!
 //! # Redis layout, version [`LAYOUT_VERSION`]
@@ -22,9 +23,9 @@
 //! | `P:jm:control` | hash | `pause:ID` = 1: that jobmanager may not lead; `prefer` = ID: only that (live) jobmanager may | sluicectl (`jobmanager pause|resume|promote`) → lease script | one field per jobmanager |
 //! | `P:job:latest` | string | the last job message (binary, `job_message.rs` under the `job-message` feature: `SLJ2`, epoch, token, sequence, the job, then an HMAC-SHA256 tag under the fleet key over every byte before it) | leader's publish script → engines | TTL 1 h ([`LATEST_JOB_TTL_MS`]), rewritten per job |
 //! | `P:jobs` | pub/sub channel | every job message (signed, as above) | leader → engines | not stored |
-//! | `P:blocks:found` | stream | blocks found by engines: hash, height, worker, engine, block hex | engines → the leading jobmanager | MAXLEN ~ [`BLOCK_STREAM_MAXLEN`] |
+//! | `P:blocks:found` | stream | blocks found by engines: [`blocks::FOUND_FIELDS`] (hash, height, worker, engine, block hex) | engines → the leading jobmanager | MAXLEN ~ [`BLOCK_STREAM_MAXLEN`] |
 //! | `P:blocks:cursor` | string | the last `blocks:found` entry whose outcome is recorded in `P:blocks`: moved by the same script that writes the record, only forward | leader's recorder → leader's reader | one value |
-//! | `P:blocks` | stream | each submitted block: hash, height, worker, accepted, found_ms, results (JSON, per node) | leader's recorder → sluicectl (`blocks`) | MAXLEN ~ [`BLOCK_STREAM_MAXLEN`] |
+//! | `P:blocks` | stream | each submitted block: [`blocks::RECORD_FIELDS`] (hash, height, worker, accepted, found_ms, results (JSON, per node)) | leader's recorder → sluicectl (`blocks`) | MAXLEN ~ [`BLOCK_STREAM_MAXLEN`] |
 //! | `P:slot:N` | string | slot N (0–255), the first byte of an engine's extranonce1 values: `ID|RUN` of the engine process leasing it (RUN random per start), `released:ID|RUN` after its clean stop, or `pinned` while another engine hosts resumed sessions from it | engines → engines | TTL max(`redis.session_ttl_secs`, `redis.service_ttl_secs`), renewed every third of the service TTL by its holder and by every engine hosting its sessions |
 //! | `P:session:ID` | hash | extranonce1, difficulty, version_mask, workers (JSON), engine, updated_ms; `holder` (`ID|RUN` of the engine whose connection holds it), `holder_slot`, `conn`, `released` (1 once its connection let it go), `shares` (hex, only while released: the duplicate sets of its open jobs, by job fingerprint, at most `MAX_SAVED_SHARES` = 2,048). ID: 16 hex digits of a random 64-bit number from the OS, the subscription id miners send back | engines' session store → engines (resume), sluicectl (`session`) | TTL `redis.session_ttl_secs` (600 s) |
 //! | `P:sessions` | sorted set | session id → expiry (ms) | engines' session store → sluicectl | pruned on every save |
@@ -35,6 +36,7 @@
 //! | `P:cmd:ENGINE` | stream | commands from sluicectl: [`command::FIELDS`] (id, cmd ([`command::Command`]: `drain`, `undrain`, `kick`, `reload`), arg, sent_ms) | sluicectl → that engine | MAXLEN ~ [`command::COMMAND_STREAM_MAXLEN`] |
 //! | `P:ack:ID` | string | the engine's answer to command ID ([`command::Ack`]): `{"cmd","engine","ok","result"|"error"}` | the engine → sluicectl | TTL 1 h ([`command::ACK_TTL_SECS`]) |
 
+pub mod blocks;
 pub mod command;
 #[cfg(feature = "job-message")]
 pub mod job_message;

@@ -2,6 +2,7 @@
 //! jobmanager appends to after submitting each one, with every node's answer.
 
 use serde_json::{json, Value};
+use sluice_layout::blocks as field;
 
 use super::Ctx;
 use crate::error::Result;
@@ -10,14 +11,14 @@ use crate::output::{self, Align, Table};
 use crate::stream::{self, Entry};
 
 fn to_json(e: &Entry) -> Value {
-    let results = e.get("results");
+    let results = e.get(field::RESULTS);
     json!({
         "id": e.id,
-        "hash": e.get("hash"),
-        "height": e.get("height").parse::<u64>().ok(),
-        "worker": e.get("worker"),
-        "accepted": e.get("accepted") == "1",
-        "found_ms": e.get("found_ms").parse::<u64>().ok(),
+        "hash": e.get(field::HASH),
+        "height": e.get(field::HEIGHT).parse::<u64>().ok(),
+        "worker": e.get(field::WORKER),
+        "accepted": e.get(field::ACCEPTED) == "1",
+        "found_ms": e.get(field::FOUND_MS).parse::<u64>().ok(),
         // Kept as the text it was when it does not parse, rather than lost.
         "results": serde_json::from_str::<Value>(results).unwrap_or_else(|_| json!(results)),
     })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::chain::Job;
 use crate::share::Reject;
-use crate::units::{Extranonce1, HeaderHash, JobId};
+use crate::units::{Difficulty, Extranonce1, HeaderHash, JobId};
 
 /// One judged share, for the share log and metrics.
 #[derive(Debug, Clone)]
@@ -16,9 +16,10 @@ pub struct ShareRecord {
     pub job_id: Option<JobId>,
     pub height: Option<u64>,
     /// The difficulty the job was sent with.
-    pub assigned_difficulty: f64,
-    /// The difficulty the share reached (0 when it was refused before hashing).
-    pub share_difficulty: f64,
+    pub assigned_difficulty: Difficulty,
+    /// The difficulty the share reached; `None` when it was refused before hashing (the share
+    /// log writes 0 then).
+    pub share_difficulty: Option<Difficulty>,
     pub result: Result<(), Reject>,
     pub is_block: bool,
     pub hash: Option<HeaderHash>,

@@ -1,5 +1,5 @@
-//! Newtypes for the quantities of mining: 256-bit targets, difficulties, header hashes, job ids and
-//! extranonces.
+//! Newtypes for the quantities of mining: 256-bit targets, difficulties, header and block hashes, job ids
+//! and extranonces.
 //!
 //! Targets are compared as exact 256-bit integers, never through floating point. Difficulty is an `f64`
 //! because pools hand out fractional difficulties, but the conversion to a target is exact: the `f64` is
@@ -300,6 +300,67 @@ impl fmt::Debug for HeaderHash {
     }
 }
 
+/// A block's hash once it leaves the session: the header hash of a found block, as it travels to
+/// the nodes, the held-blocks file, Redis and `/status`. It is displayed, parsed and serialized as
+/// nodes and explorers print it (the 32 bytes reversed, 64 lower-case hex digits); parsing takes
+/// either case, since the bytes are the same. Compared as bytes, never as text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BlockHash(pub [u8; 32]);
+
+/// Why text is not a [`BlockHash`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockHashError {
+    #[error("a block hash is 64 hex digits; this one is {0} bytes long")]
+    Length(usize),
+    #[error("a block hash is hex digits only (0-9, a-f)")]
+    Digit,
+}
+
+impl From<HeaderHash> for BlockHash {
+    fn from(hash: HeaderHash) -> BlockHash {
+        BlockHash(hash.0)
+    }
+}
+
+impl std::str::FromStr for BlockHash {
+    type Err = BlockHashError;
+
+    fn from_str(text: &str) -> Result<BlockHash, BlockHashError> {
+        let mut b = [0u8; 32];
+        crate::hex::decode_into(text.as_bytes(), &mut b).map_err(|e| match e {
+            crate::hex::HexError::Length => BlockHashError::Length(text.len()),
+            crate::hex::HexError::Digit => BlockHashError::Digit,
+        })?;
+        b.reverse();
+        Ok(BlockHash(b))
+    }
+}
+
+impl fmt::Display for BlockHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&HeaderHash(self.0), f)
+    }
+}
+
+impl fmt::Debug for BlockHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlockHash({self})")
+    }
+}
+
+impl serde::Serialize for BlockHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BlockHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BlockHash, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A job's id as miners see it: a 64-bit number written as lower-case hex without leading zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(pub u64);
@@ -412,6 +473,52 @@ impl fmt::Debug for Extranonce1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_hash_reads_and_prints_as_nodes_print_it() {
+        let text = "00000000000000000002a7c4c1e48d76c5a37902165a270156b7a8d72728a054";
+        let hash: BlockHash = text.parse().unwrap();
+        assert_eq!(hash.0[0], 0x54, "stored in hashing order, printed reversed");
+        assert_eq!(hash.0[31], 0x00);
+        assert_eq!(hash.to_string(), text);
+        assert_eq!(BlockHash::from(HeaderHash(hash.0)), hash);
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<BlockHash>(&json).unwrap(), hash);
+    }
+
+    #[test]
+    fn a_block_hash_takes_upper_case_and_prints_lower_case() {
+        let lower = "00000000000000000002a7c4c1e48d76c5a37902165a270156b7a8d72728a054";
+        let upper: BlockHash = lower.to_uppercase().parse().unwrap();
+        assert_eq!(upper, lower.parse::<BlockHash>().unwrap());
+        assert_eq!(upper.to_string(), lower);
+    }
+
+    #[test]
+    fn a_block_hash_refuses_what_is_not_64_hex_digits() {
+        let good = "ab".repeat(32);
+        assert_eq!(
+            good[1..].parse::<BlockHash>(),
+            Err(BlockHashError::Length(63))
+        );
+        assert_eq!(
+            format!("{good}0").parse::<BlockHash>(),
+            Err(BlockHashError::Length(65))
+        );
+        assert_eq!("".parse::<BlockHash>(), Err(BlockHashError::Length(0)));
+        let not_hex = format!("{}zz", &good[2..]);
+        assert_eq!(not_hex.parse::<BlockHash>(), Err(BlockHashError::Digit));
+        assert_eq!(
+            format!("0x{}", &good[2..]).parse::<BlockHash>(),
+            Err(BlockHashError::Digit)
+        );
+        // Multi-byte characters count as bytes: 62 digits and one two-byte character are 64 bytes.
+        let wide = format!("{}é", &good[2..]);
+        assert_eq!(wide.parse::<BlockHash>(), Err(BlockHashError::Digit));
+        assert!(serde_json::from_str::<BlockHash>("\"abc\"").is_err());
+        assert!(serde_json::from_str::<BlockHash>("7").is_err());
+    }
 
     fn hex_target(s: &str) -> Target {
         let mut b = [0u8; 32];

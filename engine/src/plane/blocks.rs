@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
+use sluice_layout::blocks as field;
 
 use crate::chain::{BlockRecord, CandidateBlock};
 use crate::hex;
@@ -29,6 +30,7 @@ use crate::plane::keys::BLOCK_STREAM_MAXLEN;
 use crate::plane::lease::Leadership;
 use crate::plane::{connected, spawn_loop, Backoff, Keys, PlaneLoop, PlaneSettings, StepError};
 use crate::session::BlockFound;
+use crate::units::{BlockHash, BlockHashError};
 
 /// How long a stopping engine keeps trying to hand over the blocks it holds (they stay in the
 /// held-blocks file after it, for the next start).
@@ -57,10 +59,26 @@ pub enum HeldBlocksError {
     InUse { path: String },
 }
 
+/// Why a line of the held-blocks file or a `P:blocks:found` entry is not a block. The entry is
+/// logged in full and skipped: an operator can still submit its block by hand.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadableBlock {
+    /// Not one JSON object of a held block (its hash is parsed with it, so a hash that is not 64
+    /// hex digits is this too).
+    #[error("not a held block: {0}")]
+    Line(#[from] serde_json::Error),
+    #[error("the {name} field: {0}", name = field::HASH)]
+    Hash(#[from] BlockHashError),
+    #[error("the {name} field is not the block's hex", name = field::BLOCK)]
+    BlockHex,
+    #[error("the {name} field is empty", name = field::BLOCK)]
+    EmptyBlock,
+}
+
 /// One line of the held-blocks file.
 #[derive(Debug, Serialize, Deserialize)]
 struct HeldLine {
-    hash: String,
+    hash: BlockHash,
     height: u64,
     worker: String,
     block: String,
@@ -69,16 +87,16 @@ struct HeldLine {
 impl HeldLine {
     fn of(block: &CandidateBlock) -> HeldLine {
         HeldLine {
-            hash: block.hash.clone(),
+            hash: block.hash,
             height: block.height,
             worker: block.worker.clone(),
             block: hex::encode(&block.raw),
         }
     }
 
-    fn into_block(self) -> Option<CandidateBlock> {
-        Some(CandidateBlock {
-            raw: hex::decode_vec(&self.block).ok()?,
+    fn into_block(self) -> Result<CandidateBlock, UnreadableBlock> {
+        Ok(CandidateBlock {
+            raw: hex::decode_vec(&self.block).map_err(|_| UnreadableBlock::BlockHex)?,
             hash: self.hash,
             height: self.height,
             worker: self.worker,
@@ -145,12 +163,12 @@ impl HeldBlocks {
                 continue;
             }
             match serde_json::from_slice::<HeldLine>(line)
-                .ok()
+                .map_err(UnreadableBlock::Line)
                 .and_then(HeldLine::into_block)
             {
-                Some(block) => blocks.push_back(block),
-                None => {
-                    tracing::error!(path = %path.display(), line = %String::from_utf8_lossy(line), "an unreadable line in the held-blocks file: dropped");
+                Ok(block) => blocks.push_back(block),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, line = %String::from_utf8_lossy(line), "an unreadable line in the held-blocks file: dropped (submit its block by hand if it is one)");
                     rewrite = true;
                 }
             }
@@ -227,7 +245,7 @@ impl HeldBlocks {
 
     /// Drops the oldest block with this hash (it reached Redis) and rewrites the file with the
     /// rest; nothing to do if it is gone already (dropped at the cap meanwhile).
-    pub fn release(&mut self, hash: &str) -> std::io::Result<()> {
+    pub fn release(&mut self, hash: BlockHash) -> std::io::Result<()> {
         match self.blocks.iter().position(|b| b.hash == hash) {
             Some(i) => {
                 self.blocks.remove(i);
@@ -279,15 +297,15 @@ fn xadd_found(
         .arg("~")
         .arg(BLOCK_STREAM_MAXLEN)
         .arg("*")
-        .arg("hash")
-        .arg(&block.hash)
-        .arg("height")
+        .arg(field::HASH)
+        .arg(block.hash.to_string())
+        .arg(field::HEIGHT)
         .arg(block.height)
-        .arg("worker")
+        .arg(field::WORKER)
         .arg(&block.worker)
-        .arg("engine")
+        .arg(field::ENGINE)
         .arg(engine)
-        .arg("block")
+        .arg(field::BLOCK)
         .arg(hex::encode(&block.raw))
         .query(con)
 }
@@ -337,7 +355,7 @@ pub fn spawn_forwarder(
                     }
                 }
                 let mut held = lock(&state);
-                let (hash, height, hex) = (block.hash.clone(), block.height, hex::encode(&block.raw));
+                let (hash, height, hex) = (block.hash, block.height, hex::encode(&block.raw));
                 let (dropped, written) = held.blocks.hold(block);
                 if let Some(dropped) = dropped {
                     held.announced.remove(&dropped.hash);
@@ -364,7 +382,7 @@ pub fn spawn_forwarder(
 struct Held {
     blocks: HeldBlocks,
     /// Blocks already logged in full as held (each is logged once).
-    announced: HashSet<String>,
+    announced: HashSet<BlockHash>,
     /// The last hand-over failed.
     away: bool,
 }
@@ -405,8 +423,8 @@ fn hand_over(settings: PlaneSettings, state: Arc<Mutex<Held>>, wake: Receiver<()
                 break;
             };
             let sent = match connected(&mut con, &settings.url) {
-                Some(c) => xadd_found(c, &keys, &settings.id, &block).map_err(|e| e.to_string()),
-                None => Err("cannot connect".to_owned()),
+                Some(c) => xadd_found(c, &keys, &settings.id, &block).map_err(StepError::Redis),
+                None => Err(StepError::Unreachable),
             };
             let mut held = lock(&state);
             match sent {
@@ -414,7 +432,7 @@ fn hand_over(settings: PlaneSettings, state: Arc<Mutex<Held>>, wake: Receiver<()
                     tracing::info!(hash = %block.hash, "block handed to Redis");
                     held.away = false;
                     held.announced.remove(&block.hash);
-                    if let Err(e) = held.blocks.release(&block.hash) {
+                    if let Err(e) = held.blocks.release(block.hash) {
                         tracing::error!(error = %e, path = %held.blocks.path().display(), "cannot rewrite the held-blocks file: the next start hands its blocks over again (harmless)");
                     }
                 }
@@ -426,7 +444,7 @@ fn hand_over(settings: PlaneSettings, state: Arc<Mutex<Held>>, wake: Receiver<()
                         blocks, announced, ..
                     } = &mut *held;
                     for b in &blocks.blocks {
-                        if announced.insert(b.hash.clone()) {
+                        if announced.insert(b.hash) {
                             tracing::error!(hash = %b.hash, height = b.height, block = %hex::encode(&b.raw), path = %blocks.path().display(), "Redis is away: block held in the held-blocks file until it answers (or submit it by hand)");
                         }
                     }
@@ -481,7 +499,7 @@ impl PlaneLoop for Reader {
             return Ok(Duration::from_millis(50));
         }
         if let Some((id, hash)) = take_one(c, &self.keys, &self.submit)? {
-            wait_for_outcome(&id, &hash, &self.outcomes, stop);
+            wait_for_outcome(&id, hash, &self.outcomes, stop);
         }
         Ok(Duration::ZERO)
     }
@@ -553,7 +571,7 @@ impl PlaneLoop for Recorder {
     }
 }
 
-fn wait_for_outcome(id: &str, hash: &str, outcomes: &Receiver<String>, stop: &AtomicBool) {
+fn wait_for_outcome(id: &str, hash: BlockHash, outcomes: &Receiver<String>, stop: &AtomicBool) {
     let deadline = Instant::now() + OUTCOME_WAIT;
     while !stop.load(Ordering::Relaxed) {
         match outcomes.recv_timeout(Duration::from_millis(100)) {
@@ -583,7 +601,7 @@ fn take_one(
     con: &mut redis::Connection,
     keys: &Keys,
     submit: &Sender<CandidateBlock>,
-) -> Result<Option<(String, String)>, StepError> {
+) -> Result<Option<(String, BlockHash)>, StepError> {
     let cursor: Option<String> = redis::cmd("GET")
         .arg(keys.blocks_cursor())
         .query(con)
@@ -616,36 +634,50 @@ fn take_one(
     else {
         return Ok(None);
     };
-    let field = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
-            .unwrap_or_default()
-    };
-    let text = |name: &str| String::from_utf8_lossy(field(name)).into_owned();
-    match hex::decode_vec(&text("block")) {
-        Ok(raw) if !raw.is_empty() => {
-            let block = CandidateBlock {
-                hash: text("hash"),
-                height: text("height").parse().unwrap_or(0),
-                worker: text("worker"),
-                raw,
-                entry: Some(id.clone()),
-            };
-            tracing::info!(hash = %block.hash, engine = %text("engine"), entry = %id, "took a found block from the fleet; submitting it");
-            let hash = block.hash.clone();
+    match found_block(&fields, &id) {
+        Ok(block) => {
+            let hash = block.hash;
+            tracing::info!(%hash, engine = %text_of(&fields, field::ENGINE), entry = %id, "took a found block from the fleet; submitting it");
             if submit.send(block).is_err() {
                 return Err(StepError::Other("the submitter stopped".into()));
             }
             Ok(Some((id, hash)))
         }
-        _ => {
-            tracing::error!(%id, "a found-block entry without valid hex: skipped");
+        Err(e) => {
+            tracing::error!(%id, error = %e, hash = %text_of(&fields, field::HASH), "a found-block entry that is not a block: skipped");
             advance_cursor(con, keys, &id).map_err(StepError::Redis)?;
             Ok(None)
         }
     }
+}
+
+/// A stream entry's field as text (empty if absent).
+fn text_of(fields: &[(String, Vec<u8>)], name: &str) -> String {
+    let value = fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or_default();
+    String::from_utf8_lossy(value).into_owned()
+}
+
+/// The block a `P:blocks:found` entry holds; an entry whose hash or block is not what an engine
+/// writes is refused, whatever else it holds.
+fn found_block(fields: &[(String, Vec<u8>)], id: &str) -> Result<CandidateBlock, UnreadableBlock> {
+    let raw =
+        hex::decode_vec(&text_of(fields, field::BLOCK)).map_err(|_| UnreadableBlock::BlockHex)?;
+    if raw.is_empty() {
+        return Err(UnreadableBlock::EmptyBlock);
+    }
+    Ok(CandidateBlock {
+        hash: text_of(fields, field::HASH)
+            .parse()
+            .map_err(UnreadableBlock::Hash)?,
+        height: text_of(fields, field::HEIGHT).parse().unwrap_or(0),
+        worker: text_of(fields, field::WORKER),
+        raw,
+        entry: Some(id.to_owned()),
+    })
 }
 
 /// Lua: `greater(a, b)` for two stream ids (an id that does not parse is below every other, so a
@@ -717,17 +749,17 @@ pub fn record(
         .key(keys.blocks_cursor())
         .arg(BLOCK_STREAM_MAXLEN)
         .arg(record.entry.as_deref().unwrap_or(""))
-        .arg("hash")
-        .arg(&record.hash)
-        .arg("height")
+        .arg(field::HASH)
+        .arg(record.hash.to_string())
+        .arg(field::HEIGHT)
         .arg(record.height)
-        .arg("worker")
+        .arg(field::WORKER)
         .arg(&record.worker)
-        .arg("accepted")
+        .arg(field::ACCEPTED)
         .arg(u8::from(record.accepted()))
-        .arg("found_ms")
+        .arg(field::FOUND_MS)
         .arg(record.found_ms)
-        .arg("results")
+        .arg(field::RESULTS)
         .arg(serde_json::Value::Array(results).to_string())
         .invoke(con)
 }
@@ -752,7 +784,7 @@ mod tests {
 
     fn block(n: u64) -> CandidateBlock {
         CandidateBlock {
-            hash: format!("{n:064x}"),
+            hash: format!("{n:064x}").parse().unwrap(),
             height: n,
             worker: "w".into(),
             raw: n.to_le_bytes().to_vec(),
@@ -767,7 +799,7 @@ mod tests {
         for n in 0..3 {
             assert!(held.hold(block(n)).1.is_ok());
         }
-        held.release(&block(0).hash).unwrap();
+        held.release(block(0).hash).unwrap();
         drop(held);
         let held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
         let heights: Vec<_> = held.blocks.iter().map(|b| b.height).collect();
@@ -819,6 +851,102 @@ mod tests {
     }
 
     #[test]
+    fn a_held_line_whose_hash_is_not_64_hex_digits_is_dropped_and_the_rest_kept() {
+        let path = temp_path("badhash");
+        let mut held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        held.hold(block(1)).1.unwrap();
+        drop(held);
+        let good = std::fs::read_to_string(&path).unwrap();
+        let digits = format!("{:064x}", 1);
+        let mut text = good.replace(&digits, &digits[1..]);
+        text.push_str(&good.replace(&digits, &format!("{}zz", &digits[2..])));
+        text.push_str(&good.replace(&block(1).hash.to_string(), &block(2).hash.to_string()));
+        std::fs::write(&path, text).unwrap();
+        let held = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held.front().map(|b| b.hash), Some(block(2).hash));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            1,
+            "the file is rewritten without them: {text}"
+        );
+        remove(&path);
+    }
+
+    #[test]
+    fn a_held_line_is_the_same_json_as_before_blockhash() {
+        let line = serde_json::to_string(&HeldLine::of(&block(0x2a))).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                r#"{{"hash":"{:064x}","height":42,"worker":"w","block":"2a00000000000000"}}"#,
+                0x2a
+            )
+        );
+    }
+
+    fn entry(hash: &str, block: &str) -> Vec<(String, Vec<u8>)> {
+        [
+            (field::HASH, hash),
+            (field::HEIGHT, "7"),
+            (field::WORKER, "w"),
+            (field::ENGINE, "e"),
+            (field::BLOCK, block),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+        .collect()
+    }
+
+    #[test]
+    fn a_found_block_entry_is_read_by_the_layouts_field_names() {
+        let hash = format!("{:064x}", 9);
+        let block = found_block(&entry(&hash, "00ff"), "1-0").unwrap();
+        assert_eq!(block.hash.to_string(), hash);
+        assert_eq!(
+            (block.height, block.worker.as_str(), block.raw.as_slice()),
+            (7, "w", &[0, 0xff][..])
+        );
+        assert_eq!(block.entry.as_deref(), Some("1-0"));
+    }
+
+    #[test]
+    fn a_found_block_entry_with_a_bad_hash_or_block_is_refused_not_a_panic() {
+        let hash = format!("{:064x}", 9);
+        for bad in [&hash[1..], &format!("{}zz", &hash[2..]), "", "\u{e9}"] {
+            assert!(
+                matches!(
+                    found_block(&entry(bad, "00ff"), "1-0"),
+                    Err(UnreadableBlock::Hash(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let mut fields = entry(&hash, "00ff");
+        fields[0].1 = vec![0xff; 64];
+        assert!(matches!(
+            found_block(&fields, "1-0"),
+            Err(UnreadableBlock::Hash(_))
+        ));
+        assert!(matches!(
+            found_block(&entry(&hash, "0g"), "1-0"),
+            Err(UnreadableBlock::BlockHex)
+        ));
+        assert!(matches!(
+            found_block(&entry(&hash, ""), "1-0"),
+            Err(UnreadableBlock::EmptyBlock)
+        ));
+        assert!(found_block(&[], "1-0").is_err());
+        let e = found_block(&entry(&hash[1..], "00"), "1-0").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the hash field: a block hash is 64 hex digits"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_second_engine_on_the_same_file_is_refused() {
         let path = temp_path("lock");
         let _first = HeldBlocks::open(&path, MAX_HELD_BLOCKS).unwrap();
@@ -830,5 +958,70 @@ mod tests {
             .to_string()
             .starts_with("blocks.held_path"));
         remove(&path);
+    }
+
+    /// The block streams against a real `redis-server`.
+    mod with_redis {
+        use super::*;
+        use crate::plane::test_redis::TestRedis;
+
+        #[test]
+        fn a_found_block_entry_with_a_bad_hash_is_skipped_and_the_next_one_taken() {
+            let server = TestRedis::start();
+            let mut con = server.con();
+            let keys = Keys::new("t");
+            let raw: &str = "00ff";
+            let hash = format!("{:064x}", 5);
+            for bad in [&hash[1..], &format!("{}zz", &hash[2..])] {
+                redis::cmd("XADD")
+                    .arg(keys.blocks_found())
+                    .arg("*")
+                    .arg(field::HASH)
+                    .arg(bad)
+                    .arg(field::HEIGHT)
+                    .arg(5)
+                    .arg(field::BLOCK)
+                    .arg(raw)
+                    .query::<String>(&mut con)
+                    .unwrap();
+            }
+            let good = CandidateBlock {
+                hash: hash.parse().unwrap(),
+                height: 5,
+                worker: "w".into(),
+                raw: vec![0, 0xff],
+                entry: None,
+            };
+            let id = xadd_found(&mut con, &keys, "e1", &good).unwrap();
+            let (tx, rx) = crossbeam_channel::unbounded();
+            for _ in 0..2 {
+                assert_eq!(take_one(&mut con, &keys, &tx).unwrap(), None, "skipped");
+            }
+            assert_eq!(
+                take_one(&mut con, &keys, &tx).unwrap(),
+                Some((id.clone(), good.hash))
+            );
+            let taken = rx.try_recv().unwrap();
+            assert_eq!(
+                taken,
+                CandidateBlock {
+                    entry: Some(id),
+                    ..good
+                }
+            );
+            let fields: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(keys.blocks_found())
+                .arg("-")
+                .arg("+")
+                .query(&mut con)
+                .unwrap();
+            let written: Vec<&str> = fields[2].1.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                written,
+                field::FOUND_FIELDS,
+                "written by the layout's names, in order"
+            );
+            assert_eq!(fields[2].1[0].1, hash, "the same hex as before BlockHash");
+        }
     }
 }

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::plane::{spawn_loop, Backoff, Keys, PlaneSettings, StepError, Steps};
 
@@ -43,9 +44,46 @@ pub struct Kick {
     pub kicked: Arc<AtomicU64>,
 }
 
-/// What the cores read on their tick: drain state and pending kicks.
 /// Re-reads the configuration and applies what can change live; the result for the ack.
-pub type Reloader = Box<dyn Fn() -> Result<serde_json::Value, String> + Send + Sync>;
+pub type Reloader = Box<dyn Fn() -> Result<serde_json::Value, ReloadError> + Send + Sync>;
+
+/// Why a `reload` changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration file cannot be read or parsed.
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: ConfigError,
+    },
+    /// The file with the flags over it does not check (the error names the key).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error("the engine is stopping")]
+    Stopping,
+}
+
+/// Why a command was refused; its text is the acknowledgement's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0:?} is not a session id (hex, as mining.subscribe gives it)")]
+    NotASessionId(String),
+    /// [`MAX_PENDING_KICKS`] wait for the cores' next tick already.
+    #[error("too many kicks pending")]
+    TooManyKicks,
+    #[error("this engine was not started from a configuration it can re-read")]
+    NotReloadable,
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
+    /// A thread panicked holding this engine's `what`: the command cannot run until a restart.
+    #[error("{0} poisoned")]
+    Poisoned(&'static str),
+    #[error("unknown command {0:?}: this engine knows drain, undrain, kick and reload")]
+    Unknown(String),
+}
+
+/// What the cores read on their tick: drain state and pending kicks.
 
 #[derive(Default)]
 pub struct Control {
@@ -80,10 +118,13 @@ impl Control {
         self.kicks.lock().map(|k| k.clone()).unwrap_or_default()
     }
 
-    fn add_kick(&self, kick: Arc<Kick>) -> Result<(), String> {
-        let mut kicks = self.kicks.lock().map_err(|_| "kick list poisoned")?;
+    fn add_kick(&self, kick: Arc<Kick>) -> Result<(), CommandError> {
+        let mut kicks = self
+            .kicks
+            .lock()
+            .map_err(|_| CommandError::Poisoned("kick list"))?;
         if kicks.len() >= MAX_PENDING_KICKS {
-            return Err("too many kicks pending".into());
+            return Err(CommandError::TooManyKicks);
         }
         kicks.push(kick);
         Ok(())
@@ -103,7 +144,7 @@ fn run(
     arg: &str,
     control: &Control,
     metrics: &Metrics,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, CommandError> {
     match Command::parse(cmd) {
         Some(Command::Drain) => {
             control.draining.store(true, Ordering::Release);
@@ -119,9 +160,7 @@ fn run(
         }
         Some(Command::Kick) => {
             if arg.is_empty() || arg.len() > 16 || !arg.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "{arg:?} is not a session id (hex, as mining.subscribe gives it)"
-                ));
+                return Err(CommandError::NotASessionId(arg.to_owned()));
             }
             let kick = Arc::new(Kick {
                 session_id: arg.to_ascii_lowercase(),
@@ -134,17 +173,16 @@ fn run(
             Ok(serde_json::json!({"kicked": kick.kicked.load(Ordering::Acquire)}))
         }
         Some(Command::Reload) => {
-            let reloader = control.reloader.lock().map_err(|_| "reloader poisoned")?;
+            let reloader = control
+                .reloader
+                .lock()
+                .map_err(|_| CommandError::Poisoned("reloader"))?;
             match reloader.as_ref() {
-                Some(reload) => reload(),
-                None => {
-                    Err("this engine was not started from a configuration it can re-read".into())
-                }
+                Some(reload) => Ok(reload()?),
+                None => Err(CommandError::NotReloadable),
             }
         }
-        None => Err(format!(
-            "unknown command {cmd:?}: this engine knows drain, undrain, kick and reload"
-        )),
+        None => Err(CommandError::Unknown(cmd.to_owned())),
     }
 }
 
@@ -201,7 +239,8 @@ pub fn spawn(
                     continue;
                 }
                 tracing::info!(%id, %cmd, %arg, "command from sluicectl");
-                let ack = Ack::new(&settings.id, cmd, run(cmd, arg, &control, &metrics));
+                let outcome = run(cmd, arg, &control, &metrics).map_err(|e| e.to_string());
+                let ack = Ack::new(&settings.id, cmd, outcome);
                 let stored: redis::RedisResult<()> = redis::cmd("SET")
                     .arg(keys.ack(id))
                     .arg(ack.to_json())

@@ -45,7 +45,7 @@ use sluice_layout::shares::{ShareEntry, Verdict};
 use crate::clock::UnixMillis;
 use crate::plane::{connect, Keys, PlaneSettings};
 use crate::session::ShareRecord;
-use crate::units::Extranonce1;
+use crate::units::{Difficulty, Extranonce1};
 
 /// Records queued between the cores and the writer.
 pub const SHARE_QUEUE: usize = 65_536;
@@ -269,8 +269,8 @@ fn fields_of(share: &LoggedShare, engine: &str, batch: &str) -> Vec<String> {
         verdict,
         reason,
         worker: r.worker.to_string(),
-        assigned: r.assigned_difficulty,
-        actual: r.share_difficulty,
+        assigned: r.assigned_difficulty.get(),
+        actual: r.share_difficulty.map_or(0.0, Difficulty::get),
         job: r.job_id.map(|j| j.to_string()),
         height: r.height,
         session: crate::hex::encode(share.session.as_bytes()),
@@ -326,6 +326,18 @@ fn cut_torn_tail(file: &File) -> std::io::Result<(u64, u64)> {
     Ok((keep, len - keep))
 }
 
+/// Why a batch did not reach Redis, or a replay turn stopped: the writer spools meanwhile, and
+/// logs it.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("cannot reach Redis (check redis.url and that Redis is up): {0}")]
+    Connect(#[source] redis::RedisError),
+    #[error("Redis did not take the share batch: {0}")]
+    Redis(#[source] redis::RedisError),
+    #[error("the share spool (share_log.spool_path): {0}")]
+    Spool(#[from] std::io::Error),
+}
+
 struct Writer {
     settings: PlaneSettings,
     log: ShareLogSettings,
@@ -367,9 +379,9 @@ impl Writer {
     }
 
     /// Writes one batch to Redis (idempotently).
-    fn write(&mut self, batch: &Batch) -> Result<(), String> {
+    fn write(&mut self, batch: &Batch) -> Result<(), WriteError> {
         if self.con.is_none() {
-            self.con = Some(connect(&self.settings.url).map_err(|e| e.to_string())?);
+            self.con = Some(connect(&self.settings.url).map_err(WriteError::Connect)?);
         }
         let sums = rollups(batch);
         let mut invocation = self.script.prepare_invoke();
@@ -413,7 +425,7 @@ impl Writer {
             }
             Err(e) => {
                 self.con = None;
-                Err(e.to_string())
+                Err(WriteError::Redis(e))
             }
         }
     }
@@ -490,8 +502,8 @@ impl Writer {
     /// One replay turn: writes spooled batches from the read offset, at most
     /// [`REPLAY_TURN_BATCHES`] or for about [`REPLAY_TURN_TIME`]. Once it has caught up, the
     /// spool is truncated.
-    fn replay_turn(&mut self) -> Result<(), String> {
-        self.open_spool().map_err(|e| e.to_string())?;
+    fn replay_turn(&mut self) -> Result<(), WriteError> {
+        self.open_spool()?;
         let started = Instant::now();
         let mut turn = 0usize;
         while self.replay_at < self.spool_bytes
@@ -509,9 +521,7 @@ impl Writer {
             // Read ahead a few lines at most: their batches are written before the next read.
             while batches.len() < (REPLAY_TURN_BATCHES - turn).min(8) {
                 line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| e.to_string())?;
+                let n = reader.read_until(b'\n', &mut line)?;
                 if n == 0 || line.last() != Some(&b'\n') {
                     break;
                 }
@@ -541,9 +551,7 @@ impl Writer {
         }
         if self.replay_at >= self.spool_bytes {
             let file = self.spool.as_ref().expect("opened above");
-            file.set_len(0)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| e.to_string())?;
+            file.set_len(0).and_then(|()| file.sync_all())?;
             tracing::info!("share spool replayed into Redis; batches go straight to Redis again");
             self.spool_bytes = 0;
             self.replay_at = 0;
@@ -729,8 +737,8 @@ mod tests {
                 worker: Arc::from("w"),
                 job_id: None,
                 height: None,
-                assigned_difficulty: 1.0,
-                share_difficulty: 1.0,
+                assigned_difficulty: Difficulty::ONE,
+                share_difficulty: Some(Difficulty::ONE),
                 result: if accepted {
                     Ok(())
                 } else {
@@ -844,8 +852,8 @@ mod redis_tests {
                 worker: Arc::from(worker),
                 job_id: None,
                 height: Some(1),
-                assigned_difficulty: 2.0,
-                share_difficulty: 3.0,
+                assigned_difficulty: Difficulty::new(2.0).unwrap(),
+                share_difficulty: Difficulty::new(3.0).ok(),
                 result: if accepted {
                     Ok(())
                 } else {

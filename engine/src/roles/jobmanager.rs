@@ -39,14 +39,14 @@ impl Jobmanager {
     /// `P:blocks:cursor`), so a leader that dies mid-submission leaves the block to the next.
     pub fn start(settings: Settings, plane: PlaneSettings) -> Result<Jobmanager, StartError> {
         let keys = Keys::new(&plane.prefix);
-        let mut con = connect(&plane.url).map_err(|e| {
-            StartError::Plane(format!(
-                "redis.url: cannot reach Redis at {}: {e}",
-                crate::redact::url(&plane.url)
-            ))
+        let mut con = connect(&plane.url).map_err(|source| StartError::Unreachable {
+            url: crate::redact::url(&plane.url),
+            source,
         })?;
-        crate::plane::keys::check_layout(&mut con, &keys)
-            .map_err(|e| StartError::Plane(format!("redis.prefix {:?}: {e}", plane.prefix)))?;
+        crate::plane::keys::check_layout(&mut con, &keys).map_err(|source| StartError::Layout {
+            prefix: plane.prefix.clone(),
+            source,
+        })?;
         // Two jobmanagers under one id would renew each other's lease.
         crate::plane::sessions::check_id_is_free(&mut con, &plane)?;
 

@@ -32,8 +32,22 @@ pub enum StartError {
     /// The job source, each node's problem naming the key to fix.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
-    #[error("{0}")]
-    Plane(String),
+    #[error("redis.url: cannot reach Redis at {url}: {source}")]
+    Unreachable {
+        /// Redacted.
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("redis.prefix {prefix:?}: {source}")]
+    Layout {
+        prefix: String,
+        #[source]
+        source: crate::plane::keys::LayoutError,
+    },
+    /// The first byte of every extranonce1 is the engine's slot.
+    #[error("pool.extranonce1_size: a fleet engine needs at least 2 bytes (one is its slot)")]
+    Extranonce1TooShort,
     #[error(transparent)]
     Slot(#[from] crate::plane::sessions::SlotError),
     #[error(transparent)]

@@ -9,6 +9,7 @@ use crate::clock::UnixMillis;
 use crate::config::Settings;
 use crate::feed::JobFeed;
 use crate::metrics::Metrics;
+use crate::plane::commands::ReloadError;
 use crate::plane::registry::{self, Load, ServiceInfo};
 use crate::plane::sessions::SlotKeeper;
 use crate::plane::sharelog::{ShareLogSettings, ShareQueue};
@@ -41,13 +42,10 @@ impl Stratum {
         settings: Settings,
         plane: PlaneSettings,
         share_log: ShareLogSettings,
-        reload: impl Fn() -> Result<Settings, String> + Send + Sync + 'static,
+        reload: impl Fn() -> Result<Settings, ReloadError> + Send + Sync + 'static,
     ) -> Result<Stratum, StartError> {
         if settings.coinbase.extranonce.extranonce1() < 2 {
-            return Err(StartError::Plane(
-                "pool.extranonce1_size: a fleet engine needs at least 2 bytes (one is its slot)"
-                    .into(),
-            ));
+            return Err(StartError::Extranonce1TooShort);
         }
         let metrics = Arc::new(Metrics::new(settings.threads));
         let status = Arc::new(SourceStatus::default());
@@ -76,7 +74,7 @@ impl Stratum {
         let shared = engine.shared.clone();
         engine.control.set_reloader(Box::new(move || {
             let new = reload()?;
-            let shared = shared.upgrade().ok_or("the engine is stopping")?;
+            let shared = shared.upgrade().ok_or(ReloadError::Stopping)?;
             let restart_needed = shared.reload(&new);
             tracing::info!(?restart_needed, "configuration reloaded");
             Ok(serde_json::json!({"reloaded": true, "restart_needed": restart_needed}))

@@ -427,7 +427,7 @@ fn after_line(
         match event {
             Event::Share(record) => {
                 match record.result {
-                    Ok(()) => metrics.credit(record.assigned_difficulty),
+                    Ok(()) => metrics.credit(record.assigned_difficulty.get()),
                     Err(reason) => metrics.reject(reason),
                 }
                 record_submit_latency(metrics, started);

@@ -195,7 +195,7 @@ mod tests {
         let status = SourceStatus::default();
         for height in 0..(RECENT_BLOCKS as u64 + 5) {
             status.record_block(BlockRecord {
-                hash: format!("{height:064x}"),
+                hash: format!("{height:064x}").parse().unwrap(),
                 height,
                 worker: "w".into(),
                 found_ms: 0,

@@ -79,7 +79,7 @@ impl SimulatedJobManager {
                         .chain
                         .submit_block(&block.raw, UnixMillis::now().as_secs());
                     self.status.record_block(BlockRecord {
-                        hash: block.hash.clone(),
+                        hash: block.hash,
                         height: block.height,
                         worker: block.worker.clone(),
                         found_ms: UnixMillis::now().as_millis(),

@@ -3,13 +3,13 @@
 //! fleet's block log, whichever job source is running.
 
 use crate::records::BlockFound;
+use crate::units::BlockHash;
 
 /// A found block, assembled, on its way to the nodes (from this process's cores, or from an engine
 /// of the fleet through Redis).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CandidateBlock {
-    /// As nodes print it.
-    pub hash: String,
+    pub hash: BlockHash,
     pub height: u64,
     pub worker: String,
     /// The serialized block, as `submitblock` takes it (before hex).
@@ -22,7 +22,7 @@ pub struct CandidateBlock {
 impl CandidateBlock {
     pub fn assemble(found: &BlockFound) -> CandidateBlock {
         CandidateBlock {
-            hash: found.hash.to_string(),
+            hash: BlockHash::from(found.hash),
             height: found.job.height,
             worker: found.worker.to_string(),
             raw: found.assemble(),
@@ -34,8 +34,7 @@ impl CandidateBlock {
 /// A found block and what each node made of it.
 #[derive(Debug, Clone)]
 pub struct BlockRecord {
-    /// As nodes print it.
-    pub hash: String,
+    pub hash: BlockHash,
     pub height: u64,
     pub worker: String,
     pub found_ms: u64,

@@ -174,7 +174,7 @@ struct PendingSubscribe {
 struct SentJob {
     id: JobId,
     target: Target,
-    difficulty: f64,
+    difficulty: Difficulty,
     /// The version bits the miner was allowed to roll when the job was sent.
     version_mask: u32,
 }
@@ -835,7 +835,7 @@ impl Session {
         self.sent.push_back(SentJob {
             id: job.id,
             target: self.difficulty.target(),
-            difficulty: self.difficulty.get(),
+            difficulty: self.difficulty,
             version_mask: self.version_mask,
         });
     }
@@ -890,7 +890,9 @@ impl Session {
             job_id: Some(job.id),
             height: Some(job.height),
             assigned_difficulty: sent.difficulty,
-            share_difficulty: verdict.proof().map_or(0.0, |p| p.difficulty()),
+            share_difficulty: verdict
+                .proof()
+                .and_then(|p| Difficulty::new(p.difficulty()).ok()),
             result: verdict.result(),
             is_block: verdict.is_block(),
             hash: verdict.proof().map(|p| p.hash),
@@ -901,7 +903,7 @@ impl Session {
                 self.accepted += 1;
                 self.invalid_streak = 0;
                 if let Some(vd) = &self.config.vardiff {
-                    self.vardiff.record(sent.difficulty, ctx.now_ms, vd);
+                    self.vardiff.record(sent.difficulty.get(), ctx.now_ms, vd);
                 }
                 self.retarget(ctx.now_ms, events);
                 self.maybe_save(ctx.now_ms, events);

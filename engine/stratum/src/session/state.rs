@@ -145,7 +145,7 @@ impl Session {
                 .iter()
                 .map(|s| SentJobState {
                     id: s.id.0,
-                    difficulty: s.difficulty,
+                    difficulty: s.difficulty.get(),
                     version_mask: s.version_mask,
                 })
                 .collect(),
@@ -262,7 +262,7 @@ impl Session {
             sent.push_back(SentJob {
                 id: JobId(s.id),
                 target: d.target(),
-                difficulty: s.difficulty,
+                difficulty: d,
                 version_mask: s.version_mask,
             });
         }

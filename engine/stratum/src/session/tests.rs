@@ -237,7 +237,7 @@ fn new_difficulty_applies_to_new_jobs_only() {
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::Share(s) => Some(s.assigned_difficulty),
+            Event::Share(s) => Some(s.assigned_difficulty.get()),
             _ => None,
         })
         .collect();
