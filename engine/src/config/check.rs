@@ -203,7 +203,9 @@ fn trusted_proxies(key: &str, ls: &ListenerSection) -> Result<Vec<Cidr>, ConfigE
     };
     list.iter()
         .enumerate()
-        .map(|(j, text)| Cidr::parse(text).map_err(|e| invalid(format!("{key}[{j}]"), e)))
+        .map(|(j, text)| {
+            Cidr::parse(text).map_err(|e| invalid(format!("{key}[{j}]"), e.to_string()))
+        })
         .collect()
 }
 

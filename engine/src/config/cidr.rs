@@ -4,6 +4,21 @@
 
 use std::net::IpAddr;
 
+/// Why a text is not a network; each message says how to write one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{0:?} is not a network: use ADDRESS/PREFIX, e.g. 10.0.0.0/8 or 2001:db8::/32")]
+    NotAnAddress(String),
+    #[error("{text:?}: the prefix length must be 0 to {bits}")]
+    Prefix { text: String, bits: u8 },
+    #[error("{text:?} has host bits set below /{prefix}: write {network}/{prefix}")]
+    HostBits {
+        text: String,
+        prefix: u8,
+        network: IpAddr,
+    },
+}
+
 /// An IPv4 or IPv6 network, `ADDRESS/PREFIX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -14,16 +29,15 @@ pub struct Cidr {
 impl Cidr {
     /// Parses `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a host: /32 or /128). Host bits
     /// set below the prefix are refused: `10.0.0.1/8` is more likely a typo than a wish.
-    pub fn parse(text: &str) -> Result<Cidr, String> {
+    pub fn parse(text: &str) -> Result<Cidr, CidrError> {
         let (addr, prefix) = match text.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let network: IpAddr = addr.trim().parse().map_err(|_| {
-            format!(
-                "{text:?} is not a network: use ADDRESS/PREFIX, e.g. 10.0.0.0/8 or 2001:db8::/32"
-            )
-        })?;
+        let network: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| CidrError::NotAnAddress(text.to_owned()))?;
         let bits = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => bits,
@@ -32,14 +46,18 @@ impl Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= bits)
-                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {bits}"))?,
+                .ok_or_else(|| CidrError::Prefix {
+                    text: text.to_owned(),
+                    bits,
+                })?,
         };
         let cidr = Cidr { network, prefix };
         if cidr.masked(network) != network {
-            return Err(format!(
-                "{text:?} has host bits set below /{prefix}: write {}/{prefix}",
-                cidr.masked(network)
-            ));
+            return Err(CidrError::HostBits {
+                text: text.to_owned(),
+                prefix,
+                network: cidr.masked(network),
+            });
         }
         Ok(cidr)
     }

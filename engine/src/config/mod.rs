@@ -24,7 +24,7 @@ mod tests;
 use std::path::Path;
 
 pub(crate) use cidr::unmapped;
-pub use cidr::Cidr;
+pub use cidr::{Cidr, CidrError};
 pub use limits::{DEFAULT_MAX_ROLLUP_WORKERS, DEFAULT_TRUSTED_PROXIES};
 pub use schema::*;
 pub use settings::*;

@@ -639,7 +639,7 @@ fn take_one(
             let hash = block.hash;
             tracing::info!(%hash, engine = %text_of(&fields, field::ENGINE), entry = %id, "took a found block from the fleet; submitting it");
             if submit.send(block).is_err() {
-                return Err(StepError::Other("the submitter stopped".into()));
+                return Err(StepError::SubmitterStopped);
             }
             Ok(Some((id, hash)))
         }

@@ -7,27 +7,22 @@ use redis::Connection;
 pub use sluice_layout::keys::{Keys, BLOCK_STREAM_MAXLEN, LATEST_JOB_TTL_MS, LAYOUT_VERSION};
 
 /// Why a process will not use this Redis.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error("Redis at this prefix holds layout version {found}, this build speaks {LAYOUT_VERSION}: upgrade every process of the fleet together, or use another prefix")]
     Version { found: String },
     #[error("cannot reach Redis: {0}")]
-    Redis(String),
+    Redis(#[from] redis::RedisError),
 }
 
 /// Writes the layout version if the prefix is new, and refuses a different one.
 pub fn check_layout(con: &mut Connection, keys: &Keys) -> Result<(), LayoutError> {
-    let redis_err = |e: redis::RedisError| LayoutError::Redis(e.to_string());
     let _: Option<String> = redis::cmd("SET")
         .arg(keys.layout())
         .arg(LAYOUT_VERSION)
         .arg("NX")
-        .query(con)
-        .map_err(redis_err)?;
-    let found: String = redis::cmd("GET")
-        .arg(keys.layout())
-        .query(con)
-        .map_err(redis_err)?;
+        .query(con)?;
+    let found: String = redis::cmd("GET").arg(keys.layout()).query(con)?;
     if found == LAYOUT_VERSION.to_string() {
         Ok(())
     } else {

@@ -183,10 +183,10 @@ impl<F: FnMut(Option<u64>) + Send + 'static> LeaseLoop<F> {
                 .invoke::<(i64, String)>(c)?;
             match epoch.parse::<u64>() {
                 Ok(epoch) => Ok((token, epoch)),
-                Err(_) => Err(StepError::Other(format!(
-                    "{} holds no epoch: {epoch:?}",
-                    keys.epoch()
-                ))),
+                Err(_) => Err(StepError::NoEpoch {
+                    key: keys.epoch().to_string(),
+                    found: epoch,
+                }),
             }
         } else {
             if let Some(token) = self.leadership.token() {

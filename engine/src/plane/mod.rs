@@ -101,8 +101,12 @@ pub enum StepError {
     Unreachable,
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
-    #[error("{0}")]
-    Other(String),
+    /// The block submitter this thread hands blocks to has stopped.
+    #[error("the block submitter stopped")]
+    SubmitterStopped,
+    /// The lease script left the fleet epoch unreadable (`P:jm:epoch` is not a u64).
+    #[error("{key} holds no epoch: {found:?}")]
+    NoEpoch { key: String, found: String },
 }
 
 /// The body of a plane thread, which [`spawn_loop`] runs.
