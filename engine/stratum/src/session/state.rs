@@ -41,8 +41,8 @@ pub const MAX_SAVED_SHARES: usize = 2048;
 ///   before the session is exported;
 /// - the share validator's cached merkle root and its hit count: a cache (rebuilt by the next
 ///   share) and a statistic;
-/// - duplicate sets of jobs no longer in `sent` (when `duplicate_limits.max_jobs` exceeds
-///   `job_history`): their jobs can no longer be submitted against.
+/// - duplicate sets of jobs no longer in the job book: their jobs can no longer be submitted
+///   against.
 ///
 /// Duplicate sets are keyed by job fingerprint, what a job is on every engine: each process's job
 /// book gives the same job its own id, so the sets are mapped to the ids of the book the state is
@@ -72,7 +72,7 @@ pub struct SessionState {
     pub suggestions: (u64, u32),
     /// The jobs sent, oldest first.
     pub sent: Vec<SentJobState>,
-    /// The accepted shares' keys, per job fingerprint (jobs of `sent` still in the book).
+    /// The accepted shares' keys, per job fingerprint (jobs still in the book).
     pub duplicates: SavedShares,
     pub accepted: u64,
     pub rejected: u64,
@@ -119,8 +119,8 @@ pub enum RestoreError {
     TooManyJobs { found: usize, max: usize },
     #[error("job {0} was saved as sent twice")]
     JobSentTwice(u64),
-    #[error("a duplicate set is saved for the job of fingerprint {0:#018x}, which the session was not sent (or has twice)")]
-    DuplicatesForJobNotSent(u64),
+    #[error("two duplicate sets are saved for the job of fingerprint {0:#018x}")]
+    DuplicatesTwice(u64),
     #[error("the saved duplicate sets exceed this listener's `jobs.job_history` jobs or `limits.max_shares_per_job` shares")]
     TooManyDuplicates,
     #[error("the saved {field} {value} reached this listener's `limits.{key}` {max}: the session would have been closed")]
@@ -170,17 +170,12 @@ impl Session {
     pub fn export(&self, book: &JobBook) -> Result<SessionState, ExportError> {
         let duplicates = self
             .shares
-            // Only the sent jobs' sets still in the book: any other job can no longer be
-            // submitted against.
+            // The sets of every job still in the book, sent on this connection or carried by a
+            // resume: another engine may still send that job (it may be its current one).
             .save_duplicates(
-                |id| {
-                    if !self.sent.iter().any(|s| s.id == id) {
-                        return None;
-                    }
-                    match book.lookup(id) {
-                        Lookup::Current(job) | Lookup::Stale(job) => Some(job.fingerprint),
-                        Lookup::NotFound => None,
-                    }
+                |id| match book.lookup(id) {
+                    Lookup::Current(job) | Lookup::Stale(job) => Some(job.fingerprint),
+                    Lookup::NotFound => None,
                 },
                 MAX_SAVED_SHARES,
             )
@@ -324,14 +319,12 @@ impl Session {
             });
         }
         let limits = config.duplicate_limits;
-        let local = |fingerprint: u64| local_job(book, fingerprint);
         for (i, (fingerprint, keys)) in state.duplicates.jobs.iter().enumerate() {
-            let twice = state.duplicates.jobs[..i]
+            if state.duplicates.jobs[..i]
                 .iter()
-                .any(|(f, _)| f == fingerprint);
-            let not_sent = local(*fingerprint).is_some_and(|id| !sent.iter().any(|s| s.id == id));
-            if twice || not_sent {
-                return Err(RestoreError::DuplicatesForJobNotSent(*fingerprint));
+                .any(|(f, _)| f == fingerprint)
+            {
+                return Err(RestoreError::DuplicatesTwice(*fingerprint));
             }
             if keys.len() > limits.max_shares_per_job {
                 return Err(RestoreError::TooManyDuplicates);
@@ -341,7 +334,9 @@ impl Session {
             return Err(RestoreError::TooManyDuplicates);
         }
         let mut shares = SessionShares::new(limits);
-        shares.restore_duplicates(&state.duplicates, local);
+        shares.restore_duplicates(&state.duplicates, |fingerprint| {
+            local_job(book, fingerprint)
+        });
         Ok(Session {
             extranonce1,
             session_id: state.session_id,
