@@ -400,3 +400,64 @@ fn an_engine_whose_slot_lapsed_in_a_redis_restart_takes_it_back() {
         0.0
     );
 }
+
+#[test]
+fn a_stored_state_that_is_not_this_builds_gives_a_fresh_session() {
+    let redis = RedisServer::start();
+    let (_jm, mut con) = fleet(&redis);
+    let engine = stratum(&redis, "engine-1");
+    let state_of = |con: &mut redis::Connection, id: &str| -> Value {
+        let state: String = redis::cmd("HGET")
+            .arg(format!("{PREFIX}:session:{id}"))
+            .arg("state")
+            .query(con)
+            .unwrap();
+        serde_json::from_str(&state).unwrap()
+    };
+    let mut corrupt = Vec::new();
+    // Another build's version of the same shape, then not JSON at all.
+    for garbage in [false, true] {
+        let mut miner = Miner::connect(engine.addr());
+        let id = join(&mut miner);
+        let en1 = miner.extranonce1.clone();
+        drop(miner);
+        released(&mut con, &id);
+        // The release wrote the session's exported state, versioned.
+        let state = state_of(&mut con, &id);
+        assert!(state["version"].is_u64(), "{state}");
+        assert_eq!(state["workers"], json!([WORKER]), "{state}");
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{PREFIX}:session:{id}"))
+            .arg("state")
+            .arg(if garbage {
+                "{not json".to_owned()
+            } else {
+                let mut state = state;
+                state["version"] = json!(99);
+                state.to_string()
+            })
+            .query(&mut con)
+            .unwrap();
+        corrupt.push((id, en1));
+    }
+    for (n, (id, en1)) in corrupt.iter().enumerate() {
+        let mut back = Miner::connect(engine.addr());
+        let r = resume(&mut back, id);
+        assert_ne!(back.extranonce1, *en1, "a fresh extranonce1: {r}");
+        assert_ne!(r["result"][0][0][1], id.as_str(), "a fresh session id: {r}");
+        assert_eq!(back.authorize(WORKER, "x")["result"], true);
+        back.wait_for("mining.notify", Duration::from_secs(5))
+            .expect("served as a new miner");
+        assert!(
+            engine.metric("sluice_session_resumes_refused_total{reason=\"unknown\"}")
+                >= (n + 1) as f64,
+            "{}",
+            engine.log()
+        );
+    }
+    assert!(
+        engine.log().contains("a saved session is not resumed"),
+        "{}",
+        engine.log()
+    );
+}

@@ -84,7 +84,7 @@ fn another_layout_version_exits_3_and_names_it() {
         assert_eq!(run.code, 3, "{cmd:?}: {}", run.stderr);
         assert_eq!(
             run.stderr,
-            "sluicectl: Redis under prefix \"v2\" holds layout version 1, this sluicectl reads version 2: the fleet and sluicectl must be upgraded together\n"
+            "sluicectl: Redis under prefix \"v2\" holds layout version 1, this sluicectl reads version 3: the fleet and sluicectl must be upgraded together\n"
         );
         assert_eq!(run.stdout, "");
     }

@@ -22,7 +22,7 @@
 //! - `11`: a tick, the clock advanced by a fuzzed amount (up to about 65 s, or up to 18 h);
 //! - `12`: a new job (ids increase; optionally on a new previous block, so older jobs go stale);
 //! - `13`: `apply_config` with a narrowed version mask (and a minimum difficulty from a table);
-//! - `14`: `release_snapshot`, then `Session::resume` into a fresh session (on this engine's book,
+//! - `14`: `Session::export`, then `Session::resume` into a fresh session (on this engine's book,
 //!   or on another engine's, which holds the same jobs under new ids), optionally with a configure
 //!   before the resume;
 //! - `15`: other requests (`mining.extranonce.subscribe`, an unknown method), or, with the high
@@ -747,11 +747,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             14 => {
-                let Some(saved) = w.conn.session.release_snapshot(&w.book) else {
+                let Ok(saved) = w.conn.session.export(&w.book) else {
                     w.new_conn();
                     continue;
                 };
-                assert_eq!(&saved.extranonce1, w.conn.session.extranonce1());
+                assert_eq!(&saved.extranonce1[..], w.conn.session.extranonce1().as_bytes());
                 for name in &saved.workers {
                     assert!(
                         w.conn.authorized.contains(name),
@@ -784,7 +784,7 @@ fuzz_target!(|data: &[u8]| {
                 if let Err(e) = w.conn.session.resume(sid, &saved, &w.book) {
                     panic!("resuming a released session failed: {e}");
                 }
-                assert_eq!(w.conn.session.extranonce1(), &saved.extranonce1);
+                assert_eq!(w.conn.session.extranonce1().as_bytes(), &saved.extranonce1[..]);
                 assert_eq!(w.conn.session.raw_session_id(), sid);
             }
             _ => {

@@ -1,7 +1,8 @@
 //! The key names under one prefix (the table in the crate's doc), and the layout's version.
 
-/// Bumped whenever a key's meaning or encoding changes.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Bumped whenever a key's meaning or encoding changes (3: a session hash holds the session's
+/// exported state in `state`, no longer `shares`).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Entries kept in each block stream.
 pub const BLOCK_STREAM_MAXLEN: usize = 10_000;
@@ -112,7 +113,7 @@ mod tests {
     /// What a fleet running today's build holds: a rename here strands every key already written.
     #[test]
     fn key_names_and_version_are_todays() {
-        assert_eq!(LAYOUT_VERSION, 2);
+        assert_eq!(LAYOUT_VERSION, 3);
         let k = Keys::new("pool");
         assert_eq!(k.prefix(), "pool");
         let all = [

@@ -27,7 +27,7 @@
 //! | `P:blocks:cursor` | string | the last `blocks:found` entry whose outcome is recorded in `P:blocks`: moved by the same script that writes the record, only forward | leader's recorder → leader's reader | one value |
 //! | `P:blocks` | stream | each submitted block: [`blocks::RECORD_FIELDS`] (hash, height, worker, accepted, found_ms, results (JSON, per node)) | leader's recorder → sluicectl (`blocks`) | MAXLEN ~ [`BLOCK_STREAM_MAXLEN`] |
 //! | `P:slot:N` | string | slot N (0–255), the first byte of an engine's extranonce1 values: `ID|RUN` of the engine process leasing it (RUN random per start), `released:ID|RUN` after its clean stop, or `pinned` while another engine hosts resumed sessions from it | engines → engines | TTL max(`redis.session_ttl_secs`, `redis.service_ttl_secs`), renewed every third of the service TTL by its holder and by every engine hosting its sessions |
-//! | `P:session:ID` | hash | extranonce1, difficulty, version_mask, workers (JSON), engine, updated_ms; `holder` (`ID|RUN` of the engine whose connection holds it), `holder_slot`, `conn`, `released` (1 once its connection let it go), `shares` (hex, only while released: the duplicate sets of its open jobs, by job fingerprint, at most `MAX_SAVED_SHARES` = 2,048). ID: 16 hex digits of a random 64-bit number from the OS, the subscription id miners send back | engines' session store → engines (resume), sluicectl (`session`) | TTL `redis.session_ttl_secs` (600 s) |
+//! | `P:session:ID` | hash | [`session::FIELDS`]: `state` (the session's exported state, JSON, versioned: extranonce1, difficulty, version mask, workers and, only while released, the duplicate sets of its open jobs by job fingerprint, at most `MAX_SAVED_SHARES` = 2,048 shares); copies for sluicectl: extranonce1, difficulty, version_mask, workers (JSON); engine, updated_ms; `holder` (`ID|RUN` of the engine whose connection holds it), `holder_slot`, `conn`, `released` (1 once its connection let it go). ID: 16 hex digits of a random 64-bit number from the OS, the subscription id miners send back | engines' session store → engines (resume), sluicectl (`session`) | TTL `redis.session_ttl_secs` (600 s) |
 //! | `P:sessions` | sorted set | session id → expiry (ms) | engines' session store → sluicectl | pruned on every save |
 //! | `P:shares` | stream | one entry per share: [`shares::FIELDS`] (ts, engine, batch, verdict, reason, worker, assigned, actual, job, height, session, client, agent, block, hash), as [`shares::ShareEntry`] | engines' share-log writer → sluicectl (`shares`, `stats`) | MAXLEN ~ `share_log.stream_maxlen` (1,000,000) |
 //! | `P:shares:hwm:ENGINE:EPOCH` | string | the last share batch written by one run of one engine (replays skip at or below it) | share-log batch script → itself | TTL 7 days |
@@ -43,6 +43,7 @@ pub mod job_message;
 pub mod keys;
 pub mod policy;
 pub mod registry;
+pub mod session;
 pub mod shares;
 
 pub use keys::{Keys, BLOCK_STREAM_MAXLEN, LATEST_JOB_TTL_MS, LAYOUT_VERSION};

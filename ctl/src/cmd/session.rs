@@ -2,11 +2,13 @@
 //! `P:session:ID` (on authorize, on difficulty changes at most every few seconds, and released on
 //! disconnect), indexed by the sorted set `P:sessions` (id → expiry in ms). A session outlives its
 //! connection by the session TTL: `state` says whether a connection holds it (`held`) or a miner
-//! may resume it (`released`). The record's duplicate sets (`shares`, hex) are not shown.
+//! may resume it (`released`). The session's exported state (`state`, JSON, with its duplicate
+//! sets) is the engines'; this reads only the plain fields beside it ([`sluice_layout::session`]).
 
 use std::collections::HashMap;
 
 use serde_json::{json, Value};
+use sluice_layout::session::{field, RELEASED};
 
 use super::control::{self, Timeout};
 use super::Ctx;
@@ -40,15 +42,15 @@ pub struct Session {
 
 impl Session {
     fn from_hash(id: String, expires_ms: Option<u64>, mut h: HashMap<String, String>) -> Session {
-        let workers = h.remove("workers").unwrap_or_default();
+        let workers = h.remove(field::WORKERS).unwrap_or_default();
         Session {
             workers: serde_json::from_str::<Vec<String>>(&workers).map_err(|_| workers),
-            difficulty: h.get("difficulty").and_then(|v| v.parse().ok()),
-            updated_ms: h.get("updated_ms").and_then(|v| v.parse().ok()),
-            held: h.get("released").map(String::as_str) != Some("1"),
-            engine: h.remove("engine").unwrap_or_default(),
-            extranonce1: h.remove("extranonce1").unwrap_or_default(),
-            version_mask: h.remove("version_mask").unwrap_or_default(),
+            difficulty: h.get(field::DIFFICULTY).and_then(|v| v.parse().ok()),
+            updated_ms: h.get(field::UPDATED_MS).and_then(|v| v.parse().ok()),
+            held: h.get(field::RELEASED).map(String::as_str) != Some(RELEASED),
+            engine: h.remove(field::ENGINE).unwrap_or_default(),
+            extranonce1: h.remove(field::EXTRANONCE1).unwrap_or_default(),
+            version_mask: h.remove(field::VERSION_MASK).unwrap_or_default(),
             id,
             expires_ms,
         }

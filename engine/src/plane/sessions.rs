@@ -14,11 +14,17 @@
 //!   `conn`). A resume claims it in one script: refused while its holder's slot lease still names
 //!   the holder (the session is live elsewhere); a record whose holder died is deleted (its
 //!   duplicate sets died with it, so it cannot be resumed safely); a released record becomes this
-//!   connection's, and its duplicate sets leave Redis with the claim. Saves by a connection that
-//!   does not hold the record are refused by the same kind of script.
+//!   connection's, and its state (with the duplicate sets) leaves Redis with the claim. Saves by a
+//!   connection that does not hold the record are refused by the same kind of script.
 //! - **Release.** A connection that ends (the miner left, a drain, a stop) writes the session
 //!   with the shares it accepted on jobs still open, and marks it released: only then can
 //!   another connection take it, and those shares stay duplicates there.
+//!
+//! The session travels as the Stratum session's exported state ([`SessionState`], versioned),
+//! serialized as JSON in one field of the record; the record's other fields
+//! ([`sluice_layout::session`] names them all) are the claim's bookkeeping and copies for
+//! sluicectl. A stored state that does not parse, or of another version, resumes nothing: the
+//! miner gets a fresh session, and the refusal is logged and counted (as `unknown`).
 //!
 //! Cores never touch Redis: they ask the store's thread over a bounded channel and wait for the
 //! answer asynchronously (with a deadline: without an answer the miner gets a new session).
@@ -33,9 +39,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use crate::clock::UnixMillis;
 use crate::hex;
 use crate::plane::{connect, connected, pause, Keys, PlaneSettings};
-use crate::session::{format_session_id, SavedSession, MAX_SAVED_SHARES};
-use crate::share::SavedShares;
-use crate::units::{Difficulty, Extranonce1};
+use crate::session::{format_session_id, SessionState, SESSION_STATE_VERSION};
 
 /// Engine slots: one byte of extranonce1.
 pub const MAX_SLOTS: u32 = 256;
@@ -109,7 +113,7 @@ end
 
 /// Claims a session for a resume. ARGV: prefix, holder, conn, holder slot, engine id, slot ttl.
 /// Returns {'0'} unknown, {'1'} held by a live connection, {'2'} its holder died (deleted), or
-/// {'3', extranonce1, difficulty, version_mask, workers, shares}.
+/// {'3', state}. The field names are [`sluice_layout::session::field`]'s (a test checks them).
 const CLAIM: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'holder', 'holder_slot', 'released', 'extranonce1')
 if not h[4] then return {'0'} end
@@ -120,17 +124,18 @@ if h[3] ~= '1' then
   redis.call('DEL', KEYS[1])
   return {'2'}
 end
-local r = redis.call('HMGET', KEYS[1], 'extranonce1', 'difficulty', 'version_mask', 'workers', 'shares')
+local r = redis.call('HMGET', KEYS[1], 'extranonce1', 'state')
 keep_slot(ARGV[1], r[1], ARGV[6])
 redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'conn', ARGV[3], 'holder_slot', ARGV[4],
   'engine', ARGV[5], 'released', '0')
-redis.call('HDEL', KEYS[1], 'shares')
-return {'3', r[1] or '', r[2] or '', r[3] or '', r[4] or '', r[5] or ''}
+redis.call('HDEL', KEYS[1], 'state')
+return {'3', r[2] or ''}
 "#;
 
 /// Saves a session this connection holds (or creates it). KEYS: record, index. ARGV: holder,
 /// conn, holder slot, engine, now, ttl, id, extranonce1, difficulty, version_mask, workers,
-/// release ('0' save, '1' release with ARGV[13] = shares, '2' forget), prefix, slot ttl.
+/// release ('0' save, '1' release, '2' forget), state, prefix, slot ttl. The field names are
+/// [`sluice_layout::session::field`]'s (a test checks them).
 const SAVE: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'holder', 'conn', 'released')
 if h[1] and (h[1] ~= ARGV[1] or h[2] ~= ARGV[2] or h[3] == '1') then return 0 end
@@ -144,8 +149,7 @@ local released = '0'
 if ARGV[12] == '1' then released = '1' end
 redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'conn', ARGV[2], 'holder_slot', ARGV[3],
   'engine', ARGV[4], 'updated_ms', ARGV[5], 'released', released, 'extranonce1', ARGV[8],
-  'difficulty', ARGV[9], 'version_mask', ARGV[10], 'workers', ARGV[11])
-if released == '1' then redis.call('HSET', KEYS[1], 'shares', ARGV[13]) end
+  'difficulty', ARGV[9], 'version_mask', ARGV[10], 'workers', ARGV[11], 'state', ARGV[13])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[5]) + tonumber(ARGV[6]), ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
@@ -355,11 +359,12 @@ pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeepe
 /// What a resume came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
-    /// The session is this connection's now.
-    Resumed(SavedSession),
+    /// The session is this connection's now, with the state it was released with.
+    Resumed(Box<SessionState>),
     /// Another live connection holds it.
     Held,
-    /// No such session (never saved, expired, or malformed).
+    /// No such session (never saved, expired, or its stored state does not parse or is of
+    /// another version).
     Unknown,
     /// Its connection's engine died holding it: its duplicate sets are gone, so it is not resumed.
     Lapsed,
@@ -383,8 +388,8 @@ impl Claim {
 /// How a session leaves its connection.
 #[derive(Debug, Clone)]
 pub enum Release {
-    /// Resumable elsewhere, with its duplicate sets.
-    Resumable(SavedSession),
+    /// Resumable elsewhere: its exported state, with its duplicate sets.
+    Resumable(Box<SessionState>),
     /// Not resumable (too many shares to carry, or kicked): the record is deleted.
     Forget,
 }
@@ -398,7 +403,8 @@ enum Request {
     Save {
         id: u64,
         conn: u64,
-        saved: SavedSession,
+        // Boxed, as in `Claim` and `Release`: the channel holds every slot of its bound.
+        saved: Box<SessionState>,
     },
     Release {
         id: u64,
@@ -444,7 +450,8 @@ impl SessionStore {
 
     /// Saves a session connection `conn` holds (dropped when the queue is full: the next save
     /// carries the same state).
-    pub fn save(&self, id: u64, conn: u64, saved: SavedSession) {
+    pub fn save(&self, id: u64, conn: u64, saved: SessionState) {
+        let saved = Box::new(saved);
         let _ = self.requests.try_send(Request::Save { id, conn, saved });
     }
 
@@ -480,33 +487,26 @@ struct Writer {
     slot_ttl: u64,
 }
 
-fn text(bytes: &[u8]) -> Option<&str> {
-    std::str::from_utf8(bytes).ok()
+/// Why a claimed record's state is not resumed (Redis is not trusted): the miner gets a fresh
+/// session.
+#[derive(Debug, thiserror::Error)]
+enum StoredStateError {
+    #[error("the stored session state is not a session state: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("the stored session state is version {found}; this engine reads version {SESSION_STATE_VERSION} (written by another build: the miner gets a fresh session)")]
+    Version { found: u32 },
 }
 
-/// A claimed record's fields into a session; `None` when any is malformed (Redis is not trusted).
-fn parse_saved(fields: &[Vec<u8>]) -> Option<SavedSession> {
-    let [en1, difficulty, mask, workers, shares] = fields else {
-        return None;
-    };
-    let en1 = text(en1)?;
-    if en1.len() > 16 || en1.len() % 2 != 0 {
-        return None;
+/// A claimed record's `state` field into a session state. What it holds is checked against the
+/// listener by [`Session::resume`](crate::session::Session::resume); here only that it is one.
+fn parse_state(bytes: &[u8]) -> Result<SessionState, StoredStateError> {
+    let state: SessionState = serde_json::from_slice(bytes)?;
+    if state.version != SESSION_STATE_VERSION {
+        return Err(StoredStateError::Version {
+            found: state.version,
+        });
     }
-    let mut bytes = vec![0u8; en1.len() / 2];
-    hex::decode_into(en1.as_bytes(), &mut bytes).ok()?;
-    let shares = if shares.is_empty() {
-        SavedShares::default()
-    } else {
-        SavedShares::decode(&hex::decode_vec(text(shares)?).ok()?, MAX_SAVED_SHARES)?
-    };
-    Some(SavedSession {
-        extranonce1: Extranonce1::new(&bytes)?,
-        difficulty: Difficulty::new(text(difficulty)?.parse().ok()?).ok()?,
-        version_mask: u32::from_str_radix(text(mask)?, 16).ok()?,
-        workers: serde_json::from_slice(workers).ok()?,
-        shares,
-    })
+    Ok(state)
 }
 
 impl Writer {
@@ -524,10 +524,10 @@ impl Writer {
         Ok(match reply.first().map(Vec::as_slice) {
             Some(b"1") => Claim::Held,
             Some(b"2") => Claim::Lapsed,
-            Some(b"3") => match parse_saved(&reply[1..]) {
-                Some(saved) => Claim::Resumed(saved),
-                None => {
-                    tracing::warn!(session = %format_session_id(id), "a saved session is malformed: not resumed");
+            Some(b"3") => match parse_state(reply.get(1).map_or(&[][..], Vec::as_slice)) {
+                Ok(state) => Claim::Resumed(Box::new(state)),
+                Err(why) => {
+                    tracing::warn!(session = %format_session_id(id), %why, "a saved session is not resumed");
                     Claim::Unknown
                 }
             },
@@ -541,10 +541,17 @@ impl Writer {
         con: &mut redis::Connection,
         id: u64,
         conn: u64,
-        saved: Option<&SavedSession>,
+        saved: Option<&SessionState>,
         mode: &str,
     ) -> redis::RedisResult<()> {
         let id = format_session_id(id);
+        let state = match saved.map(serde_json::to_string).transpose() {
+            Ok(state) => state.unwrap_or_default(),
+            Err(why) => {
+                tracing::warn!(session = %id, %why, "a session state does not serialize: not saved");
+                return Ok(());
+            }
+        };
         let mut call = self.save.prepare_invoke();
         call.key(self.keys.session(&id))
             .key(self.keys.sessions())
@@ -556,13 +563,14 @@ impl Writer {
             .arg(self.ttl.as_millis() as u64)
             .arg(&id);
         match saved {
+            // Copies of the state's fields for sluicectl (and the slot, for the Lua).
             Some(s) => call
-                .arg(hex::encode(s.extranonce1.as_bytes()))
-                .arg(s.difficulty.get())
+                .arg(hex::encode(&s.extranonce1))
+                .arg(s.difficulty)
                 .arg(format!("{:08x}", s.version_mask))
-                .arg(serde_json::to_string(&s.workers).expect("strings serialize"))
+                .arg(serde_json::to_string(&s.workers).unwrap_or_default())
                 .arg(mode)
-                .arg(hex::encode(&s.shares.encode())),
+                .arg(&state),
             None => call.arg("").arg("").arg("").arg("").arg(mode).arg(""),
         };
         call.arg(&self.settings.prefix).arg(self.slot_ttl);
@@ -642,16 +650,27 @@ pub fn spawn_store(
 mod tests {
     use super::*;
     use crate::plane::test_redis::{plane, TestRedis};
+    use crate::session::{Session, SessionConfig};
+    use crate::share::SavedShares;
+    use crate::units::Extranonce1;
+    use bitcoin::Network;
+    use sluice_layout::session::field;
 
-    fn saved(difficulty: f64, shares: Vec<u64>) -> SavedSession {
-        SavedSession {
-            extranonce1: Extranonce1::new(&[0, 0, 0, 7]).unwrap(),
-            difficulty: Difficulty::new(difficulty).unwrap(),
+    fn saved(difficulty: f64, shares: Vec<u64>) -> SessionState {
+        let session = Session::new(
+            Arc::new(SessionConfig::new(Network::Regtest)),
+            Extranonce1::new(&[0, 0, 0, 7]).unwrap(),
+            42,
+            1_000,
+        );
+        SessionState {
+            difficulty,
             version_mask: 0x1fff_e000,
             workers: vec!["w.rig".into()],
-            shares: SavedShares {
+            duplicates: SavedShares {
                 jobs: vec![(0x77, shares)],
             },
+            ..session.export_held()
         }
     }
 
@@ -699,11 +718,11 @@ mod tests {
         assert_eq!(difficulty(&mut con, 42), Some(2.0));
         assert_eq!(claim(2), Claim::Held);
         // Released by its holder: claimed once, with its shares; then held by the claimant.
-        store.release(42, 1, Release::Resumable(saved(3.0, vec![5, 6])));
+        store.release(42, 1, Release::Resumable(Box::new(saved(3.0, vec![5, 6]))));
         flush();
         assert_eq!(field(&mut con, 42, "released").as_deref(), Some("1"));
         match claim(2) {
-            Claim::Resumed(s) => assert_eq!(s, saved(3.0, vec![5, 6])),
+            Claim::Resumed(s) => assert_eq!(*s, saved(3.0, vec![5, 6])),
             other => panic!("{other:?}"),
         }
         assert_eq!(
@@ -711,6 +730,7 @@ mod tests {
             None,
             "the sets left with the claim"
         );
+        assert_eq!(field(&mut con, 42, field::STATE), None, "so did the state");
         assert_eq!(claim(3), Claim::Held);
         store.save(42, 1, saved(8.0, vec![]));
         flush();
@@ -750,6 +770,116 @@ mod tests {
         stop2.store(true, Ordering::Release);
         thread2.join().unwrap();
         keeper2.release();
+    }
+
+    /// The scripts name the record's fields as literals (Lua): exactly the layout's.
+    #[test]
+    fn the_scripts_name_exactly_the_layouts_fields() {
+        let mut named = std::collections::BTreeSet::new();
+        for script in [CLAIM, SAVE] {
+            for literal in script.split('\'').skip(1).step_by(2) {
+                if literal.starts_with(|c: char| c.is_ascii_lowercase()) {
+                    named.insert(literal);
+                }
+            }
+        }
+        let layout: std::collections::BTreeSet<&str> =
+            sluice_layout::session::FIELDS.into_iter().collect();
+        assert_eq!(named, layout);
+    }
+
+    /// A record another build, a bug or an attacker with write access to Redis left behind: the
+    /// claim or the resume refuses it, the miner gets a fresh session, nothing panics.
+    #[test]
+    fn a_hostile_stored_state_resumes_nothing() {
+        let redis = TestRedis::start();
+        let mut con = redis.con();
+        let settings = plane(&redis.url(), "engine-1");
+        let (lease, keeper) = lease_slot(&settings).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (store, thread) = spawn_store(
+            settings.clone(),
+            settings.session_ttl,
+            lease,
+            Arc::clone(&stop),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        const WORKER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig";
+        let json = |edit: &dyn Fn(&mut SessionState)| {
+            let mut state = saved(2.0, vec![5]);
+            state.workers = vec![WORKER.into()];
+            edit(&mut state);
+            serde_json::to_vec(&state).unwrap()
+        };
+        let unparsed: Vec<(&str, Vec<u8>)> = vec![
+            ("garbage", b"{not json".to_vec()),
+            ("not utf-8", vec![0xff, 0xfe, 0x00]),
+            ("empty", Vec::new()),
+            ("deep", "[".repeat(100_000).into_bytes()),
+            ("version 99", json(&|s| s.version = 99)),
+        ];
+        let refused: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "extranonce1 of 3 bytes",
+                json(&|s| s.extranonce1 = vec![1, 2, 3]),
+            ),
+            (
+                "extranonce1 of 9 bytes",
+                json(&|s| s.extranonce1 = vec![1; 9]),
+            ),
+            (
+                "10,000 workers",
+                json(&|s| s.workers = vec![WORKER.into(); 10_000]),
+            ),
+            ("a bad worker", json(&|s| s.workers = vec!["a b\n".into()])),
+            ("a negative difficulty", json(&|s| s.difficulty = -1.0)),
+            (
+                "too many shares",
+                json(&|s| s.duplicates.jobs = vec![(1, (0..3000).collect())]),
+            ),
+        ];
+        let book = crate::chain::JobBook::new(16);
+        let fresh = || {
+            let config = Arc::new(SessionConfig::new(Network::Regtest));
+            Session::new(config, Extranonce1::new(&[0, 0, 1, 1]).unwrap(), 7, 1_000)
+        };
+        // Each case differs from a state that resumes by what it names.
+        let control = parse_state(&json(&|_| {})).unwrap();
+        assert_eq!(fresh().resume(1, &control, &book), Ok(()));
+        for (n, (what, state)) in unparsed.iter().chain(&refused).enumerate() {
+            let id = 1000 + n as u64;
+            let _: () = redis::cmd("HSET")
+                .arg(Keys::new("t").session(&format_session_id(id)))
+                .arg(field::EXTRANONCE1)
+                .arg("00000007")
+                .arg(field::RELEASED)
+                .arg(sluice_layout::session::RELEASED)
+                .arg(field::STATE)
+                .arg(state.as_slice())
+                .query(&mut con)
+                .unwrap();
+            let claim = rt.block_on(store.claim(id, 1, Duration::from_millis(300)));
+            let parses = n >= unparsed.len();
+            match claim {
+                Claim::Resumed(state) => {
+                    assert!(parses, "{what}: claimed");
+                    let mut session = fresh();
+                    let own = *session.extranonce1();
+                    let resumed = session.resume(id, &state, &book);
+                    assert!(resumed.is_err(), "{what}: resumed");
+                    assert_eq!(session.extranonce1(), &own, "{what}");
+                    assert!(!session.is_authorized(), "{what}");
+                }
+                other => assert_eq!((parses, other), (false, Claim::Unknown), "{what}"),
+            }
+        }
+        stop.store(true, Ordering::Release);
+        thread.join().unwrap();
+        keeper.release();
     }
 
     #[test]

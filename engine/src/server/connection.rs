@@ -117,7 +117,7 @@ impl Conn {
                 store.save(
                     session.raw_session_id(),
                     self.store_conn(core),
-                    session.snapshot(),
+                    session.export_held(),
                 );
             }
         }
@@ -140,10 +140,10 @@ impl Conn {
         let release = if self.forget.get() {
             Release::Forget
         } else {
-            match session.release_snapshot(&core.shared.feed.load()) {
-                Some(saved) => Release::Resumable(saved),
-                None => {
-                    tracing::debug!(session = %session.session_id(), "too many open shares to carry: the session is not resumable");
+            match session.export(&core.shared.feed.load()) {
+                Ok(state) => Release::Resumable(Box::new(state)),
+                Err(why) => {
+                    tracing::debug!(session = %session.session_id(), %why, "the session is not resumable");
                     Release::Forget
                 }
             }
@@ -329,13 +329,14 @@ fn resume(core: &Core, conn: &Conn, id: u64, claim: Claim) {
     let metrics = &core.shared.metrics;
     let text = crate::session::format_session_id(id);
     match claim {
-        Claim::Resumed(saved) => {
+        Claim::Resumed(state) => {
             let own = *conn.session.borrow().extranonce1();
             let book = core.shared.feed.load();
-            let resumed = conn.session.borrow_mut().resume(id, &saved, &book);
+            let resumed = conn.session.borrow_mut().resume(id, &state, &book);
             match resumed {
                 Ok(()) => {
-                    core.swap_extranonce(&own, &saved.extranonce1);
+                    let resumed = *conn.session.borrow().extranonce1();
+                    core.swap_extranonce(&own, &resumed);
                     metrics
                         .sessions_resumed
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -347,7 +348,7 @@ fn resume(core: &Core, conn: &Conn, id: u64, claim: Claim) {
                         store.release(id, conn.store_conn(core), Release::Forget);
                     }
                     metrics.count_resume_refused("invalid");
-                    tracing::debug!(session = %text, why, "session not resumed");
+                    tracing::debug!(session = %text, %why, "session not resumed");
                 }
             }
         }

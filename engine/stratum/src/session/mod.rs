@@ -25,11 +25,11 @@ use crate::codec::{message, parse, ErrorCode, Id, Request, StratumError, Submit}
 use crate::share::{RejectAnswer, ValidateSubmit};
 use policy::PolicyLookup;
 use sluice_core::chain::{Job, JobBook, Lookup};
-use sluice_core::share::{
-    parse_job_id, DuplicateLimits, Reject, SavedShares, SessionShares, ShareRules,
-};
+use sluice_core::share::{parse_job_id, DuplicateLimits, Reject, SessionShares, ShareRules};
 use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
-pub use state::{RestoreError, SessionState, SESSION_STATE_VERSION};
+pub use state::{
+    ExportError, RestoreError, ResumeError, SessionState, MAX_SAVED_SHARES, SESSION_STATE_VERSION,
+};
 use vardiff::{Vardiff, VardiffConfig};
 use worker::{parse_worker, password_difficulty, Worker};
 
@@ -178,23 +178,6 @@ struct SentJob {
     /// The version bits the miner was allowed to roll when the job was sent.
     version_mask: u32,
 }
-
-/// What a miner's session carries to another connection (on any engine of the fleet): kept in
-/// Redis under the session id, applied by [`Session::resume`] before the miner's subscribe.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SavedSession {
-    pub extranonce1: Extranonce1,
-    pub difficulty: Difficulty,
-    pub version_mask: u32,
-    pub workers: Vec<String>,
-    /// The shares accepted on jobs still open, so they stay duplicates after the resume.
-    pub shares: SavedShares,
-}
-
-/// The most accepted shares on open jobs a session carries to another connection; a session with
-/// more is not carried (its miner gets a fresh session, whose extranonce1 no old share fits). At 18
-/// shares a minute over 16 jobs of 30 s, a miner holds about 150.
-pub const MAX_SAVED_SHARES: usize = 2048;
 
 /// An extranonce1 as the number its bytes spell (big-endian): the session id.
 pub fn extranonce1_value(e: &Extranonce1) -> u64 {
@@ -379,87 +362,6 @@ impl Session {
             }
         }
         changed
-    }
-
-    /// The session's state while it lives here (no duplicate sets: a record saved while the
-    /// session is held is never resumed without its release).
-    pub fn snapshot(&self) -> SavedSession {
-        SavedSession {
-            extranonce1: self.extranonce1,
-            difficulty: self.difficulty,
-            version_mask: self.version_mask,
-            workers: self.workers.iter().map(|w| w.name.to_string()).collect(),
-            shares: SavedShares::default(),
-        }
-    }
-
-    /// What another connection needs to resume this session once it leaves this one: its state
-    /// and the shares accepted on jobs still in `book`. `None` when those are more than
-    /// [`MAX_SAVED_SHARES`]: the session then ends here.
-    pub fn release_snapshot(&self, book: &JobBook) -> Option<SavedSession> {
-        let shares = self.shares.save_duplicates(
-            |id| match book.lookup(id) {
-                Lookup::Current(job) | Lookup::Stale(job) => Some(job.fingerprint),
-                Lookup::NotFound => None,
-            },
-            MAX_SAVED_SHARES,
-        )?;
-        Some(SavedSession {
-            shares,
-            ..self.snapshot()
-        })
-    }
-
-    /// Takes over a saved session before the miner subscribes: its extranonce1 (so work and
-    /// shares stay valid for the miner), difficulty, version mask and authorized workers, each
-    /// checked again against this listener's configuration. The subscribe that follows answers
-    /// with the saved extranonce1, then sends the difficulty and a job at once.
-    /// Its duplicate sets go to this engine's ids of the same jobs in `book`.
-    pub fn resume(
-        &mut self,
-        session_id: u64,
-        saved: &SavedSession,
-        book: &JobBook,
-    ) -> Result<(), &'static str> {
-        if self.subscribed {
-            return Err("already subscribed");
-        }
-        if saved.extranonce1.as_bytes().len() != self.config.extranonce.extranonce1() {
-            return Err("extranonce1 size differs");
-        }
-        let mut workers = Vec::new();
-        for name in saved.workers.iter().take(self.config.limits.max_workers) {
-            let worker = parse_worker(
-                name,
-                self.config.network,
-                self.config.allow_free_worker_names,
-            )
-            .map_err(|_| "a saved worker is not valid here")?;
-            workers.push(worker);
-        }
-        self.extranonce1 = saved.extranonce1;
-        self.session_id = session_id;
-        self.shares
-            .restore_duplicates(&saved.shares, |fingerprint| {
-                book.jobs()
-                    .find(|j| j.fingerprint == fingerprint)
-                    .map(|j| j.id)
-            });
-        // A mask negotiated on this connection (a configure before the subscribe) is what the
-        // miner was told: it stays. Otherwise the saved one, within this listener's, announced
-        // with the subscribe answer when that narrowed it.
-        if self.version_mask == 0 {
-            self.version_mask = saved.version_mask & self.config.version_mask;
-            self.announce_mask = self.version_mask != saved.version_mask;
-        }
-        self.difficulty = clamp(
-            saved.difficulty,
-            self.config.min_difficulty,
-            self.config.max_difficulty,
-        );
-        self.difficulty_pending = true;
-        self.workers = workers;
-        Ok(())
     }
 
     /// The user agent, shared (for share records).

@@ -1,25 +1,35 @@
-//! A session's whole state as one versioned value: [`Session::export`] and [`Session::restore`].
+//! A session's whole state as one versioned value: [`Session::export`], and the two ways back,
+//! [`Session::restore`] and [`Session::resume`].
 //!
-//! This is what lets a live connection continue in another process (an engine restarted or
-//! upgraded in place): everything [`Session`] holds that changes what it answers next, as plain
-//! serde data, and a restore that checks it again against the new process's configuration, so a
-//! corrupt or foreign state is refused with a typed error and never panics the engine. The fleet's
-//! store keeps its own narrower record ([`SavedSession`](super::SavedSession)), which this step
-//! leaves as it is.
+//! Everything [`Session`] holds that changes what it answers next, as plain serde data. One value
+//! serves both moves of a session: a live connection continued by another process (an engine
+//! restarted or upgraded in place: [`Session::restore`] takes all of it), and the fleet's session
+//! store, where a miner that reconnects, to any engine, resumes its session
+//! ([`Session::resume`] takes the part a new connection carries). Both check the state again
+//! against this process's configuration, so a corrupt or foreign state is refused with a typed
+//! error and never panics the engine.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sluice_core::chain::{JobBook, Lookup};
 use sluice_core::share::{SavedShares, SessionShares};
 use sluice_core::units::{Difficulty, Extranonce1, JobId};
 
 use super::vardiff::Vardiff;
-use super::worker::parse_worker;
-use super::{SentJob, Session, SessionConfig, MAX_USER_AGENT_LENGTH};
+use super::worker::{parse_worker, Worker};
+use super::{clamp, SentJob, Session, SessionConfig, MAX_USER_AGENT_LENGTH};
 
-/// The version of [`SessionState`] this build writes and reads.
-pub const SESSION_STATE_VERSION: u32 = 1;
+/// The version of [`SessionState`] this build writes and reads (2: duplicate sets by job
+/// fingerprint, no longer by the session's job ids).
+pub const SESSION_STATE_VERSION: u32 = 2;
+
+/// The most accepted shares on open jobs a session carries to another connection or process; a
+/// session with more is not carried ([`ExportError`]: its miner gets a fresh session, whose
+/// extranonce1 no old share fits). At 18 shares a minute over 16 jobs of 30 s, a miner holds about
+/// 150.
+pub const MAX_SAVED_SHARES: usize = 2048;
 
 /// Everything a live connection needs to continue on another process.
 ///
@@ -31,11 +41,12 @@ pub const SESSION_STATE_VERSION: u32 = 1;
 ///   before the session is exported;
 /// - the share validator's cached merkle root and its hit count: a cache (rebuilt by the next
 ///   share) and a statistic;
-/// - duplicate sets of jobs no longer in `sent` (when `duplicate_limits.max_jobs` exceeds
-///   `job_history`): their jobs can no longer be submitted against.
+/// - duplicate sets of jobs no longer in the job book: their jobs can no longer be submitted
+///   against.
 ///
-/// Duplicate sets are keyed by this session's own job ids (the ones in `sent`): the state moves
-/// with its job book, unlike the fleet's record, which keys them by job fingerprint.
+/// Duplicate sets are keyed by job fingerprint, what a job is on every engine: each process's job
+/// book gives the same job its own id, so the sets are mapped to the ids of the book the state is
+/// resumed or restored with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
     /// [`SESSION_STATE_VERSION`] when written; any other is refused.
@@ -61,7 +72,7 @@ pub struct SessionState {
     pub suggestions: (u64, u32),
     /// The jobs sent, oldest first.
     pub sent: Vec<SentJobState>,
-    /// The accepted shares' keys, per job id of `sent`.
+    /// The accepted shares' keys, per job fingerprint (jobs still in the book).
     pub duplicates: SavedShares,
     pub accepted: u64,
     pub rejected: u64,
@@ -108,8 +119,8 @@ pub enum RestoreError {
     TooManyJobs { found: usize, max: usize },
     #[error("job {0} was saved as sent twice")]
     JobSentTwice(u64),
-    #[error("a duplicate set is saved for job {0}, which the session was not sent (or has twice)")]
-    DuplicatesForJobNotSent(u64),
+    #[error("two duplicate sets are saved for the job of fingerprint {0:#018x}")]
+    DuplicatesTwice(u64),
     #[error("the saved duplicate sets exceed this listener's `jobs.job_history` jobs or `limits.max_shares_per_job` shares")]
     TooManyDuplicates,
     #[error("the saved {field} {value} reached this listener's `limits.{key}` {max}: the session would have been closed")]
@@ -121,9 +132,65 @@ pub enum RestoreError {
     },
 }
 
+/// Why a session cannot be exported.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExportError {
+    #[error("the session holds more than {MAX_SAVED_SHARES} accepted shares on open jobs: too many to carry to another connection")]
+    TooManyShares,
+}
+
+/// Why a fleet resume ([`Session::resume`]) refused a stored state: the miner gets a fresh
+/// session.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("the connection has subscribed already")]
+    AlreadySubscribed,
+    #[error("session state version {found} is not the version {SESSION_STATE_VERSION} this engine reads")]
+    Version { found: u32 },
+    #[error(
+        "the saved extranonce1 is {found} bytes; this listener's `pool.extranonce1_size` is {expected}"
+    )]
+    Extranonce1 { found: usize, expected: usize },
+    #[error("the saved difficulty {0} is not a difficulty (finite and above 0)")]
+    Difficulty(f64),
+    #[error(
+        "{found} saved workers exceed this listener's `limits.max_workers_per_connection` {max}"
+    )]
+    TooManyWorkers { found: usize, max: usize },
+    #[error("the saved worker {name:?} is not valid on this listener: {reason}")]
+    Worker { name: String, reason: &'static str },
+    #[error("the saved duplicate sets hold more than {MAX_SAVED_SHARES} shares")]
+    TooManyShares,
+}
+
 impl Session {
-    /// The session's whole state, to continue it in another process ([`Session::restore`]).
-    pub fn export(&self) -> SessionState {
+    /// The session's whole state, to continue it on another connection ([`Session::resume`]) or
+    /// in another process ([`Session::restore`]): its duplicate sets of the jobs still in `book`,
+    /// by fingerprint. Refused when those hold more than [`MAX_SAVED_SHARES`] shares.
+    pub fn export(&self, book: &JobBook) -> Result<SessionState, ExportError> {
+        let duplicates = self
+            .shares
+            // The sets of every job still in the book, sent on this connection or carried by a
+            // resume: another engine may still send that job (it may be its current one).
+            .save_duplicates(
+                |id| match book.lookup(id) {
+                    Lookup::Current(job) | Lookup::Stale(job) => Some(job.fingerprint),
+                    Lookup::NotFound => None,
+                },
+                MAX_SAVED_SHARES,
+            )
+            .ok_or(ExportError::TooManyShares)?;
+        Ok(self.state_with(duplicates))
+    }
+
+    /// The state as the fleet's store saves it while this connection holds the session: without
+    /// the duplicate sets, since a held record is never resumed (its release carries them, by
+    /// [`Session::export`]).
+    pub fn export_held(&self) -> SessionState {
+        self.state_with(SavedShares::default())
+    }
+
+    fn state_with(&self, duplicates: SavedShares) -> SessionState {
         SessionState {
             version: SESSION_STATE_VERSION,
             extranonce1: self.extranonce1.as_bytes().to_vec(),
@@ -149,14 +216,7 @@ impl Session {
                     version_mask: s.version_mask,
                 })
                 .collect(),
-            duplicates: self
-                .shares
-                // Only the sent jobs' sets: any other's job can no longer be submitted against.
-                .save_duplicates(
-                    |id| self.sent.iter().any(|s| s.id == id).then_some(id.0),
-                    usize::MAX,
-                )
-                .unwrap_or_default(),
+            duplicates,
             accepted: self.accepted,
             rejected: self.rejected,
             invalid_streak: self.invalid_streak,
@@ -170,11 +230,13 @@ impl Session {
         }
     }
 
-    /// A session continued from an exported state, on this process's `config`; the state is
-    /// checked against it first (see [`RestoreError`]).
+    /// A session continued from an exported state, on this process's `config` and job `book`;
+    /// the state is checked against them first (see [`RestoreError`]). A duplicate set of a job no
+    /// longer in `book` is dropped: that job can no longer be submitted against.
     pub fn restore(
         state: SessionState,
         config: Arc<SessionConfig>,
+        book: &JobBook,
     ) -> Result<Session, RestoreError> {
         if state.version != SESSION_STATE_VERSION {
             return Err(RestoreError::Version {
@@ -235,18 +297,8 @@ impl Session {
                 max: config.limits.max_workers,
             });
         }
-        let workers = state
-            .workers
-            .iter()
-            .map(|name| {
-                parse_worker(name, config.network, config.allow_free_worker_names).map_err(|e| {
-                    RestoreError::Worker {
-                        name: name.clone(),
-                        reason: e.message(),
-                    }
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let workers = checked_workers(&state.workers, &config)
+            .map_err(|(name, reason)| RestoreError::Worker { name, reason })?;
         if state.sent.len() > config.job_history {
             return Err(RestoreError::TooManyJobs {
                 found: state.sent.len(),
@@ -267,11 +319,12 @@ impl Session {
             });
         }
         let limits = config.duplicate_limits;
-        for (i, (job, keys)) in state.duplicates.jobs.iter().enumerate() {
-            if !sent.iter().any(|s| s.id.0 == *job)
-                || state.duplicates.jobs[..i].iter().any(|(j, _)| j == job)
+        for (i, (fingerprint, keys)) in state.duplicates.jobs.iter().enumerate() {
+            if state.duplicates.jobs[..i]
+                .iter()
+                .any(|(f, _)| f == fingerprint)
             {
-                return Err(RestoreError::DuplicatesForJobNotSent(*job));
+                return Err(RestoreError::DuplicatesTwice(*fingerprint));
             }
             if keys.len() > limits.max_shares_per_job {
                 return Err(RestoreError::TooManyDuplicates);
@@ -281,7 +334,9 @@ impl Session {
             return Err(RestoreError::TooManyDuplicates);
         }
         let mut shares = SessionShares::new(limits);
-        shares.restore_duplicates(&state.duplicates, |id| Some(JobId(id)));
+        shares.restore_duplicates(&state.duplicates, |fingerprint| {
+            local_job(book, fingerprint)
+        });
         Ok(Session {
             extranonce1,
             session_id: state.session_id,
@@ -313,6 +368,100 @@ impl Session {
             config,
         })
     }
+}
+
+impl Session {
+    /// Takes over a session the fleet's store kept under `session_id`, before the miner's
+    /// subscribe is answered: its extranonce1 (so work and shares stay valid for the miner),
+    /// difficulty (clamped into this listener's bounds), version mask (narrowed to this
+    /// listener's, and then announced with the subscribe answer) and authorized workers (each
+    /// checked again here), and its duplicate sets, mapped by fingerprint to this engine's ids of
+    /// the same jobs in `book`. The subscribe that follows answers with the saved extranonce1, then
+    /// sends the difficulty and a job at once.
+    ///
+    /// A fleet resume is a *new* connection that subscribes again, so it takes none of the live
+    /// fields of `state` (subscribed flags, user agent, pending announcements, the difficulty
+    /// floor, vardiff's window, the jobs sent, counters, timers): those are this connection's
+    /// own. [`Session::restore`], for a live connection moved to another process, takes them all.
+    /// The session id is the one the miner claimed (the store's key), not the state's copy.
+    pub fn resume(
+        &mut self,
+        session_id: u64,
+        state: &SessionState,
+        book: &JobBook,
+    ) -> Result<(), ResumeError> {
+        if self.subscribed {
+            return Err(ResumeError::AlreadySubscribed);
+        }
+        if state.version != SESSION_STATE_VERSION {
+            return Err(ResumeError::Version {
+                found: state.version,
+            });
+        }
+        let expected = self.config.extranonce.extranonce1();
+        let extranonce1 = Extranonce1::new(&state.extranonce1)
+            .filter(|e| e.as_bytes().len() == expected)
+            .ok_or(ResumeError::Extranonce1 {
+                found: state.extranonce1.len(),
+                expected,
+            })?;
+        let difficulty = Difficulty::new(state.difficulty)
+            .map_err(|_| ResumeError::Difficulty(state.difficulty))?;
+        // Checked before each name is, so a stored list of any length costs one comparison.
+        if state.workers.len() > self.config.limits.max_workers {
+            return Err(ResumeError::TooManyWorkers {
+                found: state.workers.len(),
+                max: self.config.limits.max_workers,
+            });
+        }
+        if state.duplicates.len() > MAX_SAVED_SHARES {
+            return Err(ResumeError::TooManyShares);
+        }
+        let workers = checked_workers(&state.workers, &self.config)
+            .map_err(|(name, reason)| ResumeError::Worker { name, reason })?;
+        self.extranonce1 = extranonce1;
+        self.session_id = session_id;
+        self.shares
+            .restore_duplicates(&state.duplicates, |fingerprint| {
+                local_job(book, fingerprint)
+            });
+        // A mask negotiated on this connection (a configure before the subscribe) is what the
+        // miner was told: it stays. Otherwise the saved one, within this listener's, announced
+        // with the subscribe answer when that narrowed it.
+        if self.version_mask == 0 {
+            self.version_mask = state.version_mask & self.config.version_mask;
+            self.announce_mask = self.version_mask != state.version_mask;
+        }
+        self.difficulty = clamp(
+            difficulty,
+            self.config.min_difficulty,
+            self.config.max_difficulty,
+        );
+        self.difficulty_pending = true;
+        self.workers = workers;
+        Ok(())
+    }
+}
+
+/// This book's id of the job with that fingerprint.
+fn local_job(book: &JobBook, fingerprint: u64) -> Option<JobId> {
+    book.jobs()
+        .find(|j| j.fingerprint == fingerprint)
+        .map(|j| j.id)
+}
+
+/// The saved workers' names checked on this listener; the first that fails, with why.
+fn checked_workers(
+    names: &[String],
+    config: &SessionConfig,
+) -> Result<Vec<Worker>, (String, &'static str)> {
+    names
+        .iter()
+        .map(|name| {
+            parse_worker(name, config.network, config.allow_free_worker_names)
+                .map_err(|e| (name.clone(), e.message()))
+        })
+        .collect()
 }
 
 fn checked_difficulty(field: &'static str, value: f64) -> Result<Difficulty, RestoreError> {

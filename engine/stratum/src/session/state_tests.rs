@@ -265,10 +265,10 @@ fn fresh(resume: bool) -> Session {
     session
 }
 
-fn round_trip(session: &Session) -> Session {
-    let json = serde_json::to_string(&session.export()).unwrap();
+fn round_trip(session: &Session, book: &JobBook) -> Session {
+    let json = serde_json::to_string(&session.export(book).unwrap()).unwrap();
     let state: SessionState = serde_json::from_str(&json).unwrap();
-    Session::restore(state, Arc::clone(session.config())).unwrap()
+    Session::restore(state, Arc::clone(session.config()), book).unwrap()
 }
 
 proptest! {
@@ -296,11 +296,11 @@ proptest! {
             // A closed session goes nowhere.
             return Ok(());
         }
-        let state = original.export();
-        let mut restored = round_trip(&original);
-        prop_assert_eq!(&restored.export(), &state);
+        let state = original.export(&world.book).unwrap();
+        let mut restored = round_trip(&original, &world.book);
+        prop_assert_eq!(&restored.export(&world.book).unwrap(), &state);
         prop_assert_eq!(
-            serde_json::to_string(&restored.export()).unwrap(),
+            serde_json::to_string(&restored.export(&world.book).unwrap()).unwrap(),
             serde_json::to_string(&state).unwrap()
         );
         for op in &after {
@@ -312,7 +312,7 @@ proptest! {
                 break;
             }
         }
-        prop_assert_eq!(original.export(), restored.export());
+        prop_assert_eq!(original.export(&world.book), restored.export(&world.book));
     }
 }
 
@@ -342,7 +342,7 @@ fn with_a_share() -> (World, Session) {
 #[test]
 fn an_accepted_share_is_a_duplicate_on_both() {
     let (world, mut original) = with_a_share();
-    let mut restored = round_trip(&original);
+    let mut restored = round_trip(&original, &world.book);
     let op = Op::Submit {
         job: 0,
         extranonce2: 1,
@@ -359,17 +359,17 @@ fn an_accepted_share_is_a_duplicate_on_both() {
 
 #[test]
 fn a_state_that_does_not_fit_is_refused() {
-    let (_, session) = with_a_share();
+    let (world, session) = with_a_share();
     let config = Arc::clone(session.config());
     let restore = |edit: &dyn Fn(&mut SessionState)| {
-        let mut state = session.export();
+        let mut state = session.export(&world.book).unwrap();
         edit(&mut state);
-        Session::restore(state, Arc::clone(&config)).map(|_| ())
+        Session::restore(state, Arc::clone(&config), &world.book).map(|_| ())
     };
     assert_eq!(restore(&|_| {}), Ok(()));
     assert_eq!(
-        restore(&|s| s.version = 2),
-        Err(RestoreError::Version { found: 2 })
+        restore(&|s| s.version = 1),
+        Err(RestoreError::Version { found: 1 })
     );
     assert_eq!(
         restore(&|s| s.extranonce1 = vec![1, 2]),
@@ -398,10 +398,24 @@ fn a_state_that_does_not_fit_is_refused() {
         restore(&|s| s.sent.push(s.sent[0])),
         Err(RestoreError::JobSentTwice(1))
     );
-    assert_eq!(
-        restore(&|s| s.duplicates.jobs[0].0 = 99),
-        Err(RestoreError::DuplicatesForJobNotSent(99))
-    );
+    assert!(matches!(
+        restore(&|s| s.duplicates.jobs.push(s.duplicates.jobs[0].clone())),
+        Err(RestoreError::DuplicatesTwice(_))
+    ));
+    // A job of the book not sent on this connection (its set came with a resume) keeps its set:
+    // another engine may still send it.
+    let mut book = world.book.clone();
+    book.push(job(2));
+    let unsent = book.current().unwrap().fingerprint;
+    let mut state = session.export(&world.book).unwrap();
+    state.duplicates.jobs[0].0 = unsent;
+    let restored = Session::restore(state, Arc::clone(&config), &book).unwrap();
+    assert_eq!(restored.export(&book).unwrap().duplicates.jobs[0].0, unsent);
+    // A job no longer in this book cannot be submitted against: its set is dropped.
+    let mut state = session.export(&world.book).unwrap();
+    state.duplicates.jobs[0].0 = 99;
+    let restored = Session::restore(state, Arc::clone(&config), &world.book).unwrap();
+    assert!(restored.export(&world.book).unwrap().duplicates.is_empty());
     assert_eq!(
         restore(&|s| s.duplicates.jobs[0].1 = vec![1, 2, 3, 4]),
         Err(RestoreError::TooManyDuplicates)

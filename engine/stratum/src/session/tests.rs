@@ -675,8 +675,8 @@ fn a_resumed_session_keeps_its_shares_as_duplicates() {
     let job1 = Arc::clone(h.book.current().unwrap());
     let share = h.share(&job1, 1, Target::MAX, true);
     assert_eq!(h.send(&share).0[0]["result"], true);
-    let saved = h.session.release_snapshot(&h.book).expect("fits");
-    assert_eq!(saved.shares.len(), 1);
+    let saved = h.session.export(&h.book).expect("fits");
+    assert_eq!(saved.duplicates.len(), 1);
 
     let mut again = Harness::new(tiny());
     again.book = JobBook::new(16);
@@ -721,7 +721,7 @@ fn a_resumed_mask_narrowed_by_this_listener_is_announced_and_a_fresh_configure_w
     let mut h = Harness::new(tiny());
     h.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000","version-rolling.min-bit-count":2}]}"#);
     h.handshake();
-    let saved = h.session.release_snapshot(&h.book).unwrap();
+    let saved = h.session.export(&h.book).unwrap();
     assert_eq!(saved.version_mask, 0x1fff_e000);
 
     let narrow = SessionConfig {
@@ -750,7 +750,7 @@ fn a_resumed_mask_narrowed_by_this_listener_is_announced_and_a_fresh_configure_w
 fn a_subscribe_naming_a_session_asks_to_resume_it_and_is_answered_once_resumed() {
     let mut h = Harness::new(tiny());
     h.handshake();
-    let saved = h.session.release_snapshot(&h.book).unwrap();
+    let saved = h.session.export(&h.book).unwrap();
 
     let mut again = Harness::new(tiny());
     again.session.allow_resume();
