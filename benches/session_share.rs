@@ -58,7 +58,7 @@ fn fixture() -> Fixture {
     let tiny = Difficulty::new(1e-12).expect("difficulty");
     let config = SessionConfig {
         extranonce: ExtranonceSizes::new(EXTRANONCE1_SIZE, EXTRANONCE2_SIZE).expect("sizes"),
-        version_mask: VERSION_MASK,
+        version_mask: sluice_core::units::VersionMask(VERSION_MASK),
         start_difficulty: tiny,
         min_difficulty: tiny,
         vardiff: None,

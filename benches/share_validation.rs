@@ -116,7 +116,7 @@ fn submits(texts: &[SubmitText]) -> Vec<Submit<'_>> {
 
 fn rules(share_target: Target) -> ShareRules {
     ShareRules {
-        version_mask: VERSION_MASK,
+        version_mask: sluice_core::units::VersionMask(VERSION_MASK),
         now: CURTIME + 30,
         share_target,
     }

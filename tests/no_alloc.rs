@@ -12,7 +12,7 @@ use std::cell::Cell;
 
 use sluice::share::{DuplicateLimits, Reject, SessionShares, ShareRules};
 use sluice::stratum::{message, parse, Request};
-use sluice::units::{Extranonce1, Target};
+use sluice::units::{Extranonce1, Target, VersionMask};
 use sluice_stratum::share::RejectAnswer;
 use sluice_stratum::share::ValidateSubmit;
 use support::*;
@@ -59,7 +59,7 @@ fn share_path_allocates_nothing() {
     let mut shares = SessionShares::new(DuplicateLimits::default());
     let mut out = Vec::with_capacity(512);
     let hard = ShareRules {
-        version_mask: 0x1fff_e000,
+        version_mask: VersionMask(0x1fff_e000),
         now: CURTIME,
         share_target: Target::from_le_bytes([0; 32]),
     };

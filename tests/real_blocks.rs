@@ -47,7 +47,7 @@ fn recorded_blocks_validate_and_reassemble() {
         let extranonce1 = Extranonce1::new(&split.extranonce1).unwrap();
         let network_target = Target::from_compact(header.bits.to_consensus()).unwrap();
         let rules = ShareRules {
-            version_mask: VERSION_MASK,
+            version_mask: sluice::units::VersionMask(VERSION_MASK),
             now: header.time,
             share_target: network_target,
         };

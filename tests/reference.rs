@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use sluice::chain::{Job, JobParts};
 use sluice::share::{DuplicateLimits, Reject, SessionShares, ShareRules};
 use sluice::stratum::{parse, Request};
-use sluice::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
+use sluice::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target, VersionMask};
 use sluice_stratum::share::ValidateSubmit;
 
 #[derive(Debug, Clone)]
@@ -160,7 +160,7 @@ proptest! {
         );
         let Request::Submit(submit) = parse(line.as_bytes()).unwrap().request else { panic!() };
         let share_target = Difficulty::new(c.difficulty).unwrap().target();
-        let rules = ShareRules { version_mask: c.version_mask, now: c.ntime, share_target };
+        let rules = ShareRules { version_mask: VersionMask(c.version_mask), now: c.ntime, share_target };
         let en1 = Extranonce1::new(&c.extranonce1).unwrap();
         let mut shares = SessionShares::new(DuplicateLimits::default());
         let verdict = shares.validate_submit(&job, false, &en1, &submit, &rules);

@@ -9,7 +9,7 @@ use sluice::share::{
     MAX_NTIME_AHEAD_SECS,
 };
 use sluice::stratum::{parse, ErrorCode, Request};
-use sluice::units::{Difficulty, Extranonce1, Target};
+use sluice::units::{Difficulty, Extranonce1, Target, VersionMask};
 use sluice_stratum::share::RejectAnswer;
 use sluice_stratum::share::ValidateSubmit;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ const EN1: [u8; 4] = [0xde, 0xad, 0xbe, 0xef];
 
 fn rules(share_target: Target) -> ShareRules {
     ShareRules {
-        version_mask: 0x1fff_e000,
+        version_mask: VersionMask(0x1fff_e000),
         now: CURTIME,
         share_target,
     }
@@ -287,7 +287,7 @@ fn version_bits_must_stay_inside_the_mask() {
     }
     // Without a negotiated mask only zero bits pass.
     let no_mask = ShareRules {
-        version_mask: 0,
+        version_mask: VersionMask::NONE,
         ..r
     };
     let zero = judge(

@@ -9,7 +9,7 @@ use sluice::chain::template::TemplateError;
 use sluice::chain::{BlockTemplate, CoinbaseConfig, Job, Payout};
 use sluice::share::{DuplicateLimits, SessionShares, ShareRules};
 use sluice::stratum::{parse, Request};
-use sluice::units::{Extranonce1, ExtranonceSizes, JobId, Target};
+use sluice::units::{Extranonce1, ExtranonceSizes, JobId, Target, VersionMask};
 use sluice_stratum::share::ValidateSubmit;
 use support::*;
 
@@ -25,7 +25,7 @@ fn solve(job: &Job, en1: &[u8]) -> Vec<u8> {
     };
     let en1 = Extranonce1::new(en1).unwrap();
     let rules = ShareRules {
-        version_mask: 0,
+        version_mask: VersionMask::NONE,
         now: job.ntime,
         share_target: Target::MAX,
     };

@@ -23,8 +23,9 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-use sluice_stratum::share::RejectAnswer;
 use sluice_core::share::{parse_job_id, Reject};
+use sluice_core::units::{Difficulty, Extranonce1};
+use sluice_fuzz::{check_notification, check_reply, close};
 use sluice_stratum::codec::message::{
     write_configure_result, write_error, write_reconnect, write_set_difficulty,
     write_set_extranonce, write_set_version_mask, write_subscribe_result, write_true,
@@ -34,8 +35,7 @@ use sluice_stratum::codec::{
     parse, ErrorCode, FrameError, LineFramer, Message, Request, StratumError,
     DEFAULT_MAX_LINE_LENGTH,
 };
-use sluice_core::units::{Difficulty, Extranonce1};
-use sluice_fuzz::{check_notification, check_reply, close};
+use sluice_stratum::share::RejectAnswer;
 
 /// The version bits this pool lets miners roll (BIP320's general-purpose range).
 const POOL_VERSION_MASK: u32 = 0x1fff_e000;
@@ -237,7 +237,13 @@ fn answer(msg: &Message<'_>, line: &[u8], out: &mut Vec<u8>) {
                 .minimum_difficulty
                 .map(|d| Difficulty::new(d).is_ok() && d <= 1e12);
             if let Some(v) = reply(&|o| {
-                write_configure_result(o, id, granted, min_diff, &c.unknown);
+                write_configure_result(
+                    o,
+                    id,
+                    granted.map(|g| g.map(sluice_core::units::VersionMask)),
+                    min_diff,
+                    &c.unknown,
+                );
             }) {
                 let result = &v["result"];
                 assert!(result.is_object(), "configure result is an object");
@@ -271,7 +277,7 @@ fn answer(msg: &Message<'_>, line: &[u8], out: &mut Vec<u8>) {
             }
             if let Some(Some(mask)) = granted {
                 out.clear();
-                write_set_version_mask(out, mask);
+                write_set_version_mask(out, sluice_core::units::VersionMask(mask));
                 let v = check_notification(out, "mining.set_version_mask");
                 assert_eq!(v["params"][0], Value::from(format!("{mask:08x}")));
             }

@@ -38,18 +38,18 @@ use bitcoin::{
 };
 use libfuzzer_sys::fuzz_target;
 
-use sluice_stratum::share::ValidateSubmit;
 use sluice_core::chain::{BlockTemplate, Job};
 use sluice_core::share::{
     parse_job_id, DuplicateLimits, Reject, SessionShares, ShareRules, Verdict, MAX_NTIME_AHEAD_SECS,
 };
-use sluice_stratum::codec::request::ParseErrorKind;
-use sluice_stratum::codec::{parse, Request, Submit};
 use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
 use sluice_fuzz::{
     default_coinbase_config, merkle_root, sha256d, template_value, witness_commitment_script,
     TemplateTx,
 };
+use sluice_stratum::codec::request::ParseErrorKind;
+use sluice_stratum::codec::{parse, Request, Submit};
+use sluice_stratum::share::ValidateSubmit;
 
 const CURTIME: u32 = 1_700_000_000;
 
@@ -275,10 +275,10 @@ fn expect_fields(
                 return Err(Reject::BadVersionBits);
             }
             let bits = u32::from_str_radix(v, 16).expect("hex");
-            if bits & !rules.version_mask != 0 {
+            if bits & !rules.version_mask.0 != 0 {
                 return Err(Reject::VersionBitsOutsideMask);
             }
-            (job.version & !rules.version_mask) | (bits & rules.version_mask)
+            (job.version & !rules.version_mask.0) | (bits & rules.version_mask.0)
         }
     };
     Ok((version, ntime, nonce, en2))
@@ -426,7 +426,7 @@ fuzz_target!(|data: &[u8]| {
     let share_target = Target::from_difficulty(Difficulty::new(difficulty).expect("positive"));
     sluice_fuzz::check_to_compact(share_target);
     let rules = ShareRules {
-        version_mask,
+        version_mask: sluice_core::units::VersionMask(version_mask),
         now,
         share_target,
     };
@@ -487,7 +487,9 @@ fuzz_target!(|data: &[u8]| {
 
         let first = judge(session, fx, stale, &en1, &submit, &rules);
         if first.result().is_ok() {
-            let again = session.shares.validate_submit(job, stale, &en1, &submit, &rules);
+            let again = session
+                .shares
+                .validate_submit(job, stale, &en1, &submit, &rules);
             assert_eq!(again.result(), Err(Reject::Duplicate), "resubmitted share");
             assert_eq!(again.is_block(), first.is_block());
             assert_eq!(
@@ -521,7 +523,10 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(parsed, submit, "parsed fields");
                 let second = judge(session, fx, stale, &en1, &parsed, &rules);
                 assert_eq!(second.is_block(), first.is_block());
-                assert_eq!(second.proof().map(|p| p.hash), first.proof().map(|p| p.hash));
+                assert_eq!(
+                    second.proof().map(|p| p.hash),
+                    first.proof().map(|p| p.hash)
+                );
             }
             Err(e) => {
                 assert!(escaped, "submit line refused: {line}: {e:?}");

@@ -32,15 +32,15 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, T
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-use sluice_stratum::codec::message::notify_line;
 use sluice_core::chain::coinbase::MAX_COINBASE_SCRIPT_SIZE;
 use sluice_core::chain::{merkle, BlockTemplate, CoinbaseConfig, Job, JobParts, Payout};
-use sluice_stratum::codec::message::stratum_prev_hash;
 use sluice_core::units::{ExtranonceSizes, JobId};
 use sluice_fuzz::{
     core_compact, default_coinbase_config, height_push, hex, merkle_root, sha256d, template_value,
     witness_commitment_script, TemplateTx, WITNESS_COMMITMENT_PREFIX,
 };
+use sluice_stratum::codec::message::notify_line;
+use sluice_stratum::codec::message::stratum_prev_hash;
 
 fn config(which: u8) -> CoinbaseConfig {
     let mut c = default_coinbase_config();

@@ -362,7 +362,7 @@ mod tests {
             &Extranonce1::new(en1).unwrap(),
             &submit,
             &ShareRules {
-                version_mask: mask,
+                version_mask: sluice_core::units::VersionMask(mask),
                 now: job.ntime + 60,
                 share_target: Difficulty::new(difficulty).unwrap().target(),
             },

@@ -361,6 +361,57 @@ impl<'de> serde::Deserialize<'de> for BlockHash {
     }
 }
 
+/// The version bits a miner may roll (BIP 310's mask): the pool's, a policy's, the one negotiated
+/// with a connection, the one a job was sent under. Masks only ever narrow (`within`), so a miner
+/// is never allowed more than the pool allows; `0` is no rolling at all. Serialised as the number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct VersionMask(pub u32);
+
+impl VersionMask {
+    /// No version rolling.
+    pub const NONE: VersionMask = VersionMask(0);
+    /// BIP 320's general-purpose bits 13 to 28: the default `pool.version_mask`.
+    pub const BIP320: VersionMask = VersionMask(0x1fff_e000);
+
+    /// The bits both masks allow.
+    #[inline]
+    pub fn within(self, outer: VersionMask) -> VersionMask {
+        VersionMask(self.0 & outer.0)
+    }
+
+    /// Whether every bit of `other` is allowed here.
+    #[inline]
+    pub fn contains(self, other: VersionMask) -> bool {
+        other.0 & !self.0 == 0
+    }
+
+    /// Whether rolled `bits` stay inside the mask.
+    #[inline]
+    pub fn allows(self, bits: u32) -> bool {
+        bits & !self.0 == 0
+    }
+
+    /// `version` with the masked bits taken from `bits`.
+    #[inline]
+    pub fn roll(self, version: u32, bits: u32) -> u32 {
+        (version & !self.0) | (bits & self.0)
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+}
+
+/// Eight lower-case hex digits, as Stratum writes masks.
+impl fmt::Display for VersionMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}", self.0)
+    }
+}
+
 /// A job's id as miners see it: a 64-bit number written as lower-case hex without leading zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(pub u64);
@@ -473,6 +524,39 @@ impl fmt::Debug for Extranonce1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_mask_only_narrows_and_rolls_only_its_bits() {
+        let pool = VersionMask::BIP320;
+        let asked = VersionMask(0xffff_ffff);
+        assert_eq!(
+            asked.within(pool),
+            pool,
+            "a miner never gets more than the pool"
+        );
+        assert_eq!(
+            VersionMask(0x00ff_e000).within(pool),
+            VersionMask(0x00ff_e000)
+        );
+        assert!(pool.contains(VersionMask(0x0000_e000)));
+        assert!(!pool.contains(asked));
+        assert!(pool.allows(0x1fff_e000) && pool.allows(0));
+        assert!(!pool.allows(0x0000_1000) && !pool.allows(0x2000_0000));
+        assert_eq!(pool.roll(0x2000_0000, 0xffff_ffff), 0x3fff_e000);
+        assert_eq!(
+            VersionMask::NONE.roll(0x2000_0004, 0xffff_ffff),
+            0x2000_0004
+        );
+        assert!(VersionMask::NONE.is_none() && !pool.is_none());
+        assert_eq!(pool.to_string(), "1fffe000");
+        assert_eq!(VersionMask(0xe000).to_string(), "0000e000");
+        // Saved sessions carry it as the number they always did.
+        assert_eq!(serde_json::to_string(&pool).unwrap(), "536862720");
+        assert_eq!(
+            serde_json::from_str::<VersionMask>("536862720").unwrap(),
+            pool
+        );
+    }
 
     #[test]
     fn a_block_hash_reads_and_prints_as_nodes_print_it() {

@@ -263,6 +263,7 @@ impl FileConfig {
                 },
             )?;
         let version_mask = crate::hex::decode_u32_loose(self.pool.version_mask.as_bytes())
+            .map(crate::units::VersionMask)
             .map_err(|_| {
                 invalid(
                     "pool.version_mask",

@@ -10,7 +10,7 @@ pub const DEFAULT_EXTRANONCE1_SIZE: usize = 4;
 pub const DEFAULT_EXTRANONCE2_SIZE: usize = 8;
 
 /// `pool.version_mask`: the version bits miners may roll (BIP 320's general-purpose bits).
-pub const DEFAULT_VERSION_MASK: u32 = 0x1fff_e000;
+pub const DEFAULT_VERSION_MASK: crate::units::VersionMask = crate::units::VersionMask::BIP320;
 
 /// The version of the coinbase transaction the pool builds.
 pub const COINBASE_TX_VERSION: i32 = 1;

@@ -78,7 +78,7 @@ impl Default for PoolSection {
             coinbase_tag: "/sluice/".into(),
             extranonce1_size: DEFAULT_EXTRANONCE1_SIZE,
             extranonce2_size: DEFAULT_EXTRANONCE2_SIZE,
-            version_mask: format!("{DEFAULT_VERSION_MASK:08x}"),
+            version_mask: DEFAULT_VERSION_MASK.to_string(),
             allow_free_worker_names: true,
         }
     }

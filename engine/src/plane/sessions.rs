@@ -567,7 +567,7 @@ impl Writer {
             Some(s) => call
                 .arg(hex::encode(&s.extranonce1))
                 .arg(s.difficulty)
-                .arg(format!("{:08x}", s.version_mask))
+                .arg(s.version_mask.to_string())
                 .arg(serde_json::to_string(&s.workers).unwrap_or_default())
                 .arg(mode)
                 .arg(&state),
@@ -665,7 +665,7 @@ mod tests {
         );
         SessionState {
             difficulty,
-            version_mask: 0x1fff_e000,
+            version_mask: crate::units::VersionMask(0x1fff_e000),
             workers: vec!["w.rig".into()],
             duplicates: SavedShares {
                 jobs: vec![(0x77, shares)],

@@ -22,7 +22,7 @@ use crate::chain::merkle;
 use crate::hash::{header_hash, Sha256};
 use crate::hex;
 use crate::share::dedup::{DuplicateError, DuplicateFilter, DuplicateLimits, SavedShares};
-use crate::units::{Extranonce1, HeaderHash, JobId, Target, MAX_EXTRANONCE2_SIZE};
+use crate::units::{Extranonce1, HeaderHash, JobId, Target, VersionMask, MAX_EXTRANONCE2_SIZE};
 
 /// How far past the pool's clock a share's ntime may be: consensus rejects blocks more than two hours
 /// ahead of the network's time.
@@ -104,7 +104,7 @@ impl Reject {
 #[derive(Debug, Clone, Copy)]
 pub struct ShareRules {
     /// The version-rolling mask negotiated with `mining.configure` (0 when none).
-    pub version_mask: u32,
+    pub version_mask: VersionMask,
     /// The pool's clock, in Unix seconds.
     pub now: u32,
     /// The share target in force when the job was sent to this session.
@@ -335,10 +335,10 @@ impl SessionShares {
         let version = match version_bits {
             None => job.version,
             Some(bits) => {
-                if bits & !rules.version_mask != 0 {
+                if !rules.version_mask.allows(bits) {
                     return Verdict::refused(Reject::VersionBitsOutsideMask);
                 }
-                (job.version & !rules.version_mask) | (bits & rules.version_mask)
+                rules.version_mask.roll(job.version, bits)
             }
         };
 

@@ -11,7 +11,7 @@ use sluice_core::chain::job::{FrontEnd, Job};
 use crate::codec::error::StratumError;
 use crate::codec::request::Id;
 use sluice_core::hex;
-use sluice_core::units::{Difficulty, Extranonce1, JobId};
+use sluice_core::units::{Difficulty, Extranonce1, JobId, VersionMask};
 
 /// The fields of a `mining.notify`.
 pub struct NotifyFields<'a> {
@@ -155,7 +155,7 @@ pub fn write_subscribe_result(
 pub fn write_configure_result(
     out: &mut Vec<u8>,
     id: Id<'_>,
-    version_rolling: Option<Option<u32>>,
+    version_rolling: Option<Option<VersionMask>>,
     minimum_difficulty: Option<bool>,
     unknown: &[String],
 ) {
@@ -163,7 +163,7 @@ pub fn write_configure_result(
     match version_rolling {
         Some(Some(mask)) => {
             result.insert("version-rolling".into(), true.into());
-            result.insert("version-rolling.mask".into(), format!("{mask:08x}").into());
+            result.insert("version-rolling.mask".into(), mask.to_string().into());
         }
         Some(None) => {
             result.insert("version-rolling".into(), false.into());
@@ -199,10 +199,10 @@ pub fn write_set_extranonce(out: &mut Vec<u8>, extranonce1: &Extranonce1, extran
     out.push(b'\n');
 }
 
-pub fn write_set_version_mask(out: &mut Vec<u8>, mask: u32) {
+pub fn write_set_version_mask(out: &mut Vec<u8>, mask: VersionMask) {
     write!(
         out,
-        r#"{{"id":null,"method":"mining.set_version_mask","params":["{mask:08x}"]}}"#
+        r#"{{"id":null,"method":"mining.set_version_mask","params":["{mask}"]}}"#
     )
     .expect("Vec write");
     out.push(b'\n');
@@ -312,7 +312,7 @@ mod tests {
         write_configure_result(
             &mut out,
             Id::NULL,
-            Some(Some(0x1fffe000)),
+            Some(Some(VersionMask(0x1fffe000))),
             Some(false),
             &["x".into()],
         );

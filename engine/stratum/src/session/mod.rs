@@ -26,7 +26,7 @@ use crate::share::{RejectAnswer, ValidateSubmit};
 use policy::PolicyLookup;
 use sluice_core::chain::{Job, JobBook, Lookup};
 use sluice_core::share::{parse_job_id, DuplicateLimits, Reject, SessionShares, ShareRules};
-use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target};
+use sluice_core::units::{Difficulty, Extranonce1, ExtranonceSizes, JobId, Target, VersionMask};
 pub use state::{
     ExportError, RestoreError, ResumeError, SessionState, MAX_SAVED_SHARES, SESSION_STATE_VERSION,
 };
@@ -34,7 +34,7 @@ use vardiff::{Vardiff, VardiffConfig};
 use worker::{parse_worker, password_difficulty, Worker};
 
 /// The pool's default BIP310 version-rolling mask (BIP320's general-purpose bits).
-pub const DEFAULT_VERSION_MASK: u32 = 0x1fff_e000;
+pub const DEFAULT_VERSION_MASK: VersionMask = VersionMask::BIP320;
 
 /// Per-connection limits, each with its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub struct SessionConfig {
     pub network: Network,
     pub extranonce: ExtranonceSizes,
     /// The version bits the pool lets miners roll.
-    pub version_mask: u32,
+    pub version_mask: VersionMask,
     pub start_difficulty: Difficulty,
     pub min_difficulty: Difficulty,
     pub max_difficulty: Difficulty,
@@ -176,7 +176,7 @@ struct SentJob {
     target: Target,
     difficulty: Difficulty,
     /// The version bits the miner was allowed to roll when the job was sent.
-    version_mask: u32,
+    version_mask: VersionMask,
 }
 
 /// An extranonce1 as the number its bytes spell (big-endian): the session id.
@@ -198,7 +198,7 @@ pub struct Session {
     /// Shared with every share record of the session, so logging a share copies a pointer.
     user_agent: Option<Arc<str>>,
     workers: Vec<Worker>,
-    version_mask: u32,
+    version_mask: VersionMask,
     extranonce_subscribed: bool,
     /// The difficulty announced to the miner (applies to jobs sent from now on).
     difficulty: Difficulty,
@@ -254,7 +254,7 @@ impl Session {
             subscribed: false,
             user_agent: None,
             workers: Vec::new(),
-            version_mask: 0,
+            version_mask: VersionMask::NONE,
             extranonce_subscribed: false,
             difficulty,
             difficulty_pending: true,
@@ -294,7 +294,7 @@ impl Session {
         self.difficulty
     }
 
-    pub fn version_mask(&self) -> u32 {
+    pub fn version_mask(&self) -> VersionMask {
         self.version_mask
     }
 
@@ -343,7 +343,7 @@ impl Session {
         };
         self.difficulty = clamp(target, config.min_difficulty, config.max_difficulty);
         self.floor = clamp(self.floor, config.min_difficulty, config.max_difficulty);
-        let mask = self.version_mask & config.version_mask;
+        let mask = self.version_mask.within(config.version_mask);
         self.config = config;
         if mask != self.version_mask {
             // Announced before any job judged by it: jobs sent before keep the mask they were
@@ -561,8 +561,8 @@ impl Session {
 
     fn configure(&mut self, id: Id<'_>, c: &Configure, out: &mut Vec<u8>) {
         let version_rolling = c.version_rolling.map(|vr| {
-            let granted = vr.mask & self.config.version_mask;
-            if granted == 0 || granted.count_ones() < vr.min_bit_count {
+            let granted = VersionMask(vr.mask).within(self.config.version_mask);
+            if granted.is_none() || granted.0.count_ones() < vr.min_bit_count {
                 None
             } else {
                 if self.version_mask != granted {

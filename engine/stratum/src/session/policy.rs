@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::SessionConfig;
-use sluice_core::units::Difficulty;
+use sluice_core::units::{Difficulty, VersionMask};
 
 /// What a session asks at its first worker's authorize: the configuration that worker runs on.
 /// The session keeps its own when the answer is the same `Arc`.
@@ -80,7 +80,7 @@ impl Rules for Policy {
         }
         if let Some(m) = self.version_mask_bits() {
             // A policy narrows the pool's mask, never widens it past `pool.version_mask`.
-            c.version_mask = m & base.version_mask;
+            c.version_mask = VersionMask(m).within(base.version_mask);
         }
         c
     }
@@ -161,7 +161,7 @@ mod tests {
         let c = s.config_for(&base, 4444, Some("bob"), Some("cgminer/4.11"));
         assert_eq!(
             (c.start_difficulty.get(), c.version_mask),
-            (5.0, 0x00ff_e000)
+            (5.0, VersionMask(0x00ff_e000))
         );
         let wide = set(&[("wide", r#"{"version_mask":"ffffffff"}"#)]);
         assert_eq!(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sluice_core::chain::{JobBook, Lookup};
 use sluice_core::share::{SavedShares, SessionShares};
-use sluice_core::units::{Difficulty, Extranonce1, JobId};
+use sluice_core::units::{Difficulty, Extranonce1, JobId, VersionMask};
 
 use super::vardiff::Vardiff;
 use super::worker::{parse_worker, Worker};
@@ -58,7 +58,7 @@ pub struct SessionState {
     pub user_agent: Option<String>,
     /// The authorized workers' names, checked again on restore.
     pub workers: Vec<String>,
-    pub version_mask: u32,
+    pub version_mask: VersionMask,
     /// A resumed session's narrowed mask still to be announced with the subscribe answer.
     pub announce_mask: bool,
     pub difficulty: f64,
@@ -91,7 +91,7 @@ pub struct SessionState {
 pub struct SentJobState {
     pub id: u64,
     pub difficulty: f64,
-    pub version_mask: u32,
+    pub version_mask: VersionMask,
 }
 
 /// Why a [`SessionState`] cannot be restored.
@@ -105,8 +105,13 @@ pub enum RestoreError {
     Extranonce1 { found: usize, expected: usize },
     #[error("the saved {field} {value} is not a difficulty (finite and above 0)")]
     Difficulty { field: &'static str, value: f64 },
-    #[error("the saved version mask {mask:#010x} is not within this listener's `pool.version_mask` {allowed:#010x}")]
-    VersionMask { mask: u32, allowed: u32 },
+    #[error(
+        "the saved version mask {mask} is not within this listener's `pool.version_mask` {allowed}"
+    )]
+    VersionMask {
+        mask: VersionMask,
+        allowed: VersionMask,
+    },
     #[error("the saved user agent is longer than {MAX_USER_AGENT_LENGTH} bytes")]
     UserAgent,
     #[error(
@@ -278,7 +283,7 @@ impl Session {
             })?;
         let difficulty = checked_difficulty("difficulty", state.difficulty)?;
         let floor = checked_difficulty("floor", state.floor)?;
-        if state.version_mask & !config.version_mask != 0 {
+        if !config.version_mask.contains(state.version_mask) {
             return Err(RestoreError::VersionMask {
                 mask: state.version_mask,
                 allowed: config.version_mask,
@@ -428,8 +433,8 @@ impl Session {
         // A mask negotiated on this connection (a configure before the subscribe) is what the
         // miner was told: it stays. Otherwise the saved one, within this listener's, announced
         // with the subscribe answer when that narrowed it.
-        if self.version_mask == 0 {
-            self.version_mask = state.version_mask & self.config.version_mask;
+        if self.version_mask.is_none() {
+            self.version_mask = state.version_mask.within(self.config.version_mask);
             self.announce_mask = self.version_mask != state.version_mask;
         }
         self.difficulty = clamp(

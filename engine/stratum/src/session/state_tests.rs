@@ -383,7 +383,7 @@ fn a_state_that_does_not_fit_is_refused() {
         Err(RestoreError::Difficulty { .. })
     ));
     assert!(matches!(
-        restore(&|s| s.version_mask = 0xffff_ffff),
+        restore(&|s| s.version_mask = VersionMask(0xffff_ffff)),
         Err(RestoreError::VersionMask { .. })
     ));
     assert!(matches!(

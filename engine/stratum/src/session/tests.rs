@@ -251,7 +251,7 @@ fn password_difficulty_and_configure() {
     assert_eq!(r[0]["result"]["version-rolling"], true);
     assert_eq!(r[0]["result"]["version-rolling.mask"], "1fffe000");
     assert_eq!(r[0]["result"]["minimum-difficulty"], true);
-    assert_eq!(h.session.version_mask(), 0x1fff_e000);
+    assert_eq!(h.session.version_mask(), VersionMask(0x1fff_e000));
     h.send(r#"{"id":2,"method":"mining.subscribe","params":[]}"#);
     let (r, _) = h.send(&format!(
         r#"{{"id":3,"method":"mining.authorize","params":["{ADDRESS}.a","d=64"]}}"#
@@ -262,7 +262,7 @@ fn password_difficulty_and_configure() {
     let mut h = Harness::default();
     let (r, _) = h.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"00006000","version-rolling.min-bit-count":4}]}"#);
     assert_eq!(r[0]["result"]["version-rolling"], false);
-    assert_eq!(h.session.version_mask(), 0);
+    assert_eq!(h.session.version_mask(), VersionMask(0));
 }
 
 #[test]
@@ -637,7 +637,7 @@ fn a_narrowed_mask_is_announced_and_applies_to_work_sent_after_it() {
     h.handshake();
     let job1 = Arc::clone(h.book.current().unwrap());
     let narrow = Arc::new(SessionConfig {
-        version_mask: 0x00ff_e000,
+        version_mask: VersionMask(0x00ff_e000),
         ..(**h.session.config()).clone()
     });
     let mut out = Vec::new();
@@ -645,7 +645,7 @@ fn a_narrowed_mask_is_announced_and_applies_to_work_sent_after_it() {
     let r = lines(&out);
     assert_eq!(r[0]["method"], "mining.set_version_mask", "{r:?}");
     assert_eq!(r[0]["params"][0], "00ffe000");
-    assert_eq!(h.session.version_mask(), 0x00ff_e000);
+    assert_eq!(h.session.version_mask(), VersionMask(0x00ff_e000));
     // Any hash is a share at this difficulty: only the version bits decide.
     let rolled = |job: &Job, en2: u32, bits: u32| {
         let en2b = en2.to_be_bytes();
@@ -722,10 +722,10 @@ fn a_resumed_mask_narrowed_by_this_listener_is_announced_and_a_fresh_configure_w
     h.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"1fffe000","version-rolling.min-bit-count":2}]}"#);
     h.handshake();
     let saved = h.session.export(&h.book).unwrap();
-    assert_eq!(saved.version_mask, 0x1fff_e000);
+    assert_eq!(saved.version_mask, VersionMask(0x1fff_e000));
 
     let narrow = SessionConfig {
-        version_mask: 0x00ff_e000,
+        version_mask: VersionMask(0x00ff_e000),
         ..tiny()
     };
     let mut again = Harness::new(narrow.clone());
@@ -738,7 +738,7 @@ fn a_resumed_mask_narrowed_by_this_listener_is_announced_and_a_fresh_configure_w
     let mut third = Harness::new(narrow);
     third.send(r#"{"id":1,"method":"mining.configure","params":[["version-rolling"],{"version-rolling.mask":"0000e000","version-rolling.min-bit-count":2}]}"#);
     third.session.resume(7, &saved, &third.book).unwrap();
-    assert_eq!(third.session.version_mask(), 0x0000_e000);
+    assert_eq!(third.session.version_mask(), VersionMask(0x0000_e000));
     let (r, _) = third.send(r#"{"id":2,"method":"mining.subscribe","params":["x","7"]}"#);
     assert!(
         r.iter().all(|m| m["method"] != "mining.set_version_mask"),
