@@ -686,25 +686,56 @@ mod tests {
             .unwrap()
     }
 
+    /// A session store of `engine-1` on the slot it leased, with the runtime its async calls need.
+    struct Running {
+        settings: PlaneSettings,
+        keeper: SlotKeeper,
+        stop: Arc<AtomicBool>,
+        store: Arc<SessionStore>,
+        thread: std::thread::JoinHandle<()>,
+        rt: tokio::runtime::Runtime,
+    }
+
+    impl Running {
+        fn start(redis: &TestRedis) -> Running {
+            let settings = plane(&redis.url(), "engine-1");
+            let (lease, keeper) = lease_slot(&settings).unwrap();
+            assert!(lease.holder.starts_with("engine-1|"));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (store, thread) = spawn_store(
+                settings.clone(),
+                settings.session_ttl,
+                lease,
+                Arc::clone(&stop),
+            )
+            .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            Running {
+                settings,
+                keeper,
+                stop,
+                store,
+                thread,
+                rt,
+            }
+        }
+    }
+
     #[test]
     fn only_the_holder_writes_and_a_held_session_cannot_be_claimed() {
         let redis = TestRedis::start();
         let mut con = redis.con();
-        let settings = plane(&redis.url(), "engine-1");
-        let (lease, keeper) = lease_slot(&settings).unwrap();
-        assert!(lease.holder.starts_with("engine-1|"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (store, thread) = spawn_store(
-            settings.clone(),
-            settings.session_ttl,
-            lease,
-            Arc::clone(&stop),
-        )
-        .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let Running {
+            settings,
+            keeper,
+            stop,
+            store,
+            thread,
+            rt,
+        } = Running::start(&redis);
         let claim = |conn| rt.block_on(store.claim(42, conn, Duration::from_millis(300)));
         let flush = || rt.block_on(store.flush(Duration::from_secs(2)));
 
@@ -794,20 +825,14 @@ mod tests {
     fn a_hostile_stored_state_resumes_nothing() {
         let redis = TestRedis::start();
         let mut con = redis.con();
-        let settings = plane(&redis.url(), "engine-1");
-        let (lease, keeper) = lease_slot(&settings).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (store, thread) = spawn_store(
-            settings.clone(),
-            settings.session_ttl,
-            lease,
-            Arc::clone(&stop),
-        )
-        .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
+        let Running {
+            keeper,
+            stop,
+            store,
+            thread,
+            rt,
+            ..
+        } = Running::start(&redis);
         const WORKER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig";
         let json = |edit: &dyn Fn(&mut SessionState)| {
             let mut state = saved(2.0, vec![5]);
