@@ -1,0 +1,470 @@
+//! The deploy kit's Redis ACL file (`deploy/redis/users.acl`), proven on a real `redis-server`:
+//! a `sluice jobmanager` and a `sluice stratum` each log in with their own user and the fleet
+//! works (the leader publishes, a miner is notified and its shares and block are logged, the block
+//! is recorded), `sluicectl` reads with the read-only user and is refused `engine drain`, drains
+//! with the operator user, and every user is refused what its role does not need. Redis 7 checks
+//! each command and key a Lua script calls too, so a role's scripts run only when the file
+//! grants all they touch: after the fleet ran, Redis's `ACL LOG` must hold no denial.
+//!
+//! The test writes its own copy of the shipped file with test passwords put in place of the
+//! placeholder hashes, and changes nothing else: the rules tested are the rules shipped.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sluice_testkit::{eventually, EngineProcess, RedisServer, TempDir};
+use support::fleet::config_file_with;
+use support::miner::Miner;
+
+/// The shipped ACL file.
+fn shipped_acl() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/redis/users.acl");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn password(user: &str) -> String {
+    format!("test-password-of-{user}")
+}
+
+/// The shipped file with each user's placeholder hash (`#` and 64 hex digits) replaced by that
+/// user's test password (`>PASSWORD`).
+fn test_acl() -> String {
+    let mut out = String::new();
+    let mut replaced = 0;
+    for line in shipped_acl().lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let user = match words.as_slice() {
+            ["user", name, ..] => *name,
+            _ => panic!(
+                "users.acl: a line that is not a user (Redis 7.0 takes no comments): {line:?}"
+            ),
+        };
+        let rules: Vec<String> = words
+            .iter()
+            .map(|w| {
+                let hash = w
+                    .strip_prefix('#')
+                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                match hash {
+                    Some(_) => {
+                        replaced += 1;
+                        format!(">{}", password(user))
+                    }
+                    None => (*w).to_owned(),
+                }
+            })
+            .collect();
+        out.push_str(&rules.join(" "));
+        out.push('\n');
+    }
+    assert!(
+        replaced >= 7,
+        "every user but default has a placeholder hash"
+    );
+    out
+}
+
+/// A Redis on the test copy of the ACL file (kept in `dir`).
+fn acl_redis(dir: &TempDir) -> RedisServer {
+    let path = dir.path().join("users.acl");
+    std::fs::write(&path, test_acl()).unwrap();
+    RedisServer::start_with(&["--aclfile", path.to_str().unwrap()])
+}
+
+/// `redis://USER:PASSWORD@HOST:PORT`.
+fn url_as(redis: &RedisServer, user: &str) -> String {
+    redis.url().replacen(
+        "redis://",
+        &format!("redis://{user}:{}@", password(user)),
+        1,
+    )
+}
+
+fn connect_as(redis: &RedisServer, user: &str) -> redis::Connection {
+    redis::Client::open(url_as(redis, user).as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap_or_else(|e| panic!("{user} logs in: {e}"))
+}
+
+/// Runs `cmd` and expects Redis's ACL refusal: NOPERM, or from inside a script its own words.
+fn refused(con: &mut redis::Connection, user: &str, cmd: &redis::Cmd) {
+    match cmd.query::<redis::Value>(con) {
+        Ok(v) => panic!(
+            "{user} was allowed {:?}: {v:?}",
+            String::from_utf8_lossy(&cmd.get_packed_command())
+        ),
+        Err(e) => assert!(
+            is_acl_refusal(&e.to_string()),
+            "{user}: {:?} failed for another reason: {e}",
+            String::from_utf8_lossy(&cmd.get_packed_command())
+        ),
+    }
+}
+
+/// How Redis (and the client's rendering of it) words an ACL refusal.
+fn is_acl_refusal(message: &str) -> bool {
+    let m = message.to_lowercase();
+    m.contains("noperm")
+        || m.contains("no permissions")
+        || m.contains("the user executing the script can't")
+}
+
+fn cmd(parts: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd(parts[0]);
+    for p in &parts[1..] {
+        c.arg(*p);
+    }
+    c
+}
+
+/// The sluicectl binary, built once (it is another package's binary, so cargo does not hand the
+/// root's tests its path).
+fn sluicectl_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let release = !cfg!(debug_assertions);
+            let mut build = Command::new(env!("CARGO"));
+            build
+                .args(["build", "-q", "-p", "sluicectl", "--bin", "sluicectl"])
+                .current_dir(workspace);
+            if release {
+                build.arg("--release");
+            }
+            assert!(
+                build.status().unwrap().success(),
+                "building sluicectl failed"
+            );
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(|t| workspace.join(t))
+                .unwrap_or_else(|| workspace.join("target"));
+            target
+                .join(if release { "release" } else { "debug" })
+                .join("sluicectl")
+        })
+        .clone()
+}
+
+/// `sluicectl --redis URL ARGS...` as `user`: (exit code, stdout, stderr).
+fn sluicectl(redis: &RedisServer, user: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(sluicectl_binary())
+        .arg("--redis")
+        .arg(url_as(redis, user))
+        .args(args)
+        .env_remove("SLUICE_REDIS")
+        .env_remove("SLUICE_PREFIX")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sluice ROLE` under the default prefix, logged in as `user`.
+fn role(redis: &RedisServer, role: &str, user: &str, id: &str, extra: &[&str]) -> EngineProcess {
+    let url = url_as(redis, user);
+    let config = config_file_with("");
+    let mut args = vec![
+        "--redis",
+        url.as_str(),
+        "--id",
+        id,
+        "--config",
+        config.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    EngineProcess::start_role(role, &args)
+}
+
+/// Denials Redis logged (`ACL LOG`), as the admin user sees them.
+fn acl_denials(admin: &mut redis::Connection) -> Vec<String> {
+    let log: Vec<redis::Value> = redis::cmd("ACL").arg("LOG").query(admin).unwrap();
+    log.iter().map(|entry| format!("{entry:?}")).collect()
+}
+
+#[test]
+fn each_role_works_with_its_own_user_and_the_acl_log_stays_empty() {
+    let dir = TempDir::new("acl");
+    let redis = acl_redis(&dir);
+    let mut admin = connect_as(&redis, "sluice-admin");
+
+    // Blocks at difficulty 1e-5 against shares at 1e-6: a found block exercises the engine's
+    // forwarder and the leader's reader and recorder.
+    let jm = role(
+        &redis,
+        "jobmanager",
+        "sluice-jobmanager",
+        "jm-1",
+        &["--block-interval", "0", "--network-difficulty", "0.00001"],
+    );
+    let engine = role(&redis, "stratum", "sluice-engine", "engine-1", &[]);
+    let leader = eventually(Duration::from_secs(10), || {
+        redis::cmd("GET")
+            .arg("sluice:jm:leader")
+            .query::<Option<String>>(&mut admin)
+            .unwrap()
+    })
+    .expect("the jobmanager leads");
+    assert!(leader.starts_with("jm-1|"), "{leader}");
+
+    let mut miner = Miner::connect(engine.addr());
+    miner.handshake();
+    let block = miner.mine_until_block();
+    assert_eq!(miner.submit(&block)["result"], true);
+    for _ in 0..3 {
+        let share = miner.find_share(miner.difficulty, true, None);
+        miner.submit(&share);
+    }
+    let logged = eventually(Duration::from_secs(10), || {
+        let n: u64 = redis::cmd("XLEN")
+            .arg("sluice:shares")
+            .query(&mut admin)
+            .unwrap();
+        (n >= 4).then_some(n)
+    });
+    assert!(logged.is_some(), "the shares are logged\n{}", engine.log());
+    let recorded = eventually(Duration::from_secs(10), || {
+        let n: u64 = redis::cmd("XLEN")
+            .arg("sluice:blocks")
+            .query(&mut admin)
+            .unwrap();
+        (n >= 1).then_some(n)
+    });
+    assert!(
+        recorded.is_some(),
+        "the leader records the block\n{}",
+        jm.log()
+    );
+    // A session saved on authorize, and the slot renewals (every third of the 1 s service TTL).
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // sluicectl: the read user lists and reads, and may not send commands.
+    let (code, out, err) = sluicectl(&redis, "sluicectl-read", &["services", "ls"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("engine-1") && out.contains("jm-1"), "{out}");
+    for args in [
+        &["engine", "ls"][..],
+        &["jobmanager", "ls"],
+        &["shares", "tail"],
+        &["blocks", "ls"],
+        &["stats"],
+        &["policy", "ls"],
+    ] {
+        let (code, out, err) = sluicectl(&redis, "sluicectl-read", args);
+        assert_eq!(code, 0, "sluicectl {args:?}: {out}{err}");
+    }
+    let denials = acl_denials(&mut admin);
+    assert!(
+        denials.is_empty(),
+        "a role was refused something it needs: {denials:#?}\nengine:\n{}\njobmanager:\n{}",
+        engine.log(),
+        jm.log()
+    );
+
+    let (code, out, err) = sluicectl(&redis, "sluicectl-read", &["engine", "drain", "engine-1"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(is_acl_refusal(&err), "the refusal says why: {err}");
+    redis::cmd("ACL")
+        .arg("LOG")
+        .arg("RESET")
+        .query::<()>(&mut admin)
+        .unwrap();
+
+    // The operator drains; the engine acknowledges and moves its miner away.
+    let (code, out, err) = sluicectl(
+        &redis,
+        "sluicectl-operator",
+        &["engine", "drain", "engine-1"],
+    );
+    assert_eq!(code, 0, "{out}{err}\n{}", engine.log());
+    assert!(
+        miner
+            .wait_for("client.reconnect", Duration::from_secs(10))
+            .is_some(),
+        "the drained engine sends its miner away"
+    );
+    let (code, out, err) = sluicectl(
+        &redis,
+        "sluicectl-operator",
+        &["engine", "undrain", "engine-1"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = sluicectl(
+        &redis,
+        "sluicectl-operator",
+        &[
+            "policy",
+            "set",
+            "asic",
+            "--port",
+            "3333",
+            "--start-difficulty",
+            "1024",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = sluicectl(&redis, "sluicectl-operator", &["policy", "rm", "asic"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let denials = acl_denials(&mut admin);
+    assert!(
+        denials.is_empty(),
+        "the operator was refused something it needs: {denials:#?}"
+    );
+    drop(engine);
+    drop(jm);
+}
+
+#[test]
+fn each_role_is_refused_what_it_does_not_need() {
+    let dir = TempDir::new("acl");
+    let redis = acl_redis(&dir);
+    let mut admin = connect_as(&redis, "sluice-admin");
+    redis::cmd("SET")
+        .arg("sluice:layout")
+        .arg(2)
+        .query::<()>(&mut admin)
+        .unwrap();
+    redis::cmd("SET")
+        .arg("other:key")
+        .arg(1)
+        .query::<()>(&mut admin)
+        .unwrap();
+
+    // Everywhere: nothing outside the prefix, no server-wide commands.
+    for user in [
+        "sluice-engine",
+        "sluice-jobmanager",
+        "sluicectl-read",
+        "sluicectl-operator",
+    ] {
+        let mut con = connect_as(&redis, user);
+        for c in [
+            &["FLUSHALL"][..],
+            &["FLUSHDB"],
+            &["KEYS", "*"],
+            &["CONFIG", "SET", "appendonly", "no"],
+            &["ACL", "LIST"],
+            &["GET", "other:key"],
+            &["SET", "other:key", "2"],
+        ] {
+            refused(&mut con, user, &cmd(c));
+        }
+    }
+
+    // The engine may not lead, publish jobs, or do so from a script, declared key or not.
+    let user = "sluice-engine";
+    let mut engine = connect_as(&redis, user);
+    for c in [
+        &["SET", "sluice:jm:leader", "engine-1|1"][..],
+        &["INCR", "sluice:jm:token"],
+        &["SET", "sluice:job:latest", "x"],
+        &["PUBLISH", "sluice:jobs", "x"],
+        &["HSET", "sluice:policies", "p", "{}"],
+        &["XADD", "sluice:blocks", "*", "hash", "00"],
+        &["XADD", "sluice:cmd:engine-2", "*", "cmd", "drain"],
+        &[
+            "EVAL",
+            "return redis.call('SET', KEYS[1], 'x')",
+            "1",
+            "sluice:jm:leader",
+        ],
+        &[
+            "EVAL",
+            "return redis.call('SET', 'sluice:jm:leader', 'x')",
+            "0",
+        ],
+        &["EVAL", "return redis.call('FLUSHALL')", "0"],
+    ] {
+        refused(&mut engine, user, &cmd(c));
+    }
+
+    // The jobmanager may not write shares, sessions, commands or policies.
+    let user = "sluice-jobmanager";
+    let mut jm = connect_as(&redis, user);
+    for c in [
+        &["XADD", "sluice:shares", "*", "verdict", "accepted"][..],
+        &["HSET", "sluice:session:00", "difficulty", "1"],
+        &["SET", "sluice:slot:0", "x"],
+        &["HSET", "sluice:policies", "p", "{}"],
+        &["HSET", "sluice:jm:control", "prefer", "jm-1"],
+        &["XADD", "sluice:cmd:engine-1", "*", "cmd", "drain"],
+        &["SUBSCRIBE", "other:channel"],
+    ] {
+        refused(&mut jm, user, &cmd(c));
+    }
+
+    // The read user writes nothing, not even from a script.
+    let user = "sluicectl-read";
+    let mut read = connect_as(&redis, user);
+    for c in [
+        &["SET", "sluice:layout", "2"][..],
+        &["XADD", "sluice:cmd:engine-1", "*", "cmd", "drain"],
+        &["HSET", "sluice:policies", "p", "{}"],
+        &["HDEL", "sluice:jm:control", "prefer"],
+        &["HSET", "sluice:jm:control", "prefer", "jm-1"],
+        &["DEL", "sluice:shares"],
+        &["EXPIRE", "sluice:layout", "1"],
+        &["EVAL", "return 1", "0"],
+        &["PUBLISH", "sluice:jobs", "x"],
+        &["SUBSCRIBE", "sluice:jobs"],
+    ] {
+        refused(&mut read, user, &cmd(c));
+    }
+    let layout: String = redis::cmd("GET")
+        .arg("sluice:layout")
+        .query(&mut read)
+        .unwrap();
+    assert_eq!(layout, "2", "the read user reads");
+
+    // The operator writes only commands, policies and the lease's steering.
+    let user = "sluicectl-operator";
+    let mut operator = connect_as(&redis, user);
+    for c in [
+        &["SET", "sluice:jm:leader", "jm-1|1"][..],
+        &["SET", "sluice:layout", "3"],
+        &["XADD", "sluice:shares", "*", "verdict", "accepted"],
+        &["SET", "sluice:ack:1", "{}"],
+        &[
+            "EVAL",
+            "return redis.call('SET', 'sluice:jm:leader', 'x')",
+            "0",
+        ],
+        &["PUBLISH", "sluice:jobs", "x"],
+    ] {
+        refused(&mut operator, user, &cmd(c));
+    }
+
+    // The default user is off: no login without a user and password.
+    let mut anonymous = redis::Client::open(redis.url().as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let e = redis::cmd("GET")
+        .arg("sluice:layout")
+        .query::<Option<String>>(&mut anonymous)
+        .unwrap_err();
+    assert!(e.to_string().contains("NOAUTH"), "{e}");
+}
+
+/// The file as shipped loads, and no user can log in until its placeholder is replaced.
+#[test]
+fn the_shipped_file_loads_and_its_placeholders_let_no_one_in() {
+    let dir = TempDir::new("acl");
+    let path = dir.path().join("users.acl");
+    std::fs::write(&path, shipped_acl()).unwrap();
+    let redis = RedisServer::start_with(&["--aclfile", path.to_str().unwrap()]);
+    for line in shipped_acl().lines() {
+        let user = line.split_whitespace().nth(1).unwrap();
+        let login = redis::Client::open(url_as(&redis, user).as_str())
+            .unwrap()
+            .get_connection();
+        assert!(login.is_err(), "{user} logged in with a placeholder");
+    }
+}
