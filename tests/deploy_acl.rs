@@ -468,3 +468,157 @@ fn the_shipped_file_loads_and_its_placeholders_let_no_one_in() {
         assert!(login.is_err(), "{user} logged in with a placeholder");
     }
 }
+
+/// The shipped haproxy.cfg with its addresses pointed at this test: the miners' port, the one
+/// engine (its PROXY listener and admin port), the stats listener and the admin socket, and
+/// `maxconn` down to what a test process may open.
+fn haproxy_config(dir: &TempDir, front: u16, engine: &EngineProcess, stats: u16) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy/haproxy.cfg");
+    let shipped = std::fs::read_to_string(path).unwrap();
+    let proxied = engine.stratum[1];
+    let admin = engine.admin.expect("admin listener");
+    let mut servers = 0;
+    let mut out = String::new();
+    for line in shipped.lines() {
+        let t = line.trim_start();
+        let indent = &line[..line.len() - t.len()];
+        let line = if t.starts_with("log /dev/log") {
+            String::new()
+        } else if t.starts_with("stats socket ") {
+            let sock = dir.path().join("admin.sock");
+            t.replacen("/run/haproxy/admin.sock", sock.to_str().unwrap(), 1)
+        } else if t.starts_with("maxconn ") {
+            // The shipped figure needs a descriptor limit this machine does not give.
+            "maxconn 2000".to_owned()
+        } else if t == "bind :3333" {
+            format!("bind 127.0.0.1:{front}")
+        } else if t == "bind 127.0.0.1:8405" {
+            format!("bind 127.0.0.1:{stats}")
+        } else if t.starts_with("default-server ") {
+            t.replacen("port 9100", &format!("port {}", admin.port()), 1)
+        } else if t.starts_with("server ") {
+            servers += 1;
+            if servers > 1 {
+                continue;
+            }
+            format!("server engine-1 {proxied}")
+        } else {
+            t.to_owned()
+        };
+        out.push_str(indent);
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert!(servers >= 2, "the shipped backend lists its engines");
+    out
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// HAProxy on the shipped configuration in front of a fleet engine: the file passes
+/// `haproxy -c`, the health check on the engine's admin `/status` marks it up, a miner mines
+/// through it, and the PROXY v2 header carries the miner's own address to the share log.
+#[test]
+fn haproxy_on_the_shipped_config_fronts_an_engine() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy/haproxy.cfg");
+    let check = Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&shipped)
+        .output()
+        .expect("haproxy is not installed: apt-get install haproxy (scripts/setup.sh does)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let dir = TempDir::new("acl");
+    let redis = acl_redis(&dir);
+    let mut admin = connect_as(&redis, "sluice-admin");
+    let _jm = role(
+        &redis,
+        "jobmanager",
+        "sluice-jobmanager",
+        "jm-1",
+        &["--block-interval", "0", "--network-difficulty", "1000"],
+    );
+    let url = url_as(&redis, "sluice-engine");
+    let config = config_file_with(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\nstart_difficulty = 0.000001\nmin_difficulty = 0.000001\n",
+    );
+    let engine = EngineProcess::start_role(
+        "stratum",
+        &["--redis", &url, "--id", "engine-1", "--config", &config],
+    );
+    assert_eq!(engine.stratum.len(), 2, "{}", engine.ready);
+
+    let (front, stats) = (sluice_testkit::free_port(), sluice_testkit::free_port());
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, haproxy_config(&dir, front, &engine, stats)).unwrap();
+    let mut haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually(Duration::from_secs(10), || {
+        let csv = http_get(stats, "/stats;csv")?;
+        csv.lines()
+            .any(|l| l.starts_with("sluice_engines,engine-1,") && l.contains(",UP,"))
+            .then_some(())
+    });
+    let metrics = http_get(stats, "/metrics").unwrap_or_default();
+
+    // From 127.0.0.7: HAProxy itself reaches the engine from 127.0.0.1, so only the PROXY
+    // header can tell the engine this address.
+    let front_addr: std::net::SocketAddr = format!("127.0.0.1:{front}").parse().unwrap();
+    let miner = eventually(Duration::from_secs(5), || {
+        Miner::connect_from(front_addr, "127.0.0.7").ok()
+    });
+    let mut miner = miner.expect("haproxy listens");
+    miner.handshake();
+    let share = miner.find_share(miner.difficulty, true, None);
+    assert_eq!(miner.submit(&share)["result"], true);
+    let client = eventually(Duration::from_secs(10), || {
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("sluice:shares")
+            .arg("-")
+            .arg("+")
+            .query(&mut admin)
+            .unwrap();
+        entries.into_iter().find_map(|(_, fields)| {
+            fields
+                .into_iter()
+                .find_map(|(k, v)| (k == "client").then_some(v))
+        })
+    });
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(haproxy.id() as i32, libc::SIGTERM);
+    }
+    let _ = haproxy.wait();
+    assert!(
+        up.is_some(),
+        "the health check on /status marks the engine up"
+    );
+    assert!(
+        metrics.contains("haproxy_"),
+        "haproxy's Prometheus exporter answers"
+    );
+    assert_eq!(
+        client.as_deref(),
+        Some("127.0.0.7"),
+        "the PROXY v2 header carries the miner's address"
+    );
+}
