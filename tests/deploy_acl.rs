@@ -4,7 +4,9 @@
 //! is recorded), `sluicectl` reads with the read-only user and is refused `engine drain`, drains
 //! with the operator user, and every user is refused what its role does not need. Redis 7 checks
 //! each command and key a Lua script calls too, so a role's scripts run only when the file
-//! grants all they touch: after the fleet ran, Redis's `ACL LOG` must hold no denial.
+//! grants all they touch: after the fleet ran, Redis's `ACL LOG` must hold no denial. A replica
+//! and a Sentinel (on the shipped sentinel.conf) log in with their users too, and HAProxy on the
+//! shipped haproxy.cfg fronts an engine of such a fleet.
 //!
 //! The test writes its own copy of the shipped file with test passwords put in place of the
 //! placeholder hashes, and changes nothing else: the rules tested are the rules shipped.
@@ -621,4 +623,88 @@ fn haproxy_on_the_shipped_config_fronts_an_engine() {
         Some("127.0.0.7"),
         "the PROXY v2 header carries the miner's address"
     );
+}
+
+/// The shipped sentinel.conf with its ports and the master's address pointed at this test.
+fn sentinel_config(port: u16, master: &RedisServer) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/redis/sentinel.conf");
+    let master_port = master.url().rsplit(':').next().unwrap().to_owned();
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let line = if line.starts_with("port ") {
+                format!("port {port}")
+            } else if line.starts_with("sentinel monitor sluice ") {
+                format!("sentinel monitor sluice 127.0.0.1 {master_port} 2")
+            } else if line.starts_with("sentinel auth-pass sluice ") {
+                format!("sentinel auth-pass sluice {}", password("sluice-sentinel"))
+            } else {
+                line.to_owned()
+            };
+            line + "\n"
+        })
+        .collect()
+}
+
+/// The replication and Sentinel users work: a replica logs in to the master as `sluice-replica`
+/// and syncs, and a Sentinel on the shipped sentinel.conf logs in as `sluice-sentinel` and
+/// learns the replica from the master; neither is refused anything.
+#[test]
+fn a_replica_and_a_sentinel_log_in_with_their_users() {
+    let dir = TempDir::new("acl");
+    let master = acl_redis(&dir);
+    let master_port = master.url().rsplit(':').next().unwrap().to_owned();
+    let acl = dir.path().join("users.acl");
+    let replica = RedisServer::start_with(&[
+        "--aclfile",
+        acl.to_str().unwrap(),
+        "--replicaof",
+        "127.0.0.1",
+        &master_port,
+        "--masteruser",
+        "sluice-replica",
+        "--masterauth",
+        &password("sluice-replica"),
+    ]);
+    let mut on_replica = connect_as(&replica, "sluice-admin");
+    let synced = eventually(Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut on_replica)
+            .ok()?;
+        info.contains("master_link_status:up").then_some(())
+    });
+    assert!(synced.is_some(), "the replica syncs as sluice-replica");
+
+    let port = sluice_testkit::free_port();
+    let conf = dir.path().join("sentinel.conf");
+    std::fs::write(&conf, sentinel_config(port, &master)).unwrap();
+    let mut sentinel = Command::new("redis-sentinel")
+        .arg(&conf)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-sentinel is not installed: apt-get install redis-sentinel");
+    let learned = eventually(Duration::from_secs(15), || {
+        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}").as_str())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        let replicas: Vec<Vec<String>> = redis::cmd("SENTINEL")
+            .arg("REPLICAS")
+            .arg("sluice")
+            .query(&mut con)
+            .ok()?;
+        (!replicas.is_empty()).then_some(())
+    });
+    let mut admin = connect_as(&master, "sluice-admin");
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    let denials = acl_denials(&mut admin);
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
+    assert!(learned.is_some(), "the sentinel reads the master's INFO");
+    assert!(clients.contains("user=sluice-sentinel"), "{clients}");
+    assert!(denials.is_empty(), "{denials:#?}");
 }
