@@ -22,6 +22,9 @@ use sluice_core::units::{Difficulty, HeaderHash, Target};
 /// The worker [`Miner::handshake`] authorizes and [`Miner::submit`] submits as.
 pub const WORKER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig";
 
+/// What [`Miner::subscribe`] says it is.
+const USER_AGENT: &str = "sluice-test-miner/1.0";
+
 /// How many of the last lines received a miner keeps for failure messages.
 const RECENT_LINES: usize = 16;
 
@@ -376,7 +379,17 @@ impl Miner {
     }
 
     pub fn subscribe(&mut self) -> Value {
-        let r = self.request("mining.subscribe", json!(["sluice-test-miner/1.0"]));
+        self.subscribe_with(json!([USER_AGENT]))
+    }
+
+    /// Subscribes asking to resume the session `id`; takes whatever extranonce1 the answer
+    /// gives (its own back, or a fresh one).
+    pub fn subscribe_resuming(&mut self, id: &str) -> Value {
+        self.subscribe_with(json!([USER_AGENT, id]))
+    }
+
+    fn subscribe_with(&mut self, params: Value) -> Value {
+        let r = self.request("mining.subscribe", params);
         let result = &r["result"];
         self.extranonce1 = unhex(&result[1]);
         self.extranonce2_size = result[2]
