@@ -210,7 +210,7 @@ impl Miner {
         }
     }
 
-    /// The last lines received (at most 16), oldest first, for failure messages.
+    /// The last few lines received, oldest first, for failure messages.
     pub fn recent(&self) -> &VecDeque<String> {
         &self.recent
     }
