@@ -21,22 +21,12 @@ use sluice::plane::FleetKey;
 use sluice_layout::job_message::JobMessage;
 use support::engine::{eventually, EngineProcess};
 use support::fleet::{fleet_key, jobmanager, leader, stratum, wait_for_leader, PREFIX};
+use support::leadership::{
+    clean_work_within, latest_job, latest_job_message, next_work_within, publish_job, token_of,
+    works_until_quiet, FORGED_PREV,
+};
 use support::miner::Miner;
 use support::redis_server::RedisServer;
-
-/// The prev_hash of forged work (the same bytes in the notify's word-swapped order).
-const FORGED_PREV: [u8; 32] = [0x5a; 32];
-
-fn token_of(lease: &str) -> u64 {
-    lease.rsplit('|').next().unwrap().parse().unwrap()
-}
-
-fn latest_job(con: &mut redis::Connection) -> Option<Vec<u8>> {
-    redis::cmd("GET")
-        .arg(format!("{PREFIX}:job:latest"))
-        .query(con)
-        .unwrap()
-}
 
 fn epoch(con: &mut redis::Connection) -> Option<String> {
     redis::cmd("GET")
@@ -50,12 +40,8 @@ fn epoch(con: &mut redis::Connection) -> Option<String> {
 fn find_a_block_and_get_clean_work(miner: &mut Miner, what: &str) {
     let block = miner.mine_until_block();
     assert_eq!(miner.submit(&block)["result"], true);
-    let clean = eventually(Duration::from_secs(10), || {
-        let n = miner.wait_for("mining.notify", Duration::from_millis(100))?;
-        (n["params"][8] == true).then_some(n)
-    });
     assert!(
-        clean.is_some(),
+        clean_work_within(miner, Duration::from_secs(10)),
         "{what}: a found block is followed by clean work"
     );
 }
@@ -87,9 +73,7 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
     m2.notifications.clear();
     jm_a.kill();
     for (name, miner) in [("engine-1", &mut m1), ("engine-2", &mut m2)] {
-        let moved = eventually(Duration::from_secs(5), || {
-            miner.wait_for("mining.notify", Duration::from_millis(100))
-        });
+        let moved = next_work_within(miner, Duration::from_secs(5));
         assert!(
             moved.is_some(),
             "{name} takes the standby's work\n{}",
@@ -136,7 +120,7 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
     }
     let new_epoch = epoch(&mut con).expect("a new fleet epoch");
     assert_ne!(new_epoch, old_epoch, "an empty Redis starts a new epoch");
-    let taken = JobMessage::decode(&latest_job(&mut con).unwrap(), &fleet_key()).unwrap();
+    let taken = latest_job_message(&mut con);
     assert_eq!(taken.epoch.to_string(), new_epoch);
     assert!(
         taken.token < token_b,
@@ -157,21 +141,16 @@ fn after_a_failover_and_a_redis_restart_the_engines_follow_the_new_epoch() {
 
     // The fleet works in the new epoch: a block found on either engine brings clean work.
     find_a_block_and_get_clean_work(&mut m1, "engine-1");
-    let clean = eventually(Duration::from_secs(5), || {
-        let n = m2.wait_for("mining.notify", Duration::from_millis(100))?;
-        (n["params"][8] == true).then_some(())
-    });
-    assert!(clean.is_some(), "engine-2's miner gets the clean work too");
+    assert!(
+        clean_work_within(&mut m2, Duration::from_secs(5)),
+        "engine-2's miner gets the clean work too"
+    );
 
     // The old epoch's job, recorded and published again (anyone who can write to Redis can):
     // signed, but older than what the engines follow, so refused, and miners stay on new work.
     let refused = e1.metric("sluice_jobs_refused_total");
     let published = e1.metric("sluice_jobs_published_total");
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(format!("{PREFIX}:jobs"))
-        .arg(&recorded)
-        .query(&mut con)
-        .unwrap();
+    publish_job(&mut con, &recorded);
     eventually(Duration::from_secs(3), || {
         (e1.metric("sluice_jobs_refused_total") > refused).then_some(())
     })
@@ -230,11 +209,7 @@ fn forged_job_messages_are_refused_and_the_fleet_keeps_working() {
         } else {
             &altered
         };
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(format!("{PREFIX}:jobs"))
-            .arg(bytes)
-            .query(&mut con)
-            .unwrap();
+        publish_job(&mut con, bytes);
     }
     for (name, engine, before) in [
         ("engine-1", &e1, refused_before[0]),
@@ -265,10 +240,9 @@ fn forged_job_messages_are_refused_and_the_fleet_keeps_working() {
 
     // No miner ever works on the forged prev_hash.
     for (name, miner) in [("engine-1", &mut m1), ("engine-2", &mut m2)] {
-        while let Some(n) = miner.wait_for("mining.notify", Duration::from_millis(500)) {
+        for (n, prev_hash) in works_until_quiet(miner, Duration::from_millis(500)) {
             assert_ne!(
-                miner.work.as_ref().unwrap().prev_hash,
-                FORGED_PREV,
+                prev_hash, FORGED_PREV,
                 "a miner on {name} got forged work: {n}"
             );
         }
@@ -279,12 +253,8 @@ fn forged_job_messages_are_refused_and_the_fleet_keeps_working() {
     // the one that started on the forged latest job included.
     find_a_block_and_get_clean_work(&mut m1, "engine-1");
     for (name, miner) in [("engine-2", &mut m2), ("engine-3", &mut m3)] {
-        let clean = eventually(Duration::from_secs(5), || {
-            let n = miner.wait_for("mining.notify", Duration::from_millis(100))?;
-            (n["params"][8] == true).then_some(())
-        });
         assert!(
-            clean.is_some(),
+            clean_work_within(miner, Duration::from_secs(5)),
             "{name}'s miner gets the leader's clean work"
         );
         assert_ne!(miner.work.as_ref().unwrap().prev_hash, FORGED_PREV);
@@ -304,7 +274,7 @@ fn a_signed_job_that_cannot_be_built_raises_no_fence() {
 
     // A job with the fleet's key (a jobmanager with a bug, not a forger) whose coinbase cannot
     // be built, with the highest token there is, in this epoch and in another.
-    let real = JobMessage::decode(&latest_job(&mut con).unwrap(), &fleet_key()).unwrap();
+    let real = latest_job_message(&mut con);
     let refused_before = engine.metric("sluice_jobs_refused_total");
     for epoch in [real.epoch, real.epoch ^ 1] {
         let mut broken = real.clone();
@@ -312,11 +282,7 @@ fn a_signed_job_that_cannot_be_built_raises_no_fence() {
         broken.token = u64::MAX;
         broken.sequence = u64::MAX;
         broken.parts.coinb1.clear();
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(format!("{PREFIX}:jobs"))
-            .arg(broken.encode(&fleet_key()))
-            .query(&mut con)
-            .unwrap();
+        publish_job(&mut con, &broken.encode(&fleet_key()));
     }
     eventually(Duration::from_secs(5), || {
         (engine.metric("sluice_jobs_refused_total") >= refused_before + 2.0).then_some(())

@@ -43,10 +43,7 @@ fn join(miner: &mut Miner) -> String {
 
 /// Subscribes with a session id; the miner takes whatever extranonce1 it is given.
 fn resume(miner: &mut Miner, id: &str) -> Value {
-    let r = miner.request("mining.subscribe", json!(["sluice-test-miner/1.0", id]));
-    miner.extranonce1 = bitcoin::hex::FromHex::from_hex(r["result"][1].as_str().unwrap()).unwrap();
-    miner.extranonce2_size = r["result"][2].as_u64().unwrap() as usize;
-    r
+    miner.subscribe_resuming(id)
 }
 
 /// Waits until the engine has released the session to Redis (its connection ended).

@@ -4,7 +4,9 @@
 //!   engine nor the core crate;
 //! - `sluice-core` never names the Stratum crate or the engine, and Stratum V1's codec never names
 //!   its session (the crate graph already refuses the first: this test reads the sources for the
-//!   rest, so a path written out in full is caught too).
+//!   rest, so a path written out in full is caught too);
+//! - the engine's top-level modules, and the modules inside `server/`, import each other without
+//!   a cycle.
 //!
 //! The crate graph does most of the work; this is the small check that does the rest.
 
@@ -268,4 +270,108 @@ fn the_engine_modules_import_each_other_without_a_cycle() {
     with_back_edge.get_mut("metrics").unwrap().push("server");
     assert!(find_cycle(&with_back_edge).is_some());
     assert!(imports["server"].contains("metrics"));
+}
+
+/// The modules inside `engine/src/server/` whose imports must form no cycle: every file there,
+/// `mod` being `server/mod.rs`.
+fn server_imports() -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let dir = root().join("engine/src/server");
+    let children: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|n| n != "mod")
+        .collect();
+    let mut modules = std::collections::BTreeMap::new();
+    for name in children.iter().map(String::as_str).chain(["mod"]) {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.rs"))).unwrap();
+        let mut named = BTreeSet::new();
+        for line in text.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            if name == "mod" {
+                // `mod.rs` names a child by a path that starts with it (`core::run`,
+                // `pub use shared::…`), `self::` or `crate::server::` before it or not.
+                for child in &children {
+                    let path = format!("{child}::");
+                    let named_here = code.match_indices(&path).any(|(at, _)| {
+                        let before = code[..at].trim_end_matches("self::");
+                        let before = before.trim_end_matches("crate::server::");
+                        !before
+                            .chars()
+                            .next_back()
+                            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+                    });
+                    if named_here {
+                        named.insert(child.clone());
+                    }
+                }
+                continue;
+            }
+            // A child names a sibling, or an item of `mod.rs` (a re-export: an edge to `mod`), as
+            // `crate::server::NAME` (alone or in a `{…}` group).
+            let mut rest = code;
+            while let Some(at) = rest.find("crate::server::") {
+                rest = &rest[at + "crate::server::".len()..];
+                let items: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => group
+                        .split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(|item| item.trim().split("::").next().unwrap_or(""))
+                        .collect(),
+                    None => vec![rest
+                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .next()
+                        .unwrap_or("")],
+                };
+                for item in items.into_iter().filter(|i| !i.is_empty()) {
+                    let to = if children.contains(item) { item } else { "mod" };
+                    if to != name {
+                        named.insert(to.to_owned());
+                    }
+                }
+            }
+        }
+        modules.insert(name.to_owned(), named);
+    }
+    modules
+}
+
+#[test]
+fn the_server_modules_import_each_other_without_a_cycle() {
+    let imports = server_imports();
+    for m in ["mod", "core", "connection", "limits"] {
+        assert!(
+            imports.contains_key(m),
+            "no module {m} in engine/src/server"
+        );
+    }
+    let graph: std::collections::BTreeMap<&str, Vec<&str>> = imports
+        .iter()
+        .map(|(m, to)| (m.as_str(), to.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(find_cycle(&graph), None, "an import cycle: {graph:?}");
+    // The check sees the edges that matter, so it can fail: the core drives its connections,
+    // and `mod.rs` starts the cores.
+    assert!(imports["core"].contains("connection"), "{imports:?}");
+    assert!(imports["mod"].contains("core"), "{imports:?}");
+    let mut with_back_edge = graph.clone();
+    with_back_edge.get_mut("connection").unwrap().push("core");
+    assert!(find_cycle(&with_back_edge).is_some());
+}
+
+#[test]
+fn sluicectl_builds_without_the_engine() {
+    // Its tests may use the engine's fixtures (sluice-testkit, which builds headers with
+    // sluice-core): dev-dependencies, absent from what an operator builds.
+    let deps = normal_dependencies("sluicectl");
+    for engine in ["sluice", "sluice-core", "sluice-stratum", "sluice-testkit"] {
+        assert!(
+            !deps.contains(engine),
+            "sluicectl depends on {engine}: {deps:?}"
+        );
+    }
+    assert!(deps.contains("sluice-layout"), "{deps:?}");
 }

@@ -14,7 +14,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::engine::eventually;
-use support::fleet::{fleet_key, jobmanager, leader, live_services, role, stratum, PREFIX};
+use support::fleet::{
+    fleet_key, jobmanager, leader, live_services, role, stratum, wait_for_leader, PREFIX,
+};
+use support::leadership::{
+    latest_job_message, next_work_within, publish_job, token_of, works_until_quiet, FORGED_PREV,
+};
 use support::miner::Miner;
 use support::redis_server::RedisServer;
 
@@ -23,8 +28,7 @@ fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
     let redis = RedisServer::start();
     let mut con = redis.connection();
     let mut jm_a = jobmanager(&redis, "jm-a");
-    let leading =
-        eventually(Duration::from_secs(5), || leader(&mut con)).expect("a jobmanager leads");
+    let leading = wait_for_leader(&mut con);
     assert!(leading.starts_with("jm-a|"), "{leading}");
     let mut jm_b = jobmanager(&redis, "jm-b");
     let e1 = stratum(&redis, "engine-1");
@@ -62,9 +66,7 @@ fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
     jm_a.kill();
     let died = Instant::now();
     for (name, miner) in [("engine-1", &mut m1), ("engine-2", &mut m2)] {
-        let moved = eventually(Duration::from_secs(3), || {
-            miner.wait_for("mining.notify", Duration::from_millis(100))
-        });
+        let moved = next_work_within(miner, Duration::from_secs(3));
         assert!(
             moved.is_some(),
             "miners on {name} get the standby's work within 3 s of the leader's death\n{}",
@@ -76,41 +78,30 @@ fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
     assert_ne!(m1.work.as_ref().unwrap().job_id, job_before);
     let leading = leader(&mut con).expect("a leader");
     assert!(leading.starts_with("jm-b|"), "{leading}");
-    let token_b: u64 = leading.rsplit('|').next().unwrap().parse().unwrap();
+    let token_b = token_of(&leading);
     assert!(token_b >= 2);
 
     // A job from the deposed leader (its older token) reaches Redis's channel, as it could
     // through a partition: the engines refuse it.
-    let latest: Vec<u8> = redis::cmd("GET")
-        .arg(format!("{PREFIX}:job:latest"))
-        .query(&mut con)
-        .unwrap();
-    let mut stale = sluice_layout::job_message::JobMessage::decode(&latest, &fleet_key()).unwrap();
+    let mut stale = latest_job_message(&mut con);
     assert_eq!(stale.token, token_b);
     stale.token = token_b - 1;
     stale.sequence += 1000;
     stale.clean = true;
-    stale.parts.prev_hash = [0x5a; 32];
+    stale.parts.prev_hash = FORGED_PREV;
     let refused_before = e1.metric("sluice_jobs_refused_total");
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg(format!("{PREFIX}:jobs"))
-        .arg(stale.encode(&fleet_key()))
-        .query(&mut con)
-        .unwrap();
+    publish_job(&mut con, &stale.encode(&fleet_key()));
     eventually(Duration::from_secs(3), || {
         (e1.metric("sluice_jobs_refused_total") > refused_before
             && e2.metric("sluice_jobs_refused_total") >= 1.0)
             .then_some(())
     })
     .expect("both engines refuse the stale token");
-    let mut notify = m1.wait_for("mining.notify", Duration::from_millis(500));
-    while let Some(n) = notify {
+    for (n, prev_hash) in works_until_quiet(&mut m1, Duration::from_millis(500)) {
         assert_ne!(
-            m1.work.as_ref().unwrap().prev_hash,
-            [0x5a; 32],
+            prev_hash, FORGED_PREV,
             "no miner works on the stale job: {n}"
         );
-        notify = m1.wait_for("mining.notify", Duration::from_millis(200));
     }
 
     // The dead jobmanager drops out of the registry with its TTL; the others stay.
@@ -132,7 +123,7 @@ fn operators_pause_and_promote_jobmanagers_through_the_control_hash() {
     let redis = RedisServer::start();
     let mut con = redis.connection();
     let _a = jobmanager(&redis, "jm-a");
-    eventually(Duration::from_secs(5), || leader(&mut con)).expect("a leader");
+    wait_for_leader(&mut con);
     let _b = jobmanager(&redis, "jm-b");
     let engine = stratum(&redis, "engine-1");
     let mut miner = Miner::connect(engine.addr());
@@ -202,7 +193,7 @@ fn a_deposed_leader_that_wakes_up_publishes_nothing() {
         "jm-a",
         &["--block-interval", "0", "--refresh-interval", "0.1"],
     );
-    eventually(Duration::from_secs(5), || leader(&mut con)).expect("jm-a leads");
+    wait_for_leader(&mut con);
     let _jm_b = role(
         &redis,
         "jobmanager",
@@ -216,7 +207,7 @@ fn a_deposed_leader_that_wakes_up_publishes_nothing() {
     let token_b = eventually(Duration::from_secs(5), || {
         leader(&mut con)
             .filter(|l| l.starts_with("jm-b|"))
-            .map(|l| l.rsplit('|').next().unwrap().parse::<u64>().unwrap())
+            .map(|l| token_of(&l))
     })
     .expect("jm-b takes the lease");
 

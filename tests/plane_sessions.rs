@@ -63,18 +63,13 @@ fn a_miner_resumes_its_session_on_another_engine() {
     // Back on the other engine with the session id: same extranonce1, difficulty, worker and
     // version mask, and work at once without authorizing again.
     let mut again = Miner::connect(e2.addr());
-    let r = again.request(
-        "mining.subscribe",
-        json!(["sluice-test-miner/1.0", session_id]),
-    );
+    let r = again.subscribe_resuming(&session_id);
     assert_eq!(
         r["result"][1],
         bitcoin::hex::DisplayHex::to_lower_hex_string(&extranonce1[..]),
         "{r}"
     );
     assert_eq!(r["result"][0][0][1], session_id.as_str());
-    again.extranonce1 = extranonce1.clone();
-    again.extranonce2_size = r["result"][2].as_u64().unwrap() as usize;
     again.version_mask = 0x1fffe000;
     again
         .wait_for("mining.notify", Duration::from_secs(5))

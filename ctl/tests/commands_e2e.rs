@@ -1,124 +1,28 @@
 //! `session ls`, `session kick` and `engine drain|undrain|reload` end to end: a real `sluice jobmanager`
-//! and `sluice stratum` on a real Redis, and raw TCP Stratum miners on the engine's port. What
+//! and `sluice stratum` on a real Redis, and test miners (`sluice-testkit`) on the engine's port. What
 //! sluicectl prints is checked against what the miners see on their sockets.
 
 mod support;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, sluicectl, RedisServer, SluiceProcess};
+use support::{eventually, sluicectl, End, Miner, RedisServer, SluiceProcess};
 
 const PREFIX: &str = "e2e";
 const WORKER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.rig";
 
-/// A miner speaking Stratum V1 over a raw socket, one JSON line at a time.
-struct Miner {
-    reader: BufReader<TcpStream>,
-    /// Every line received so far, for failure messages.
-    seen: Vec<String>,
-}
-
-/// How a socket ended, if it did.
-#[derive(Debug, PartialEq, Eq)]
-enum End {
-    /// read returned 0 bytes: the engine closed it.
-    Eof,
-    /// The engine reset it.
-    Reset,
-    /// Still open at the deadline.
-    Open,
-}
-
-impl Miner {
-    fn connect(addr: &str) -> Miner {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        Miner {
-            reader: BufReader::new(stream),
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stream = self.reader.get_mut();
-        stream.write_all(line.as_bytes()).unwrap();
-        stream.write_all(b"\n").unwrap();
-    }
-
-    /// The next line, or None at the deadline or when the socket ends.
-    fn line(&mut self, deadline: Instant) -> Option<Value> {
-        let mut line = String::new();
-        while Instant::now() < deadline {
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return None,
-                Ok(_) if line.ends_with('\n') => {
-                    self.seen.push(line.trim_end().to_owned());
-                    return Some(serde_json::from_str(line.trim_end()).unwrap_or_else(|e| {
-                        panic!("the engine sent a line that is not JSON ({e}): {line:?}")
-                    }));
-                }
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-
-    /// The first message `wanted` accepts within `timeout`.
-    fn wait_for(&mut self, timeout: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        while let Some(v) = self.line(deadline) {
-            if wanted(&v) {
-                return Some(v);
-            }
-        }
-        None
-    }
-
-    /// Subscribes and authorizes WORKER; gives the session id (`result[0][0][1]`) and the
-    /// subscribe answer.
-    fn subscribe_and_authorize(&mut self) -> (String, Value) {
-        self.send(r#"{"id":1,"method":"mining.subscribe","params":["t/1"]}"#);
-        self.send(&format!(
-            r#"{{"id":2,"method":"mining.authorize","params":["{WORKER}","x"]}}"#
-        ));
-        let answer = self
-            .wait_for(Duration::from_secs(5), |v| v["id"] == 1)
-            .unwrap_or_else(|| panic!("no subscribe answer; received {:?}", self.seen));
-        let id = answer["result"][0][0][1]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session id in {answer}"))
-            .to_owned();
-        let auth = self
-            .wait_for(Duration::from_secs(5), |v| v["id"] == 2)
-            .unwrap_or_else(|| panic!("no authorize answer; received {:?}", self.seen));
-        assert_eq!(auth["result"], true, "authorize: {auth}");
-        (id, answer)
-    }
-
-    /// Reads (and keeps) whatever comes until the socket ends or `timeout` passes.
-    fn end_within(&mut self, timeout: Duration) -> End {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < deadline {
-            match self.reader.read(&mut buf) {
-                Ok(0) => return End::Eof,
-                Ok(n) => self
-                    .seen
-                    .push(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return End::Reset,
-                Err(e) => panic!("reading the miner's socket: {e}"),
-            }
-        }
-        End::Open
-    }
+/// Subscribes and authorizes WORKER; gives the session id (`result[0][0][1]`) and the
+/// subscribe answer.
+fn subscribe_and_authorize(miner: &mut Miner) -> (String, Value) {
+    let answer = miner.subscribe();
+    let id = answer["result"][0][0][1]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session id in {answer}"))
+        .to_owned();
+    let auth = miner.authorize(WORKER, "x");
+    assert_eq!(auth["result"], true, "authorize: {auth}");
+    (id, answer)
 }
 
 fn session_ids(redis: &RedisServer) -> Vec<String> {
@@ -140,7 +44,7 @@ fn kick_drain_and_undrain_reach_a_real_engine_and_its_miners() {
 
     // A miner authorizes: its session is saved, and listed.
     let mut first = Miner::connect(&addr);
-    let (session, answer) = first.subscribe_and_authorize();
+    let (session, answer) = subscribe_and_authorize(&mut first);
     eventually(Duration::from_secs(5), || {
         session_ids(&redis).contains(&session).then_some(())
     })
@@ -170,12 +74,12 @@ fn kick_drain_and_undrain_reach_a_real_engine_and_its_miners() {
         end,
         End::Open,
         "the kicked miner's socket is still open 3 s after the acknowledgement; received {:?}",
-        first.seen
+        first.recent()
     );
 
     // A second miner; then the engine drains.
     let mut second = Miner::connect(&addr);
-    second.subscribe_and_authorize();
+    subscribe_and_authorize(&mut second);
     let run = sluicectl(&redis, PREFIX, &["engine", "drain", "engine-1", "--json"]);
     assert_eq!(
         run.json(),
@@ -183,13 +87,11 @@ fn kick_drain_and_undrain_reach_a_real_engine_and_its_miners() {
                "result": {"draining": true, "connections": 1}})
     );
     second
-        .wait_for(Duration::from_secs(5), |v| {
-            v["method"] == "client.reconnect"
-        })
+        .wait_for("client.reconnect", Duration::from_secs(5))
         .unwrap_or_else(|| {
             panic!(
                 "no client.reconnect within 5 s of the drain; received {:?}",
-                second.seen
+                second.recent()
             )
         });
     // While draining, a new connection is closed at once.
@@ -199,7 +101,7 @@ fn kick_drain_and_undrain_reach_a_real_engine_and_its_miners() {
         end,
         End::Eof,
         "a connection to a draining engine should read 0 bytes within 2 s; received {:?}",
-        refused.seen
+        refused.recent()
     );
 
     // Undrained: new connections are served again.
@@ -209,15 +111,7 @@ fn kick_drain_and_undrain_reach_a_real_engine_and_its_miners() {
         json!({"engine": "engine-1", "cmd": "undrain", "ok": true, "result": {"draining": false}})
     );
     let mut third = Miner::connect(&addr);
-    third.send(r#"{"id":1,"method":"mining.subscribe","params":["t/1"]}"#);
-    let answer = third
-        .wait_for(Duration::from_secs(5), |v| v["id"] == 1)
-        .unwrap_or_else(|| {
-            panic!(
-                "no subscribe answer after the undrain; received {:?}",
-                third.seen
-            )
-        });
+    let answer = third.subscribe();
     assert!(answer["result"][0][0][1].is_string(), "{answer}");
 
     // Reload: the engine re-reads its configuration (here: its flags, unchanged) and says so.

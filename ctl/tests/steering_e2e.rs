@@ -1,15 +1,13 @@
 //! `jobmanager pause|resume|promote` and `policy set` end to end: two real `sluice jobmanager`
-//! processes (lease 1 s) and a real `sluice stratum` engine on a real Redis, with a raw TCP
-//! Stratum miner on the engine's port.
+//! processes (lease 1 s) and a real `sluice stratum` engine on a real Redis, with the test miner
+//! (`sluice-testkit`) on the engine's port.
 
 mod support;
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{eventually, sluicectl, RedisServer, SluiceProcess};
+use support::{eventually, sluicectl, Miner, RedisServer, SluiceProcess};
 
 const PREFIX: &str = "steer";
 const WORKER: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080.vip";
@@ -18,31 +16,6 @@ fn leader(redis: &RedisServer) -> Option<String> {
     sluicectl(redis, PREFIX, &["jobmanager", "ls", "--json"]).json()["leader"]["id"]
         .as_str()
         .map(str::to_owned)
-}
-
-/// Every line the miner receives until its first `mining.notify` (included), within `timeout`.
-fn lines_until_notify(reader: &mut BufReader<TcpStream>, timeout: Duration) -> Vec<Value> {
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    let mut line = String::new();
-    while Instant::now() < deadline {
-        match reader.read_line(&mut line) {
-            Ok(0) => panic!("the engine closed the connection; received {seen:?}"),
-            Ok(_) if line.ends_with('\n') => {
-                let v: Value = serde_json::from_str(line.trim_end()).unwrap();
-                line.clear();
-                let notify = v["method"] == "mining.notify";
-                seen.push(v);
-                if notify {
-                    return seen;
-                }
-            }
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("reading the miner's socket: {e}"),
-        }
-    }
-    panic!("no mining.notify within {timeout:?}; received {seen:?}");
 }
 
 #[test]
@@ -103,20 +76,15 @@ fn pause_resume_promote_move_the_lease_and_a_policy_reaches_a_miner() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     // Engines read the policies every second.
     std::thread::sleep(Duration::from_millis(1500));
-    let stream = TcpStream::connect(&addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut reader = BufReader::new(stream);
-    let w = reader.get_mut();
-    w.write_all(b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"t/1\"]}\n")
-        .unwrap();
-    w.write_all(
-        format!("{{\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"{WORKER}\",\"x\"]}}\n")
-            .as_bytes(),
-    )
-    .unwrap();
-    let seen = lines_until_notify(&mut reader, Duration::from_secs(10));
+    let mut miner = Miner::connect(&addr);
+    // Subscribe and authorize at once, to read every line before the first job.
+    let lines = format!(
+        "{}\n{}\n",
+        json!({"id": 1, "method": "mining.subscribe", "params": ["t/1"]}),
+        json!({"id": 2, "method": "mining.authorize", "params": [WORKER, "x"]})
+    );
+    miner.send_raw(lines.as_bytes()).unwrap();
+    let seen = miner.messages_until("mining.notify", Duration::from_secs(10));
     let difficulties: Vec<&Value> = seen
         .iter()
         .filter(|v| v["method"] == "mining.set_difficulty")

@@ -1,11 +1,13 @@
 //! What Sluice's test suites (the root `tests/`, `ctl/tests/`) and the benches share: temporary
 //! directories, polling until something holds, free loopback ports, a real `redis-server` per
-//! test ([`RedisServer`]) and real `sluice` processes ([`EngineProcess`]). Each suite keeps in its
-//! own `support/` only what is specific to it (miners, fleet settings, sluicectl runs) and
-//! re-exports the rest from here, so no fixture exists twice.
+//! test ([`RedisServer`]), real `sluice` processes ([`EngineProcess`]) and a Stratum V1 test
+//! miner ([`miner::Miner`]). Each suite keeps in its own `support/` only what is specific to it
+//! (fleet settings, sluicectl runs, the independent reference miner) and re-exports the rest from
+//! here, so no fixture exists twice.
 //!
 //! Every fixture panics on failure: it runs only inside tests.
 
+pub mod miner;
 mod process;
 mod redis_server;
 

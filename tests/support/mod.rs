@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod fleet;
+pub mod leadership;
 pub mod miner;
 pub mod node;
 pub mod plane;

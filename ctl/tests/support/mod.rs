@@ -1,5 +1,6 @@
 //! What sluicectl's tests share beyond the fixtures of `sluice-testkit` (a real `redis-server`
-//! per test, real `sluice` processes, temp dirs, `eventually`, free ports, re-exported here): the
+//! per test, real `sluice` processes, the test miner, temp dirs, `eventually`, free ports,
+//! re-exported here): the
 //! roles these tests start, the share log, block log, registry and sessions written with the
 //! engine's own layout (`sluice-layout`), a stand-in for an engine's command reader, and a way to
 //! run the built sluicectl. Each test binary uses part of it.
@@ -12,6 +13,7 @@ use sluice_layout::command::{self, Ack};
 use sluice_layout::registry::{self, ServiceEntry};
 use sluice_layout::shares::{ShareEntry, Verdict};
 use sluice_layout::{Keys, BLOCK_STREAM_MAXLEN, LAYOUT_VERSION};
+pub use sluice_testkit::miner::{End, Miner};
 pub use sluice_testkit::{eventually, free_port, EngineProcess, RedisServer, TempDir};
 
 /// The fleet key (`redis.fleet_key`) every role these tests start signs and checks jobs with.

@@ -215,7 +215,7 @@ fn spawn_registry(
     let engine = &stratum.engine;
     let metrics = Arc::clone(&engine.metrics);
     let control = Arc::clone(&engine.control);
-    let slot = engine.shared.upgrade().and_then(|s| s.slot.clone());
+    let slot = engine.shared.upgrade().and_then(|s| s.hooks.slot.clone());
     let address = engine
         .addresses
         .iter()

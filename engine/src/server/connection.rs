@@ -19,10 +19,10 @@ use crate::plane::sessions::{Claim, Release};
 use crate::plane::sharelog::LoggedShare;
 use crate::proxy::{self, ProxyHeader};
 use crate::random::random_session_id;
-use crate::server::core::Core;
 use crate::server::limits::IpPermit;
 use crate::server::limits::TotalPermit;
-use crate::server::Shared;
+use crate::server::local::{self, Member};
+use crate::server::shared::Shared;
 use crate::session::policy::{PolicyLookup, PolicyScope};
 use crate::session::{CloseReason, Context, Event, Flow, Session};
 use crate::stratum::LineFramer;
@@ -33,6 +33,9 @@ const READ_BUFFER: usize = 512;
 
 /// The output buffer capacity a connection keeps between writes.
 const KEPT_OUTPUT_CAPACITY: usize = 512;
+
+/// The core a connection lives on, as connections see it.
+pub type Core = local::Core<Conn>;
 
 /// The state a connection shares between its tasks.
 pub struct Conn {
@@ -56,6 +59,16 @@ pub struct Conn {
     released: Cell<bool>,
     /// Release without keeping the session resumable (an operator's kick).
     forget: Cell<bool>,
+}
+
+impl Member for Conn {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn extranonce1(&self) -> crate::units::Extranonce1 {
+        *self.session.borrow().extranonce1()
+    }
 }
 
 impl Conn {
@@ -111,7 +124,7 @@ impl Conn {
         if self.released.get() {
             return;
         }
-        if let Some(store) = &core.shared.sessions {
+        if let Some(store) = &core.shared.hooks.sessions {
             let session = self.session.borrow();
             if session.is_authorized() {
                 store.save(
@@ -130,7 +143,7 @@ impl Conn {
         if self.released.replace(true) {
             return;
         }
-        let Some(store) = &core.shared.sessions else {
+        let Some(store) = &core.shared.hooks.sessions else {
             return;
         };
         let session = self.session.borrow();
@@ -140,7 +153,7 @@ impl Conn {
         let release = if self.forget.get() {
             Release::Forget
         } else {
-            match session.export(&core.shared.feed.load()) {
+            match session.export(&core.shared.hooks.feed.load()) {
                 Ok(state) => Release::Resumable(Box::new(state)),
                 Err(why) => {
                     tracing::debug!(session = %session.session_id(), %why, "the session is not resumable");
@@ -219,7 +232,7 @@ pub async fn serve(
         random_session_id(),
         UnixMillis::now().as_millis(),
     );
-    if core.shared.sessions.is_some() {
+    if core.shared.hooks.sessions.is_some() {
         session.allow_resume();
     }
     let conn = Rc::new(Conn {
@@ -307,7 +320,7 @@ async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer) {
             }
             Input::Resume(id) => {
                 // The session allows a resume only when there is a store.
-                if let Some(store) = &core.shared.sessions {
+                if let Some(store) = &core.shared.hooks.sessions {
                     let claim = store
                         .claim(id, conn.store_conn(core), SESSION_LOOKUP_DEADLINE)
                         .await;
@@ -331,7 +344,7 @@ fn resume(core: &Core, conn: &Conn, id: u64, claim: Claim) {
     match claim {
         Claim::Resumed(state) => {
             let own = *conn.session.borrow().extranonce1();
-            let book = core.shared.feed.load();
+            let book = core.shared.hooks.feed.load();
             let resumed = conn.session.borrow_mut().resume(id, &state, &book);
             match resumed {
                 Ok(()) => {
@@ -344,7 +357,7 @@ fn resume(core: &Core, conn: &Conn, id: u64, claim: Claim) {
                 }
                 Err(why) => {
                     // The claim is ours; let the record go rather than hold it.
-                    if let Some(store) = &core.shared.sessions {
+                    if let Some(store) = &core.shared.hooks.sessions {
                         store.release(id, conn.store_conn(core), Release::Forget);
                     }
                     metrics.count_resume_refused("invalid");
@@ -395,7 +408,7 @@ fn after_line(
     if conn.released.get() {
         return Input::Continue;
     }
-    let book = shared.feed.load();
+    let book = shared.hooks.feed.load();
     let mut session = conn.session.borrow_mut();
     let mut out = conn.out.borrow_mut();
     let mut events = core.events.borrow_mut();
@@ -403,7 +416,7 @@ fn after_line(
     // Only the first authorize asks for a policy: an authorized session's lines (its submits)
     // touch neither the policies nor the listener's configuration.
     let policies = (!session.is_authorized())
-        .then(|| shared.policies.load())
+        .then(|| shared.hooks.policies.load())
         .filter(|p| !p.policies.is_empty());
     let base = policies
         .as_ref()
@@ -432,7 +445,7 @@ fn after_line(
                     Err(reason) => metrics.reject(reason),
                 }
                 record_submit_latency(metrics, started);
-                if let Some(log) = &shared.share_log {
+                if let Some(log) = &shared.hooks.share_log {
                     // Never waits; what the queue refuses it counts (accepted ones loudly).
                     log.push(LoggedShare {
                         record,
@@ -448,7 +461,7 @@ fn after_line(
                     .blocks_found
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(hash = %block.hash, worker = %block.worker, height = block.job.height, "block found");
-                if shared.blocks.try_send(block).is_err() {
+                if shared.hooks.blocks.try_send(block).is_err() {
                     tracing::error!(
                         "block submission queue is full or closed: a block was dropped"
                     );

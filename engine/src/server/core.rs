@@ -1,8 +1,6 @@
 //! One engine core: a pinned thread running its own tokio-uring runtime with its own listener
 //! sockets (SO_REUSEPORT), its connections, the fan-out of new jobs to them, and their clock.
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,11 +9,10 @@ use tokio::sync::watch;
 
 use crate::clock::UnixMillis;
 use crate::config::Listener;
-use crate::server::connection::{self, Conn};
-use crate::server::Shared;
+use crate::server::connection::{self, Conn, Core};
+use crate::server::shared::Shared;
 use crate::session::{CloseReason, Event, Flow};
 use crate::stratum::message;
-use crate::units::Extranonce1;
 
 /// How often each connection's clock (timeouts, vardiff) is advanced.
 const TICK: Duration = Duration::from_secs(1);
@@ -23,124 +20,6 @@ const TICK: Duration = Duration::from_secs(1);
 const SESSION_RELEASE_WAIT: Duration = Duration::from_secs(1);
 /// How long shutdown waits for `client.reconnect` to reach miners.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
-
-/// Hands out extranonce1 values unique among this process's live connections: each core owns an
-/// equal slice of the space and counts through it, skipping values still in use, so a value comes
-/// back only after the whole slice has been used.
-struct ExtranonceAllocator {
-    base: u64,
-    span: u64,
-    size: usize,
-    next: u64,
-    in_use: HashSet<u64>,
-}
-
-impl ExtranonceAllocator {
-    /// With an engine slot (the Redis plane), the first byte of every value is the slot, so values
-    /// are unique across the fleet; the cores share the rest.
-    fn new(core: usize, cores: usize, size: usize, slot: Option<u8>) -> ExtranonceAllocator {
-        let (space, offset): (u128, u64) = match slot {
-            Some(slot) if size >= 2 => (
-                1u128 << (8 * (size - 1)),
-                u64::from(slot) << (8 * (size - 1)),
-            ),
-            _ => (1u128 << (8 * size), 0),
-        };
-        let span = (space / cores as u128).min(u64::MAX as u128) as u64;
-        ExtranonceAllocator {
-            base: offset + core as u64 * span,
-            span,
-            size,
-            next: 0,
-            in_use: HashSet::new(),
-        }
-    }
-
-    fn allocate(&mut self) -> Option<Extranonce1> {
-        if self.in_use.len() as u64 >= self.span {
-            return None;
-        }
-        loop {
-            let value = self.base + self.next % self.span;
-            self.next = self.next.wrapping_add(1);
-            if self.in_use.insert(value) {
-                return Extranonce1::from_counter(value, self.size);
-            }
-        }
-    }
-
-    fn claim(&mut self, e: &Extranonce1) {
-        let value = crate::session::extranonce1_value(e);
-        if value >= self.base && value - self.base < self.span {
-            self.in_use.insert(value);
-        }
-    }
-
-    fn release(&mut self, e: &Extranonce1) {
-        self.in_use.remove(&crate::session::extranonce1_value(e));
-    }
-}
-
-pub struct Core {
-    pub index: usize,
-    pub shared: Arc<Shared>,
-    conns: RefCell<HashMap<u64, Rc<Conn>>>,
-    next_conn: Cell<u64>,
-    extranonces: RefCell<ExtranonceAllocator>,
-    /// Reused for every line, so events cost no allocation.
-    pub events: RefCell<Vec<Event>>,
-    /// The (policy set, reload) generations this core last applied to its connections.
-    settings_seen: Cell<(u64, u64)>,
-}
-
-impl Core {
-    pub fn allocate_extranonce(&self) -> Option<Extranonce1> {
-        self.extranonces.borrow_mut().allocate()
-    }
-
-    /// A resumed session takes its saved extranonce1: the value allocated for the connection goes
-    /// back, and the saved one is held if it is in this core's slice (one from another engine is
-    /// unique by its slot byte).
-    pub fn swap_extranonce(&self, allocated: &Extranonce1, resumed: &Extranonce1) {
-        let mut a = self.extranonces.borrow_mut();
-        a.release(allocated);
-        a.claim(resumed);
-        // A session from another slot keeps that slot from being leased again while it lives.
-        if let Some(lease) = &self.shared.slot {
-            lease.pin(resumed.as_bytes()[0]);
-        }
-    }
-
-    pub fn next_connection_id(&self) -> u64 {
-        let id = self.next_conn.get();
-        self.next_conn.set(id + 1);
-        id
-    }
-
-    pub fn register(&self, conn: Rc<Conn>) {
-        self.shared.metrics.cores[self.index]
-            .connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.conns.borrow_mut().insert(conn.id, conn);
-    }
-
-    pub fn unregister(&self, conn: &Conn) {
-        if self.conns.borrow_mut().remove(&conn.id).is_some() {
-            self.shared.metrics.cores[self.index]
-                .connections
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            let session = conn.session.borrow();
-            self.extranonces.borrow_mut().release(session.extranonce1());
-            if let Some(lease) = &self.shared.slot {
-                lease.unpin(session.extranonce1().as_bytes()[0]);
-            }
-        }
-    }
-
-    fn connections(&self) -> Vec<Rc<Conn>> {
-        self.conns.borrow().values().cloned().collect()
-    }
-}
 
 /// Pins the calling thread to one CPU.
 fn pin_to_cpu(cpu: usize) {
@@ -165,20 +44,7 @@ pub fn run(
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         pin_to_cpu(index % cpus);
     }
-    let core = Rc::new(Core {
-        index,
-        extranonces: RefCell::new(ExtranonceAllocator::new(
-            index,
-            shared.settings.threads,
-            shared.settings.coinbase.extranonce.extranonce1(),
-            shared.slot.as_ref().map(|l| l.slot),
-        )),
-        shared,
-        conns: RefCell::new(HashMap::new()),
-        next_conn: Cell::new(0),
-        events: RefCell::new(Vec::with_capacity(8)),
-        settings_seen: Cell::new((0, 0)),
-    });
+    let core = Rc::new(Core::new(index, shared));
     tokio_uring::builder().entries(1024).start(async move {
         for (socket, listener) in sockets {
             // Policies match on the port the miner reached: the bound one, when 0 was configured.
@@ -248,6 +114,7 @@ async fn accept_loop(
         }
         if core
             .shared
+            .hooks
             .control
             .draining
             .load(std::sync::atomic::Ordering::Acquire)
@@ -257,7 +124,7 @@ async fn accept_loop(
             drop(stream);
             continue;
         }
-        if core.shared.slot.as_ref().is_some_and(|l| l.is_lost()) {
+        if core.shared.hooks.slot.as_ref().is_some_and(|l| l.is_lost()) {
             // Another engine holds our slot: a new miner here could get its extranonce1.
             metrics.count_close(CloseReason::SlotLost);
             drop(stream);
@@ -294,13 +161,13 @@ async fn accept_loop(
 
 /// Pushes each new job to every connection of this core.
 async fn fan_out(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
-    let waker = core.shared.feed.waker(core.index);
+    let waker = core.shared.hooks.feed.waker(core.index);
     loop {
         tokio::select! {
             _ = waker.notified() => {}
             _ = shutdown.changed() => return,
         }
-        let book = core.shared.feed.load();
+        let book = core.shared.hooks.feed.load();
         let Some(job) = book.current() else { continue };
         let started = Instant::now();
         let max_pending = core.shared.settings.max_pending_output;
@@ -353,10 +220,10 @@ async fn tick(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
 /// drain.
 fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
     use std::sync::atomic::Ordering;
-    let policies = core.shared.policies.load();
+    let policies = core.shared.hooks.policies.load();
     let seen = (
         policies.generation,
-        core.shared.control.reloads.load(Ordering::Acquire),
+        core.shared.hooks.control.reloads.load(Ordering::Acquire),
     );
     if seen != core.settings_seen.get() {
         core.settings_seen.set(seen);
@@ -366,7 +233,7 @@ fn obey_control(core: &Rc<Core>, conns: &[Rc<Conn>]) {
             }
         }
     }
-    let control = &core.shared.control;
+    let control = &core.shared.hooks.control;
     for kick in control.kicks() {
         for conn in conns {
             if !conn.is_closed() && conn.session.borrow().session_id() == kick.session_id {
@@ -404,7 +271,7 @@ async fn say_goodbye(core: &Rc<Core>) {
     for conn in &conns {
         conn.release(core);
     }
-    if let Some(store) = &core.shared.sessions {
+    if let Some(store) = &core.shared.hooks.sessions {
         store.flush(SESSION_RELEASE_WAIT).await;
     }
     for conn in &conns {

@@ -891,6 +891,8 @@ pub fn parse_session_id(text: &str) -> Option<u64> {
 pub const MAX_USER_AGENT_LENGTH: usize = 64;
 
 #[cfg(test)]
+mod test_fixture;
+#[cfg(test)]
 mod tests;
 
 fn clamp(d: Difficulty, min: Difficulty, max: Difficulty) -> Difficulty {

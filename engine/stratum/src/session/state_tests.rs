@@ -3,28 +3,12 @@
 
 use proptest::prelude::*;
 
+use super::test_fixture::{ADDRESS, NOW_MS};
 use super::*;
-use sluice_core::chain::JobParts;
 
-const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
-const NOW_MS: u64 = 1_750_000_000_000;
-
+/// The fixture's job on a block of its own per id.
 fn job(id: u64) -> Arc<Job> {
-    let parts = JobParts {
-        height: 500,
-        prev_hash: [id as u8; 32],
-        version: 0x2000_0000,
-        nbits: 0x1d00_ffff,
-        ntime: (NOW_MS / 1000) as u32,
-        mintime: (NOW_MS / 1000) as u32 - 600,
-        coinb1: vec![0x01; 47],
-        coinb2: vec![0x02; 60],
-        extranonce: ExtranonceSizes::default(),
-        txids: vec![[7; 32], [8; 32]],
-        transactions: Vec::new(),
-        witness_reserved_value: None,
-    };
-    Arc::new(Job::new(JobId(id), parts, true).unwrap())
+    super::test_fixture::job(id, id as u8, 0x1d00_ffff)
 }
 
 /// Difficulties so low that every hash is a share (below 2^-32), with vardiff retargeting often,

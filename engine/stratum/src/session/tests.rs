@@ -1,31 +1,10 @@
 //! The session state machine, driven line by line with no socket.
 
+use super::test_fixture::{job, ADDRESS, NOW_MS};
 use super::*;
 use serde_json::{json, Value};
-use sluice_core::chain::JobParts;
 use sluice_core::hash::header_hash;
 use sluice_core::units::HeaderHash;
-
-const ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
-const NOW_MS: u64 = 1_750_000_000_000;
-
-fn job(id: u64, prev: u8, nbits: u32) -> Arc<Job> {
-    let parts = JobParts {
-        height: 500,
-        prev_hash: [prev; 32],
-        version: 0x2000_0000,
-        nbits,
-        ntime: (NOW_MS / 1000) as u32,
-        mintime: (NOW_MS / 1000) as u32 - 600,
-        coinb1: vec![0x01; 47],
-        coinb2: vec![0x02; 60],
-        extranonce: ExtranonceSizes::default(),
-        txids: vec![[7; 32], [8; 32], [9; 32]],
-        transactions: Vec::new(),
-        witness_reserved_value: None,
-    };
-    Arc::new(Job::new(JobId(id), parts, true).unwrap())
-}
 
 struct Harness {
     session: Session,
@@ -681,27 +660,7 @@ fn a_resumed_session_keeps_its_shares_as_duplicates() {
     let mut again = Harness::new(tiny());
     again.book = JobBook::new(16);
     // Another engine: the same job under another id.
-    let same_job = Arc::new(
-        Job::new(
-            JobId(40),
-            JobParts {
-                height: 500,
-                prev_hash: [0xaa; 32],
-                version: 0x2000_0000,
-                nbits: 0x1d00_ffff,
-                ntime: (NOW_MS / 1000) as u32,
-                mintime: (NOW_MS / 1000) as u32 - 600,
-                coinb1: vec![0x01; 47],
-                coinb2: vec![0x02; 60],
-                extranonce: ExtranonceSizes::default(),
-                txids: vec![[7; 32], [8; 32], [9; 32]],
-                transactions: Vec::new(),
-                witness_reserved_value: None,
-            },
-            true,
-        )
-        .unwrap(),
-    );
+    let same_job = job(40, 0xaa, 0x1d00_ffff);
     assert_eq!(same_job.fingerprint, job1.fingerprint);
     again.book.push(Arc::clone(&same_job));
     again.session.resume(0x1234, &saved, &again.book).unwrap();
