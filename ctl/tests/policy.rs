@@ -1,5 +1,5 @@
 //! `policy ls|set|rm` against a real Redis, with what is stored read back by the engine's own
-//! parser (`sluice::plane::policies::Policy::parse`); and `jobmanager pause|resume|promote`
+//! parser (`sluice_layout::policy::Policy::parse`, the one the engine's poller runs); and `jobmanager pause|resume|promote`
 //! refusals, which need no running jobmanager.
 
 mod support;
@@ -90,19 +90,19 @@ fn policies_round_trip_and_the_engine_reads_what_was_stored() {
     // Stored with the engine's field names, absent fields left out, and valid to the engine.
     let all = stored(&mut con);
     assert_eq!(all.len(), 2);
-    let vip = sluice::plane::policies::Policy::parse(&all["vip"]).unwrap();
+    let vip = sluice_layout::policy::Policy::parse(&all["vip"]).unwrap();
     assert_eq!(
         vip,
-        sluice::plane::policies::Policy {
+        sluice_layout::policy::Policy {
             worker: Some("alice.rig1".into()),
             start_difficulty: Some(0.0001),
             ..Default::default()
         }
     );
-    let asic = sluice::plane::policies::Policy::parse(&all["asic"]).unwrap();
+    let asic = sluice_layout::policy::Policy::parse(&all["asic"]).unwrap();
     assert_eq!(
         asic,
-        sluice::plane::policies::Policy {
+        sluice_layout::policy::Policy {
             port: Some(3333),
             user: Some("bob".into()),
             agent: Some("cgminer".into()),
@@ -171,7 +171,7 @@ fn policies_round_trip_and_the_engine_reads_what_was_stored() {
         json!({"prefix": PREFIX, "name": "vip", "created": false,
                "policy": {"user": "alice", "min_difficulty": 2.0}})
     );
-    sluice::plane::policies::Policy::parse(&stored(&mut con)["vip"]).unwrap();
+    sluice_layout::policy::Policy::parse(&stored(&mut con)["vip"]).unwrap();
 
     // A hand-written policy the engines ignore is shown, with the engine's reason.
     let _: () = redis::cmd("HSET")

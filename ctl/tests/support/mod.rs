@@ -9,8 +9,10 @@
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use sluice_layout::blocks;
 use sluice_layout::command::{self, Ack};
 use sluice_layout::registry::{self, ServiceEntry};
+use sluice_layout::session::field;
 use sluice_layout::shares::{ShareEntry, Verdict};
 use sluice_layout::{Keys, BLOCK_STREAM_MAXLEN, LAYOUT_VERSION};
 pub use sluice_testkit::miner::{End, Miner};
@@ -337,17 +339,17 @@ pub fn record_block(
         .arg("~")
         .arg(BLOCK_STREAM_MAXLEN)
         .arg("*")
-        .arg("hash")
+        .arg(blocks::HASH)
         .arg(hash)
-        .arg("height")
+        .arg(blocks::HEIGHT)
         .arg(height)
-        .arg("worker")
+        .arg(blocks::WORKER)
         .arg(worker)
-        .arg("accepted")
+        .arg(blocks::ACCEPTED)
         .arg(u8::from(accepted))
-        .arg("found_ms")
+        .arg(blocks::FOUND_MS)
         .arg(found_ms)
-        .arg("results")
+        .arg(blocks::RESULTS)
         .arg(results.to_string())
         .query(con)
         .unwrap()
@@ -428,17 +430,17 @@ pub fn save_session(con: &mut redis::Connection, prefix: &str, s: &SavedSession)
         .atomic()
         .cmd("HSET")
         .arg(&key)
-        .arg("extranonce1")
+        .arg(field::EXTRANONCE1)
         .arg(s.extranonce1)
-        .arg("difficulty")
+        .arg(field::DIFFICULTY)
         .arg(s.difficulty)
-        .arg("version_mask")
+        .arg(field::VERSION_MASK)
         .arg(format!("{:08x}", s.version_mask))
-        .arg("workers")
+        .arg(field::WORKERS)
         .arg(serde_json::to_string(&s.workers).unwrap())
-        .arg("engine")
+        .arg(field::ENGINE)
         .arg(s.engine)
-        .arg("updated_ms")
+        .arg(field::UPDATED_MS)
         .arg(s.updated_ms)
         .ignore()
         .cmd("PEXPIRE")
