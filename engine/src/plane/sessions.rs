@@ -487,10 +487,17 @@ struct Writer {
     slot_ttl: u64,
 }
 
+/// The largest stored state parsed. A real one is far smaller (at most `MAX_SAVED_SHARES` = 2,048
+/// share hashes, about 45 KB, and the listener's workers); anything bigger was not written by an
+/// engine, and is refused before serde allocates for it.
+pub const MAX_STORED_STATE_BYTES: usize = 1 << 20;
+
 /// Why a claimed record's state is not resumed (Redis is not trusted): the miner gets a fresh
 /// session.
 #[derive(Debug, thiserror::Error)]
 enum StoredStateError {
+    #[error("the stored session state is {len} bytes, more than the {MAX_STORED_STATE_BYTES} an engine writes")]
+    TooLarge { len: usize },
     #[error("the stored session state is not a session state: {0}")]
     Malformed(#[from] serde_json::Error),
     #[error("the stored session state is version {found}; this engine reads version {SESSION_STATE_VERSION} (written by another build: the miner gets a fresh session)")]
@@ -500,6 +507,9 @@ enum StoredStateError {
 /// A claimed record's `state` field into a session state. What it holds is checked against the
 /// listener by [`Session::resume`](crate::session::Session::resume); here only that it is one.
 fn parse_state(bytes: &[u8]) -> Result<SessionState, StoredStateError> {
+    if bytes.len() > MAX_STORED_STATE_BYTES {
+        return Err(StoredStateError::TooLarge { len: bytes.len() });
+    }
     let state: SessionState = serde_json::from_slice(bytes)?;
     if state.version != SESSION_STATE_VERSION {
         return Err(StoredStateError::Version {
@@ -817,6 +827,20 @@ mod tests {
         let layout: std::collections::BTreeSet<&str> =
             sluice_layout::session::FIELDS.into_iter().collect();
         assert_eq!(named, layout);
+    }
+
+    #[test]
+    fn a_stored_state_is_parsed_up_to_its_limit_and_refused_past_it() {
+        let mut json = serde_json::to_vec(&saved(2.0, vec![5])).unwrap();
+        assert!(json.len() < MAX_STORED_STATE_BYTES);
+        // JSON allows trailing whitespace: the same state padded to the limit, then one byte more.
+        json.resize(MAX_STORED_STATE_BYTES, b' ');
+        assert!(parse_state(&json).is_ok());
+        json.push(b' ');
+        assert!(matches!(
+            parse_state(&json),
+            Err(StoredStateError::TooLarge { len }) if len == MAX_STORED_STATE_BYTES + 1
+        ));
     }
 
     /// A record another build, a bug or an attacker with write access to Redis left behind: the
