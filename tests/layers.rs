@@ -179,33 +179,42 @@ fn engine_imports() -> std::collections::BTreeMap<String, BTreeSet<String>> {
         for file in files {
             for line in std::fs::read_to_string(&file).unwrap().lines() {
                 let code = line.split("//").next().unwrap_or("");
-                let mut rest = code;
-                while let Some(at) = rest.find("crate::") {
-                    rest = &rest[at + "crate::".len()..];
-                    let names: Vec<&str> = match rest.strip_prefix('{') {
-                        // `crate::{a, b::c}`: the first segment of each item, on this line.
-                        Some(group) => group
-                            .split('}')
-                            .next()
-                            .unwrap_or("")
-                            .split(',')
-                            .map(|item| item.trim().split("::").next().unwrap_or(""))
-                            .collect(),
-                        None => vec![rest
-                            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                            .next()
-                            .unwrap_or("")],
-                    };
-                    for n in names {
-                        if !n.is_empty() && n != name {
-                            named.insert(n.to_owned());
-                        }
+                for n in names_after(code, "crate::") {
+                    if n != name {
+                        named.insert(n.to_owned());
                     }
                 }
             }
         }
     }
     modules
+}
+
+/// The first path segment after each `prefix` on a line of code: `prefix` NAME, or each item of a
+/// `prefix{a, b::c}` group (on that line).
+fn names_after<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
+    let mut names = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find(prefix) {
+        rest = &rest[at + prefix.len()..];
+        match rest.strip_prefix('{') {
+            Some(group) => names.extend(
+                group
+                    .split('}')
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|item| item.trim().split("::").next().unwrap_or("")),
+            ),
+            None => names.push(
+                rest.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or(""),
+            ),
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names
 }
 
 /// A cycle in `graph`, as the path of modules around it, if there is one.
@@ -310,27 +319,10 @@ fn server_imports() -> std::collections::BTreeMap<String, BTreeSet<String>> {
             }
             // A child names a sibling, or an item of `mod.rs` (a re-export: an edge to `mod`), as
             // `crate::server::NAME` (alone or in a `{…}` group).
-            let mut rest = code;
-            while let Some(at) = rest.find("crate::server::") {
-                rest = &rest[at + "crate::server::".len()..];
-                let items: Vec<&str> = match rest.strip_prefix('{') {
-                    Some(group) => group
-                        .split('}')
-                        .next()
-                        .unwrap_or("")
-                        .split(',')
-                        .map(|item| item.trim().split("::").next().unwrap_or(""))
-                        .collect(),
-                    None => vec![rest
-                        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-                        .next()
-                        .unwrap_or("")],
-                };
-                for item in items.into_iter().filter(|i| !i.is_empty()) {
-                    let to = if children.contains(item) { item } else { "mod" };
-                    if to != name {
-                        named.insert(to.to_owned());
-                    }
+            for item in names_after(code, "crate::server::") {
+                let to = if children.contains(item) { item } else { "mod" };
+                if to != name {
+                    named.insert(to.to_owned());
                 }
             }
         }
