@@ -755,4 +755,60 @@ mod tests {
         assert!(!text.contains("reason=\"eof\""), "{text}");
         assert_eq!(m.closed.iter().map(|c| c.load(Relaxed)).sum::<u64>(), 4);
     }
+
+    #[test]
+    fn redis_health_shows_only_once_a_heartbeat_ran_and_follows_the_last_one() {
+        let m = Metrics::new(1);
+        assert!(
+            !m.prometheus().contains("sluice_redis_up"),
+            "sluice run has no Redis"
+        );
+        m.redis.ok(Duration::from_micros(1_500));
+        let text = m.prometheus();
+        assert!(text.contains("\nsluice_redis_up 1\n"), "{text}");
+        assert!(
+            text.contains("\nsluice_redis_roundtrip_seconds 0.001500\n"),
+            "{text}"
+        );
+        m.redis.failed();
+        assert!(m.prometheus().contains("\nsluice_redis_up 0\n"));
+    }
+
+    #[test]
+    fn a_jobmanager_page_shows_its_lease_and_nodes_and_no_engine_metric() {
+        let m = Metrics::new(1);
+        let view = JobmanagerView {
+            token: Some(7),
+            published: 3,
+            fenced: 1,
+            nodes: vec![("nodes[0] \"a\"".into(), true), ("nodes[1]".into(), false)],
+        };
+        let text = m.jobmanager_prometheus(&view);
+        for line in [
+            "sluice_jobmanager_leader 1",
+            "sluice_jobmanager_fencing_token 7",
+            "sluice_jobmanager_jobs_published_total 3",
+            "sluice_jobmanager_publishes_fenced_total 1",
+            "sluice_node_up{node=\"nodes[0] \\\"a\\\"\"} 1",
+            "sluice_node_up{node=\"nodes[1]\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("sluice_connections"), "{text}");
+        let standby = m.jobmanager_prometheus(&JobmanagerView::default());
+        assert!(standby.lines().any(|l| l == "sluice_jobmanager_leader 0"));
+        assert!(standby
+            .lines()
+            .any(|l| l == "sluice_jobmanager_fencing_token 0"));
+    }
+
+    #[test]
+    fn the_share_queue_depth_shows_once_the_share_log_watches_it() {
+        let m = Metrics::new(1);
+        assert!(!m.prometheus().contains("sluice_sharelog_queue_depth"));
+        m.share_log.watch_queue(|| 42);
+        assert!(m
+            .prometheus()
+            .contains("\nsluice_sharelog_queue_depth 42\n"));
+    }
 }
