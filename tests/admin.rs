@@ -1,5 +1,6 @@
 //! The admin listener of a real `sluice run`: its pages, and that slow or silent clients cannot keep
-//! a scrape from being answered.
+//! a scrape from being answered. And the fleet roles' pages on a real Redis: a jobmanager's
+//! leadership and Redis health, and an engine's `/status` answering 503 while it drains.
 
 mod support;
 
@@ -8,7 +9,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use sluice::admin::{MAX_CONNECTIONS, READ_TIMEOUT, WRITE_TIMEOUT};
-use support::engine::EngineProcess;
+use support::engine::{eventually, EngineProcess};
+use support::fleet;
+use support::redis_server::RedisServer;
 
 /// Room for a loaded machine on top of the listener's own deadlines.
 const SLACK: Duration = Duration::from_secs(5);
@@ -123,4 +126,111 @@ fn a_full_house_of_silent_clients_only_delays_a_scrape() {
         started.elapsed()
     );
     drop(silent);
+}
+
+/// The value of the sample `name` (labels included) in a Prometheus page, if it is there.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits (5 s at most) for `name` on `admin`'s `/metrics` to satisfy `want`.
+fn metric_becomes(admin: SocketAddr, name: &str, want: impl Fn(f64) -> bool) -> bool {
+    eventually(Duration::from_secs(5), || {
+        let (_, _, page) = get(admin, "GET /metrics HTTP/1.0\r\n\r\n");
+        sample(&page, name).filter(|v| want(*v))
+    })
+    .is_some()
+}
+
+#[test]
+fn a_jobmanager_serves_its_leadership_and_its_redis_health() {
+    let mut redis = RedisServer::start();
+    let leader = fleet::jobmanager(&redis, "jm-1");
+    let admin = leader.admin.expect("the jobmanager's admin listener is on");
+    assert!(metric_becomes(admin, "sluice_jobmanager_leader", |v| v == 1.0));
+    assert!(metric_becomes(
+        admin,
+        "sluice_jobmanager_fencing_token",
+        |v| v >= 1.0
+    ));
+    assert!(metric_becomes(
+        admin,
+        "sluice_jobmanager_jobs_published_total",
+        |v| v >= 1.0
+    ));
+    assert!(metric_becomes(admin, "sluice_redis_up", |v| v == 1.0));
+    let (_, _, page) = get(admin, "GET /metrics HTTP/1.0\r\n\r\n");
+    for name in [
+        "sluice_redis_roundtrip_seconds",
+        "sluice_jobmanager_publishes_fenced_total",
+        "sluice_jobmanager_templates_total{result=\"failed\"}",
+        "sluice_blocks_total{result=\"accepted\"}",
+    ] {
+        assert!(sample(&page, name).is_some(), "{name} in:\n{page}");
+    }
+    assert!(
+        !page.contains("sluice_connections "),
+        "no engine metric:\n{page}"
+    );
+
+    let (status, headers, body) = get(admin, "GET /status HTTP/1.0\r\n\r\n");
+    assert!(status.ends_with(" 200 OK"), "{status}");
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["role"], "jobmanager", "{doc}");
+    assert_eq!(doc["leader"], true, "{doc}");
+    assert_eq!(doc["redis"]["up"], true, "{doc}");
+
+    // A standby says so.
+    let standby = fleet::jobmanager(&redis, "jm-2");
+    let standby_admin = standby.admin.unwrap();
+    assert!(metric_becomes(standby_admin, "sluice_redis_up", |v| v == 1.0));
+    let (_, _, page) = get(standby_admin, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        sample(&page, "sluice_jobmanager_leader"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "sluice_jobmanager_fencing_token"), Some(0.0));
+
+    // Redis gone: the next heartbeat says so, and the leader steps down; back: up again.
+    redis.stop();
+    assert!(metric_becomes(admin, "sluice_redis_up", |v| v == 0.0));
+    assert!(metric_becomes(admin, "sluice_jobmanager_leader", |v| v == 0.0));
+    redis.restart();
+    assert!(metric_becomes(admin, "sluice_redis_up", |v| v == 1.0));
+}
+
+#[test]
+fn a_draining_engine_answers_status_503_until_undrained() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _jm = fleet::still_jobmanager(&redis, "jm-1");
+    let engine = fleet::stratum(&redis, "engine-1");
+    let admin = engine.admin.expect("the engine's admin listener is on");
+    let status = |admin| {
+        let (status, _, body) = get(admin, "GET /status HTTP/1.0\r\n\r\n");
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (status, doc)
+    };
+    let (line, doc) = status(admin);
+    assert!(line.ends_with(" 200 OK"), "{line}");
+    assert_eq!(doc["draining"], false, "{doc}");
+    assert!(metric_becomes(admin, "sluice_redis_up", |v| v == 1.0));
+    assert!(metric_becomes(admin, "sluice_sharelog_queue_depth", |v| v == 0.0));
+
+    let ack = support::plane::command(&mut con, "engine-1", "drain", "drain-1");
+    assert_eq!(ack["ok"], true, "{ack}");
+    let (line, doc) = status(admin);
+    assert!(line.ends_with(" 503 Service Unavailable"), "{line}");
+    assert_eq!(doc["draining"], true, "the same document: {doc}");
+    assert!(doc["connections"].is_u64(), "{doc}");
+
+    let ack = support::plane::command(&mut con, "engine-1", "undrain", "undrain-1");
+    assert_eq!(ack["ok"], true, "{ack}");
+    let (line, doc) = status(admin);
+    assert!(line.ends_with(" 200 OK"), "{line}");
+    assert_eq!(doc["draining"], false, "{doc}");
 }

@@ -1,6 +1,7 @@
 //! Each role's `--help` lists the flags that role reads and no other (engine/src/main.rs): the
 //! simulated chain's flags belong to the roles that make jobs, the listener's to those that serve
-//! miners, and `sluice run`, which does both, lists both.
+//! miners, and `sluice run`, which does both, lists both. Every role serves the admin listener
+//! (`--admin`), so every role lists it.
 
 mod support;
 
@@ -31,12 +32,11 @@ const ENGINE_FLAGS: &[&str] = &[
     "--listen",
     "--start-difficulty",
     "--min-difficulty",
-    "--admin",
     "--threads",
     "--no-vardiff",
 ];
 const PLANE_FLAGS: &[&str] = &["--redis", "--prefix", "--id"];
-const COMMON_FLAGS: &[&str] = &["--config", "--payout-address", "--node", "--zmq"];
+const COMMON_FLAGS: &[&str] = &["--config", "--payout-address", "--node", "--zmq", "--admin"];
 
 #[test]
 fn stratum_help_shows_no_simulated_chain_flag() {
@@ -97,4 +97,15 @@ fn a_flag_of_another_role_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
+
+#[test]
+fn every_role_lists_the_admin_listener() {
+    for role in ["run", "stratum", "jobmanager"] {
+        let help = help(role);
+        assert!(
+            shows(&help, "--admin"),
+            "sluice {role} --help lacks --admin:\n{help}"
+        );
+    }
 }

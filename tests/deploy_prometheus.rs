@@ -1,8 +1,9 @@
 //! The deploy kit's monitoring, proven: a real Prometheus (Debian's `prometheus`) scrapes a live
-//! `sluice run` with the shipped `deploy/prometheus/prometheus.yml` (only its target addresses
-//! rewritten), a miner submits shares, and then every query of the shipped Grafana dashboard
-//! (`deploy/grafana/sluice.json`) must return data from Prometheus's HTTP API. A dashboard query
-//! naming a metric the engine does not export, or a label it does not have, fails here.
+//! fleet (a `sluice jobmanager` and a `sluice stratum` on a test Redis) with the shipped
+//! `deploy/prometheus/prometheus.yml` (only its target addresses rewritten), a miner submits
+//! shares, and then every query of the shipped Grafana dashboard (`deploy/grafana/sluice.json`)
+//! must return data from Prometheus's HTTP API. A dashboard query naming a metric a role does not
+//! export, or a label it does not have, fails here.
 
 mod support;
 
@@ -13,23 +14,34 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice_testkit::{eventually, free_port, EngineProcess, TempDir};
+use sluice_testkit::{eventually, free_port, TempDir};
+use support::fleet;
 use support::miner::Miner;
+use support::redis_server::RedisServer;
 
 fn shipped(path: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The shipped scrape configuration with every (uncommented) `targets:` list replaced by `admin`.
-fn scrape_config(admin: SocketAddr) -> String {
-    let mut rewritten = 0;
+/// The shipped scrape configuration with each scrape job's (uncommented) `targets:` list replaced
+/// by the admin address given for that job's name.
+fn scrape_config(admins: &[(&str, SocketAddr)]) -> String {
+    let mut job = String::new();
+    let mut rewritten = Vec::new();
     let out: String = shipped("deploy/prometheus/prometheus.yml")
         .lines()
         .map(|line| {
             let trimmed = line.trim_start();
+            if let Some(name) = trimmed.strip_prefix("- job_name:") {
+                job = name.trim().to_owned();
+            }
             if trimmed.starts_with("- targets:") {
-                rewritten += 1;
+                let (_, admin) = admins
+                    .iter()
+                    .find(|(name, _)| *name == job)
+                    .unwrap_or_else(|| panic!("a scrape job the test does not run: {job}"));
+                rewritten.push(job.clone());
                 let indent = &line[..line.len() - trimmed.len()];
                 format!("{indent}- targets: ['{admin}']\n")
             } else {
@@ -37,7 +49,14 @@ fn scrape_config(admin: SocketAddr) -> String {
             }
         })
         .collect();
-    assert_eq!(rewritten, 1, "one scrape job with targets: the engines'");
+    assert_eq!(
+        rewritten,
+        admins
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect::<Vec<_>>(),
+        "one scrape job with targets per role, in this order"
+    );
     out
 }
 
@@ -157,10 +176,21 @@ fn percent_encode(s: &str) -> String {
 }
 
 #[test]
-fn every_dashboard_query_returns_data_from_a_live_engine() {
-    let engine = EngineProcess::start_default(&[]);
-    let admin = engine.admin.expect("admin listener");
-    let prometheus = Prometheus::start(&scrape_config(admin));
+fn every_dashboard_query_returns_data_from_a_live_fleet() {
+    let redis = RedisServer::start();
+    // A chain that stays put, so no share goes stale while the test submits.
+    let jobmanager = fleet::still_jobmanager(&redis, "jm-1");
+    let engine = fleet::stratum(&redis, "engine-1");
+    let prometheus = Prometheus::start(&scrape_config(&[
+        (
+            "sluice-stratum",
+            engine.admin.expect("the engine's admin listener"),
+        ),
+        (
+            "sluice-jobmanager",
+            jobmanager.admin.expect("the jobmanager's admin listener"),
+        ),
+    ]));
 
     let mut miner = Miner::connect(engine.addr());
     miner.handshake();
@@ -183,6 +213,16 @@ fn every_dashboard_query_returns_data_from_a_live_engine() {
     assert!(
         up.is_some(),
         "prometheus scrapes the engine with the shipped job name"
+    );
+    let leads = eventually(Duration::from_secs(30), || {
+        let r = prometheus
+            .query("sluice_jobmanager_leader{job=\"sluice-jobmanager\"} == 1")
+            .ok()?;
+        (!r.is_empty()).then_some(())
+    });
+    assert!(
+        leads.is_some(),
+        "prometheus scrapes the leading jobmanager with the shipped job name"
     );
 
     let queries = dashboard_queries();

@@ -3,12 +3,15 @@
 //! Each connection is its own task, so a slow or silent client holds only its own slot: the request
 //! head must arrive within [`READ_TIMEOUT`], the whole exchange within [`WRITE_TIMEOUT`] more, at
 //! most [`MAX_CONNECTIONS`] are served at once and a head is at most `MAX_REQUEST_HEAD` bytes.
-//! Every response closes its connection, as a scrape needs no keep-alive. And the statsd sender, off
+//! Every response closes its connection, as a scrape needs no keep-alive. One server for every role:
+//! what it shows is a [`Pages`], an engine's (`sluice run`, `sluice stratum`) or a jobmanager's. An
+//! engine's `/status` answers 503 (same body) while it drains, so a balancer's health check
+//! (HAProxy's `httpchk`) stops sending it miners it would turn away. And the statsd sender, off
 //! unless configured.
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +23,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::feed::JobFeed;
-use crate::metrics::Metrics;
+use crate::metrics::{JobmanagerView, Metrics};
+use crate::plane::commands::Control;
+use crate::plane::jobs::RedisJobSink;
+use crate::plane::lease::Leadership;
 use crate::source::SourceStatus;
 
 /// The longest request head read (request line and headers), in bytes; a longer one is answered
@@ -42,20 +48,27 @@ pub const MAX_CONNECTIONS: usize = 16;
 /// A pause after a failed accept (out of descriptors, say), so the loop does not spin on it.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-/// What the admin pages read.
-struct Sources {
-    metrics: Arc<Metrics>,
-    feed: Arc<JobFeed>,
-    source: Arc<SourceStatus>,
+/// What one role's admin pages read.
+pub enum Pages {
+    /// An engine: its metrics, its jobs, its job source (`sluice run`, or a stratum engine's own
+    /// nodes) and its drain state.
+    Engine {
+        metrics: Arc<Metrics>,
+        feed: Arc<JobFeed>,
+        source: Arc<SourceStatus>,
+        control: Arc<Control>,
+    },
+    /// A jobmanager: its lease, its job sink and its job source.
+    Jobmanager {
+        metrics: Arc<Metrics>,
+        leadership: Arc<Leadership>,
+        sink: Arc<RedisJobSink>,
+        source: Arc<SourceStatus>,
+    },
 }
 
-/// Binds the admin listener and serves it on a thread of its own.
-pub fn start(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    feed: Arc<JobFeed>,
-    source: Arc<SourceStatus>,
-) -> std::io::Result<SocketAddr> {
+/// Binds the admin listener and serves `pages` on a thread of its own.
+pub fn start(addr: SocketAddr, pages: Pages) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     listener.set_nonblocking(true)?;
@@ -68,18 +81,14 @@ pub fn start(
         let _entered = runtime.enter();
         tokio::net::TcpListener::from_std(listener)?
     };
-    let sources = Arc::new(Sources {
-        metrics,
-        feed,
-        source,
-    });
+    let pages = Arc::new(pages);
     std::thread::Builder::new()
         .name("sluice-admin".into())
-        .spawn(move || runtime.block_on(serve(listener, sources)))?;
+        .spawn(move || runtime.block_on(serve(listener, pages)))?;
     Ok(bound)
 }
 
-async fn serve(listener: tokio::net::TcpListener, sources: Arc<Sources>) {
+async fn serve(listener: tokio::net::TcpListener, pages: Arc<Pages>) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(READ_TIMEOUT)
@@ -98,11 +107,11 @@ async fn serve(listener: tokio::net::TcpListener, sources: Arc<Sources>) {
                 continue;
             }
         };
-        let sources = Arc::clone(&sources);
+        let pages = Arc::clone(&pages);
         let connection = http.serve_connection(
             TokioIo::new(stream),
             hyper::service::service_fn(move |request| {
-                let response = respond(&request, &sources);
+                let response = respond(&request, &pages);
                 async move { Ok::<_, Infallible>(response) }
             }),
         );
@@ -120,27 +129,18 @@ async fn serve(listener: tokio::net::TcpListener, sources: Arc<Sources>) {
 
 /// The page for a request: any method, matched on the path as sent (a query string makes it another
 /// path).
-fn respond(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
+fn respond(request: &Request<Incoming>, pages: &Pages) -> Response<Full<Bytes>> {
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let (status, kind, body) = match path {
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            sources.metrics.prometheus(),
-        ),
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", pages.metrics()),
         "/status" => {
-            let book = sources.feed.load();
-            let job = book.current().map(|j| {
-                serde_json::json!({"id": j.id.to_string(), "height": j.height, "clean": j.clean,
-                    "transactions": j.transaction_count(), "network_difficulty": j.network_target.difficulty()})
-            });
-            (
-                StatusCode::OK,
-                "application/json",
-                sources.metrics.status_json(
-                    serde_json::json!({ "job": job, "job_source": sources.source.to_json() }),
-                ),
-            )
+            let (draining, body) = pages.status();
+            let status = if draining {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (status, "application/json", body)
         }
         _ => (
             StatusCode::NOT_FOUND,
@@ -154,6 +154,68 @@ fn respond(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Byte
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     response
+}
+
+impl Pages {
+    /// The Prometheus text.
+    fn metrics(&self) -> String {
+        match self {
+            Pages::Engine { metrics, .. } => metrics.prometheus(),
+            Pages::Jobmanager { metrics, .. } => metrics.jobmanager_prometheus(&self.view()),
+        }
+    }
+
+    /// Whether the process drains (so the status is 503), and the `/status` document.
+    fn status(&self) -> (bool, String) {
+        match self {
+            Pages::Engine {
+                metrics,
+                feed,
+                source,
+                control,
+            } => {
+                let book = feed.load();
+                let job = book.current().map(|j| {
+                    serde_json::json!({"id": j.id.to_string(), "height": j.height, "clean": j.clean,
+                        "transactions": j.transaction_count(), "network_difficulty": j.network_target.difficulty()})
+                });
+                let draining = control.draining.load(Ordering::Acquire);
+                let body = metrics.status_json(serde_json::json!({
+                    "job": job, "job_source": source.to_json(), "draining": draining }));
+                (draining, body)
+            }
+            Pages::Jobmanager {
+                metrics, source, ..
+            } => (
+                false,
+                metrics.jobmanager_status_json(
+                    &self.view(),
+                    serde_json::json!({ "job_source": source.to_json() }),
+                ),
+            ),
+        }
+    }
+
+    /// A jobmanager's lease, sink and nodes as the metrics read them (empty for an engine).
+    fn view(&self) -> JobmanagerView {
+        match self {
+            Pages::Engine { .. } => JobmanagerView::default(),
+            Pages::Jobmanager {
+                leadership,
+                sink,
+                source,
+                ..
+            } => {
+                let (published, fenced) = sink.counts();
+                JobmanagerView {
+                    token: leadership.token(),
+                    published,
+                    fenced,
+                    nodes: source.node_health(),
+                }
+            }
+        }
+    }
 }
 
 /// Sends gauges and counters to statsd every `interval` on a thread of its own.

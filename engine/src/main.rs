@@ -4,11 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sluice::admin::Pages;
 use sluice::config::{FileConfig, ListenerSection, NodeSection};
 use sluice::plane::commands::ReloadError;
+use sluice::source::SourceStatus;
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +101,9 @@ struct CommonArgs {
     /// without it that node is polled with getbestblockhash.
     #[arg(long = "zmq", value_name = "ENDPOINT")]
     zmq: Vec<String>,
+    /// Admin HTTP listener for /metrics and /status (or admin.listen in the file).
+    #[arg(long)]
+    admin: Option<String>,
 }
 
 /// Flags of the roles that serve miners (`run`, `stratum`).
@@ -115,9 +121,6 @@ struct EngineArgs {
     /// Do not pin engine threads to cores.
     #[arg(long)]
     no_pin: bool,
-    /// Admin HTTP listener for /metrics and /status.
-    #[arg(long)]
-    admin: Option<String>,
     /// Starting share difficulty on the --listen listeners.
     #[arg(long)]
     start_difficulty: Option<f64>,
@@ -236,6 +239,9 @@ fn apply_flags(config: &mut FileConfig, common: &CommonArgs, flags: &Flags) {
     if let Some(args) = flags.engine() {
         apply_engine_flags(config, args);
     }
+    if let Some(a) = &common.admin {
+        config.admin.listen = Some(a.clone());
+    }
     if let Some(a) = &common.payout_address {
         config.pool.payout_address = Some(a.clone());
         config.pool.payouts.clear();
@@ -292,9 +298,6 @@ fn apply_engine_flags(config: &mut FileConfig, args: &EngineArgs) {
     }
     if args.no_pin {
         config.engine.pin_threads = false;
-    }
-    if let Some(a) = &args.admin {
-        config.admin.listen = Some(a.clone());
     }
     if args.no_vardiff {
         config.vardiff.enabled = false;
@@ -361,6 +364,16 @@ fn settings_of(config: &FileConfig) -> Result<sluice::config::Settings, ExitCode
     })
 }
 
+/// What an engine's admin listener shows.
+fn engine_pages(engine: &sluice::server::Engine, source: &Arc<SourceStatus>) -> Pages {
+    Pages::Engine {
+        metrics: engine.metrics.clone(),
+        feed: engine.feed.clone(),
+        source: source.clone(),
+        control: engine.control.clone(),
+    }
+}
+
 /// `sluice stratum` and `sluice jobmanager`.
 fn role(name: &str, common: CommonArgs, flags: Flags, args: PlaneArgs) -> ExitCode {
     init_logging();
@@ -398,7 +411,30 @@ fn role(name: &str, common: CommonArgs, flags: Flags, args: PlaneArgs) -> ExitCo
                 return ExitCode::FAILURE;
             }
         };
-        println!("sluice ready jobmanager id={}", jm.id);
+        let admin_addr = match admin {
+            None => None,
+            Some(a) => match sluice::admin::start(
+                a,
+                Pages::Jobmanager {
+                    metrics: jm.metrics.clone(),
+                    leadership: jm.leadership.clone(),
+                    sink: jm.sink.clone(),
+                    source: jm.status.clone(),
+                },
+            ) {
+                Ok(bound) => Some(bound),
+                Err(e) => {
+                    eprintln!("sluice: cannot bind the admin listener {a}: {e}");
+                    jm.shutdown();
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        println!(
+            "sluice ready jobmanager id={} admin={}",
+            jm.id,
+            admin_addr.map_or("off".to_owned(), |a| a.to_string())
+        );
         let signal = wait_for_signal(&signals);
         tracing::info!(signal, "shutting down: giving up the lease");
         jm.shutdown();
@@ -430,19 +466,16 @@ fn role(name: &str, common: CommonArgs, flags: Flags, args: PlaneArgs) -> ExitCo
         };
         let admin_addr = match admin {
             None => None,
-            Some(a) => match sluice::admin::start(
-                a,
-                stratum.engine.metrics.clone(),
-                stratum.engine.feed.clone(),
-                stratum.status.clone(),
-            ) {
-                Ok(bound) => Some(bound),
-                Err(e) => {
-                    eprintln!("sluice: cannot bind the admin listener {a}: {e}");
-                    stratum.shutdown();
-                    return ExitCode::FAILURE;
+            Some(a) => {
+                match sluice::admin::start(a, engine_pages(&stratum.engine, &stratum.status)) {
+                    Ok(bound) => Some(bound),
+                    Err(e) => {
+                        eprintln!("sluice: cannot bind the admin listener {a}: {e}");
+                        stratum.shutdown();
+                        return ExitCode::FAILURE;
+                    }
                 }
-            },
+            }
         };
         let addrs: Vec<String> = stratum
             .engine
@@ -490,12 +523,7 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let admin_addr: Option<SocketAddr> = match admin {
         None => None,
-        Some(a) => match sluice::admin::start(
-            a,
-            run.engine.metrics.clone(),
-            run.engine.feed.clone(),
-            run.status.clone(),
-        ) {
+        Some(a) => match sluice::admin::start(a, engine_pages(&run.engine, &run.status)) {
             Ok(bound) => Some(bound),
             Err(e) => {
                 eprintln!("sluice: cannot bind the admin listener {a}: {e}");

@@ -1,11 +1,14 @@
 //! Engine metrics: counters per core (written only by their core, read by anyone), latency
-//! histograms per core (hdrhistogram, merged when read), and the Prometheus and JSON renderings the
-//! admin listener serves.
+//! histograms per core (hdrhistogram, merged when read), the plane's Redis health
+//! ([`RedisHealth`], both fleet roles), and the Prometheus and JSON renderings the admin listener
+//! serves: an engine's page ([`Metrics::prometheus`]) and a jobmanager's
+//! ([`Metrics::jobmanager_prometheus`], on a [`JobmanagerView`] the admin listener reads from the
+//! plane, so this module names no plane type).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -78,11 +81,111 @@ pub struct Metrics {
     pub plane_job_latency_us: Mutex<Histogram<u64>>,
     /// The share log's counters (stratum role only).
     pub share_log: Arc<ShareLogStats>,
+    /// Whether the plane reaches Redis, and how fast (fleet roles only).
+    pub redis: Arc<RedisHealth>,
+    /// `getblocktemplate` answers used, and calls that failed (a node's source only).
+    pub templates_fetched: AtomicU64,
+    pub templates_failed: AtomicU64,
     /// Connections closed or refused by the engine, by [`CloseReason::COUNTED`].
     pub closed: [AtomicU64; CloseReason::COUNTED.len()],
     pub started: Instant,
     /// (seconds since start, total accepted difficulty) samples for the hashrate estimate.
     samples: Mutex<std::collections::VecDeque<(f64, f64)>>,
+}
+
+/// One metric in the text exposition: its help and type lines, then a line per (labels, value).
+fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, lines: &[(String, String)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in lines {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// A sample without labels.
+fn one(value: String) -> Vec<(String, String)> {
+    vec![(String::new(), value)]
+}
+
+/// A label value as the text format wants it: backslash, quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// What a jobmanager's pages show beside its [`Metrics`]: read from the lease, the job sink and
+/// the job source by the admin listener at each request.
+#[derive(Debug, Clone, Default)]
+pub struct JobmanagerView {
+    /// The fencing token while this process leads.
+    pub token: Option<u64>,
+    /// Jobs published to Redis, and publishes Redis refused (fenced).
+    pub published: u64,
+    pub fenced: u64,
+    /// (name, up) per configured node.
+    pub nodes: Vec<(String, bool)>,
+}
+
+/// Whether the plane's last Redis call worked and how long it took: the registry heartbeat, a
+/// call every fleet process makes every third of `redis.service_ttl_secs`, records both. Nothing
+/// is shown until a heartbeat has run, so `sluice run`, which has no Redis, shows no Redis metric.
+#[derive(Debug, Default)]
+pub struct RedisHealth {
+    watched: AtomicBool,
+    up: AtomicBool,
+    /// The last good call's round trip, in µs.
+    roundtrip_us: AtomicU64,
+}
+
+impl RedisHealth {
+    /// A call that worked and took `took`.
+    pub fn ok(&self, took: Duration) {
+        self.roundtrip_us
+            .store(took.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.up.store(true, Relaxed);
+        self.watched.store(true, Relaxed);
+    }
+
+    /// A call that failed, or Redis could not be reached.
+    pub fn failed(&self) {
+        self.up.store(false, Relaxed);
+        self.watched.store(true, Relaxed);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    fn write(&self, out: &mut String) {
+        if !self.watched.load(Relaxed) {
+            return;
+        }
+        write_metric(
+            out,
+            "sluice_redis_up",
+            "gauge",
+            "1 when this process's last Redis call (the registry heartbeat) worked, else 0.",
+            &one(u8::from(self.is_up()).to_string()),
+        );
+        write_metric(
+            out,
+            "sluice_redis_roundtrip_seconds",
+            "gauge",
+            "Round trip of the last registry heartbeat that worked (one pipelined transaction).",
+            &one(format!(
+                "{:.6}",
+                self.roundtrip_us.load(Relaxed) as f64 / 1e6
+            )),
+        );
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        if !self.watched.load(Relaxed) {
+            return serde_json::Value::Null;
+        }
+        serde_json::json!({ "up": self.is_up(),
+            "roundtrip_seconds": self.roundtrip_us.load(Relaxed) as f64 / 1e6 })
+    }
 }
 
 /// The window of the hashrate estimate.
@@ -102,6 +205,9 @@ impl Metrics {
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             ),
             share_log: Arc::default(),
+            redis: Arc::default(),
+            templates_fetched: AtomicU64::new(0),
+            templates_failed: AtomicU64::new(0),
             closed: std::array::from_fn(|_| AtomicU64::new(0)),
             started: Instant::now(),
             samples: Mutex::new(Default::default()),
@@ -200,12 +306,8 @@ impl Metrics {
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in lines {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
+            write_metric(&mut out, name, kind, help, lines)
         };
-        let one = |v: String| vec![(String::new(), v)];
         metric(
             "sluice_connections",
             "gauge",
@@ -382,7 +484,128 @@ impl Metrics {
                 ),
             ],
         );
+        if let Some(depth) = log.queue_depth() {
+            metric(
+                "sluice_sharelog_queue_depth",
+                "gauge",
+                "Share records waiting in the queue from the cores to the share-log writer.",
+                &one(depth.to_string()),
+            );
+        }
+        self.redis.write(&mut out);
         out
+    }
+
+    /// A jobmanager's Prometheus page: its leadership and publishing, its job source, the blocks
+    /// it submitted, and Redis as it sees it.
+    pub fn jobmanager_prometheus(&self, view: &JobmanagerView) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+            write_metric(&mut out, name, kind, help, lines)
+        };
+        metric(
+            "sluice_jobmanager_leader",
+            "gauge",
+            "1 while this jobmanager holds the lease and publishes the fleet's jobs, else 0.",
+            &one(u8::from(view.token.is_some()).to_string()),
+        );
+        metric(
+            "sluice_jobmanager_fencing_token",
+            "gauge",
+            "The fencing token of this jobmanager's lease while it leads, else 0.",
+            &one(view.token.unwrap_or(0).to_string()),
+        );
+        metric(
+            "sluice_jobmanager_jobs_published_total",
+            "counter",
+            "Jobs this jobmanager published to Redis while leading.",
+            &one(view.published.to_string()),
+        );
+        metric(
+            "sluice_jobmanager_publishes_fenced_total",
+            "counter",
+            "Publishes Redis refused because the lease or the fleet epoch was no longer this jobmanager's.",
+            &one(view.fenced.to_string()),
+        );
+        metric(
+            "sluice_jobmanager_jobs_built_total",
+            "counter",
+            "Jobs the job source built (a standby builds them too, and publishes none).",
+            &one(self.jobs_published.load(Relaxed).to_string()),
+        );
+        metric(
+            "sluice_jobmanager_templates_total",
+            "counter",
+            "Block templates from the nodes: used, or the call failed.",
+            &[
+                (
+                    "{result=\"fetched\"}".into(),
+                    self.templates_fetched.load(Relaxed).to_string(),
+                ),
+                (
+                    "{result=\"failed\"}".into(),
+                    self.templates_failed.load(Relaxed).to_string(),
+                ),
+            ],
+        );
+        metric(
+            "sluice_blocks_total",
+            "counter",
+            "Blocks this jobmanager submitted, by what the chain said.",
+            &[
+                (
+                    "{result=\"accepted\"}".into(),
+                    self.blocks_accepted.load(Relaxed).to_string(),
+                ),
+                (
+                    "{result=\"rejected\"}".into(),
+                    self.blocks_rejected.load(Relaxed).to_string(),
+                ),
+            ],
+        );
+        metric(
+            "sluice_node_up",
+            "gauge",
+            "1 while the node answers and can give work, else 0, per configured node.",
+            &view
+                .nodes
+                .iter()
+                .map(|(name, up)| {
+                    (
+                        format!("{{node=\"{}\"}}", label_value(name)),
+                        u8::from(*up).to_string(),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        self.redis.write(&mut out);
+        out
+    }
+
+    /// A jobmanager's `/status` document; `extra` (its job source) is merged in.
+    pub fn jobmanager_status_json(
+        &self,
+        view: &JobmanagerView,
+        extra: serde_json::Value,
+    ) -> String {
+        let mut doc = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "role": "jobmanager",
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "leader": view.token.is_some(),
+            "fencing_token": view.token,
+            "jobs": { "published": view.published, "fenced": view.fenced,
+                "built": self.jobs_published.load(Relaxed) },
+            "blocks": {
+                "accepted": self.blocks_accepted.load(Relaxed),
+                "rejected": self.blocks_rejected.load(Relaxed),
+            },
+            "redis": self.redis.to_json(),
+        });
+        if let (Some(doc), serde_json::Value::Object(extra)) = (doc.as_object_mut(), extra) {
+            doc.extend(extra);
+        }
+        doc.to_string()
     }
 
     /// The `/status` document.
@@ -404,6 +627,7 @@ impl Metrics {
                 "accepted": self.blocks_accepted.load(Relaxed),
                 "rejected": self.blocks_rejected.load(Relaxed),
             },
+            "redis": self.redis.to_json(),
         });
         if let (Some(doc), serde_json::Value::Object(extra)) = (doc.as_object_mut(), extra) {
             doc.extend(extra);
@@ -436,9 +660,30 @@ pub struct ShareLogStats {
     last_drop_log_ms: AtomicU64,
     /// Accepted shares dropped since that line.
     unlogged_drops: AtomicU64,
+    /// The queue's length, once the share log is running.
+    queue: std::sync::OnceLock<QueueDepth>,
+}
+
+/// Reads the share queue's length (a bounded channel's `len()`, cheap).
+pub struct QueueDepth(pub Box<dyn Fn() -> usize + Send + Sync>);
+
+impl std::fmt::Debug for QueueDepth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueueDepth({})", (self.0)())
+    }
 }
 
 impl ShareLogStats {
+    /// Where [`ShareLogStats::queue_depth`] reads from (the share log's start sets it once).
+    pub fn watch_queue(&self, depth: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.queue.set(QueueDepth(Box::new(depth)));
+    }
+
+    /// Records waiting for the writer now; `None` without a share log.
+    pub fn queue_depth(&self) -> Option<usize> {
+        self.queue.get().map(|q| (q.0)())
+    }
+
     /// Records lost, of either verdict.
     pub fn dropped(&self) -> u64 {
         self.dropped_rejected.load(Relaxed) + self.dropped_accepted.load(Relaxed)
@@ -509,5 +754,61 @@ mod tests {
         }
         assert!(!text.contains("reason=\"eof\""), "{text}");
         assert_eq!(m.closed.iter().map(|c| c.load(Relaxed)).sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn redis_health_shows_only_once_a_heartbeat_ran_and_follows_the_last_one() {
+        let m = Metrics::new(1);
+        assert!(
+            !m.prometheus().contains("sluice_redis_up"),
+            "sluice run has no Redis"
+        );
+        m.redis.ok(Duration::from_micros(1_500));
+        let text = m.prometheus();
+        assert!(text.contains("\nsluice_redis_up 1\n"), "{text}");
+        assert!(
+            text.contains("\nsluice_redis_roundtrip_seconds 0.001500\n"),
+            "{text}"
+        );
+        m.redis.failed();
+        assert!(m.prometheus().contains("\nsluice_redis_up 0\n"));
+    }
+
+    #[test]
+    fn a_jobmanager_page_shows_its_lease_and_nodes_and_no_engine_metric() {
+        let m = Metrics::new(1);
+        let view = JobmanagerView {
+            token: Some(7),
+            published: 3,
+            fenced: 1,
+            nodes: vec![("nodes[0] \"a\"".into(), true), ("nodes[1]".into(), false)],
+        };
+        let text = m.jobmanager_prometheus(&view);
+        for line in [
+            "sluice_jobmanager_leader 1",
+            "sluice_jobmanager_fencing_token 7",
+            "sluice_jobmanager_jobs_published_total 3",
+            "sluice_jobmanager_publishes_fenced_total 1",
+            "sluice_node_up{node=\"nodes[0] \\\"a\\\"\"} 1",
+            "sluice_node_up{node=\"nodes[1]\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("sluice_connections"), "{text}");
+        let standby = m.jobmanager_prometheus(&JobmanagerView::default());
+        assert!(standby.lines().any(|l| l == "sluice_jobmanager_leader 0"));
+        assert!(standby
+            .lines()
+            .any(|l| l == "sluice_jobmanager_fencing_token 0"));
+    }
+
+    #[test]
+    fn the_share_queue_depth_shows_once_the_share_log_watches_it() {
+        let m = Metrics::new(1);
+        assert!(!m.prometheus().contains("sluice_sharelog_queue_depth"));
+        m.share_log.watch_queue(|| 42);
+        assert!(m
+            .prometheus()
+            .contains("\nsluice_sharelog_queue_depth 42\n"));
     }
 }

@@ -18,7 +18,7 @@
 //! (epoch, token, sequence) only once the job is in the feed, so a job it could not use raises no
 //! fence against the next.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,6 +61,10 @@ pub struct RedisJobSink {
     leadership: Arc<Leadership>,
     script: redis::Script,
     state: Mutex<SinkState>,
+    /// Jobs Redis took, and publishes it refused (the lease or the epoch no longer ours): for the
+    /// jobmanager's `/metrics`.
+    published: AtomicU64,
+    fenced: AtomicU64,
 }
 
 impl RedisJobSink {
@@ -75,7 +79,17 @@ impl RedisJobSink {
                 latest: None,
                 sequence: 0,
             }),
+            published: AtomicU64::new(0),
+            fenced: AtomicU64::new(0),
         }
+    }
+
+    /// (jobs published, publishes refused by fencing) since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.published.load(Ordering::Relaxed),
+            self.fenced.load(Ordering::Relaxed),
+        )
     }
 
     fn send(
@@ -117,8 +131,14 @@ impl RedisJobSink {
                 .arg(epoch)
                 .invoke::<i64>(con);
             match published {
-                Ok(1) => return Ok(()),
-                Ok(_) => return Err(SendError::LeaseLost),
+                Ok(1) => {
+                    self.published.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(_) => {
+                    self.fenced.fetch_add(1, Ordering::Relaxed);
+                    return Err(SendError::LeaseLost);
+                }
                 Err(e) => {
                     state.con = None;
                     last_error = Some(e);

@@ -2,13 +2,18 @@
 //! load, accepted shares its share log lost) alive under a TTL and its id in the sorted set `P:services`, scored by when it expires. A
 //! process that stops refreshing disappears on its own; listing reads the index by score, never
 //! `KEYS`. Each heartbeat also prunes expired ids from the index, so it stays as small as the fleet.
-//! The hash's fields are `sluice_layout::registry`'s, which sluicectl reads.
+//! The hash's fields are `sluice_layout::registry`'s, which sluicectl reads. The heartbeat is also
+//! the process's Redis health probe: each beat's outcome and round trip go to a
+//! [`RedisHealth`] (`sluice_redis_up`, `sluice_redis_roundtrip_seconds`), so watching Redis costs
+//! no call of its own.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crate::clock::UnixMillis;
+use crate::metrics::RedisHealth;
 use crate::plane::{connect, spawn_loop, Backoff, Keys, PlaneLoop, PlaneSettings, StepError};
 use sluice_layout::registry::{ServiceEntry, Value};
 
@@ -102,11 +107,13 @@ pub fn deregister(con: &mut redis::Connection, keys: &Keys, id: &str) -> redis::
 }
 
 /// Registers at once (so a process is listed by the time it says it is ready), then heartbeats
-/// every third of the TTL on a thread of its own until `stop`; then deregisters.
+/// every third of the TTL on a thread of its own until `stop`; then deregisters. Every beat's
+/// outcome goes to `health`.
 pub fn spawn(
     settings: PlaneSettings,
     info: ServiceInfo,
     load: impl FnMut() -> Load + Send + 'static,
+    health: Arc<RedisHealth>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let every = settings.service_ttl / 3;
@@ -118,12 +125,14 @@ pub fn spawn(
         load,
         every,
         registered: false,
+        health,
     };
-    if let Some(c) = connect(&url).ok().as_mut() {
-        match body.step(c, &stop) {
+    match connect(&url).ok().as_mut() {
+        Some(c) => match body.step(c, &stop) {
             Ok(_) => body.registered = true,
             Err(e) => body.failed(&e),
-        }
+        },
+        None => body.failed(&StepError::Unreachable),
     }
     spawn_loop("sluice-registry", url, Backoff::fixed(every), stop, body)
 }
@@ -136,6 +145,7 @@ struct Heartbeat<L> {
     every: std::time::Duration,
     /// The registration before the thread started worked: its first beat waits a period.
     registered: bool,
+    health: Arc<RedisHealth>,
 }
 
 impl<L: FnMut() -> Load + Send + 'static> PlaneLoop for Heartbeat<L> {
@@ -147,11 +157,15 @@ impl<L: FnMut() -> Load + Send + 'static> PlaneLoop for Heartbeat<L> {
         if std::mem::take(&mut self.registered) {
             return Ok(self.every);
         }
-        heartbeat(c, &self.keys, &self.settings, &self.info, &(self.load)())?;
+        let load = (self.load)();
+        let started = Instant::now();
+        heartbeat(c, &self.keys, &self.settings, &self.info, &load)?;
+        self.health.ok(started.elapsed());
         Ok(self.every)
     }
 
     fn failed(&mut self, error: &StepError) {
+        self.health.failed();
         // Redis away is the registry's normal outage: the TTL says so; only a failed beat is news.
         if !matches!(error, StepError::Unreachable) {
             tracing::warn!(error = %error, "registry heartbeat failed");

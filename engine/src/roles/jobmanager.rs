@@ -26,6 +26,8 @@ const BLOCK_RECORD_QUEUE: usize = 1024;
 pub struct Jobmanager {
     pub id: String,
     pub leadership: Arc<Leadership>,
+    /// Where the source publishes: it counts what Redis took and what it refused, for `/metrics`.
+    pub sink: Arc<RedisJobSink>,
     pub metrics: Arc<Metrics>,
     pub status: Arc<SourceStatus>,
     stop: Arc<AtomicBool>,
@@ -107,11 +109,13 @@ impl Jobmanager {
                 },
                 ..Load::default()
             },
+            Arc::clone(&metrics.redis),
             Arc::clone(&stop),
         )?);
         Ok(Jobmanager {
             id: plane.id,
             leadership,
+            sink,
             metrics,
             status,
             stop,

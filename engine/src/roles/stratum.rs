@@ -189,6 +189,9 @@ fn start_plane(
         threads.stop_flag(),
     )?);
     let (shares_tx, shares_rx) = ShareQueue::new(Arc::clone(&metrics.share_log));
+    // A receiver's length is the channel's: cheap, and it keeps no sender alive.
+    let depth = shares_rx.clone();
+    metrics.share_log.watch_queue(move || depth.len());
     hooks.share_log = Some(shares_tx);
     threads.push(sharelog::spawn_writer(
         plane.clone(),
@@ -214,6 +217,7 @@ fn spawn_registry(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let engine = &stratum.engine;
     let metrics = Arc::clone(&engine.metrics);
+    let redis = Arc::clone(&metrics.redis);
     let control = Arc::clone(&engine.control);
     let slot = engine.shared.upgrade().and_then(|s| s.hooks.slot.clone());
     let address = engine
@@ -257,6 +261,7 @@ fn spawn_registry(
                 }
             }
         },
+        redis,
         stratum.registry.stop_flag(),
     )
 }

@@ -128,6 +128,15 @@ impl SourceStatus {
         self.lock().nodes = nodes;
     }
 
+    /// (name, healthy) per node, for `sluice_node_up`.
+    pub fn node_health(&self) -> Vec<(String, bool)> {
+        self.lock()
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.healthy))
+            .collect()
+    }
+
     pub fn count_switch(&self) {
         self.lock().template_source_switches += 1;
     }

@@ -205,8 +205,16 @@ impl NodeJobManager {
     fn publish(&mut self) -> bool {
         while let Some(index) = self.source {
             let template = match self.slots[index].node.template() {
-                Ok(t) => t,
+                Ok(t) => {
+                    self.metrics
+                        .templates_fetched
+                        .fetch_add(1, Ordering::Relaxed);
+                    t
+                }
                 Err(e) => {
+                    self.metrics
+                        .templates_failed
+                        .fetch_add(1, Ordering::Relaxed);
                     let problem = self.slots[index].node.describe(&e, "getblocktemplate");
                     self.fail(index, problem.message);
                     continue;
