@@ -271,8 +271,12 @@ fn each_role_works_with_its_own_user_and_the_acl_log_stays_empty() {
     );
 
     let (code, out, err) = sluicectl(&redis, "sluicectl-read", &["engine", "drain", "engine-1"]);
-    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(code, 5, "an ACL refusal has its own exit code: {out}{err}");
     assert!(is_acl_refusal(&err), "the refusal says why: {err}");
+    assert!(
+        err.contains("sluicectl-operator"),
+        "the refusal names the user to use: {err}"
+    );
     redis::cmd("ACL")
         .arg("LOG")
         .arg("RESET")

@@ -40,6 +40,9 @@ pub enum CtlError {
     },
     /// A jobmanager pause or promote that the lease did not show within the timeout.
     NotInEffect(String),
+    /// Redis's ACL does not let the user in `--redis` do this (`NOPERM`, or a script refused
+    /// one of its calls for it).
+    Denied(String),
 }
 
 impl CtlError {
@@ -50,6 +53,7 @@ impl CtlError {
             CtlError::Unreachable { .. } => 2,
             CtlError::Layout { .. } => 3,
             CtlError::NoAck { .. } | CtlError::NotInEffect(_) => 4,
+            CtlError::Denied(_) => 5,
         }
     }
 
@@ -65,6 +69,8 @@ impl CtlError {
                 url: url.to_owned(),
                 error: e.to_string(),
             }
+        } else if is_acl_refusal(&e) {
+            CtlError::Denied(e.to_string())
         } else {
             CtlError::Redis(e.to_string())
         }
@@ -89,6 +95,10 @@ impl fmt::Display for CtlError {
                 "Redis under prefix {prefix:?} holds layout version {found}, this sluicectl reads version {LAYOUT_VERSION}: the fleet and sluicectl must be upgraded together"
             ),
             CtlError::Redis(m) => write!(f, "Redis answered with an error: {m}"),
+            CtlError::Denied(m) => write!(
+                f,
+                "Redis's ACL does not let this user do that ({m}); the commands that write (session kick, engine drain|undrain|reload, policy set|rm, jobmanager pause|resume|promote) need a user like sluicectl-operator in deploy/redis/users.acl: put it in --redis redis://USER:PASSWORD@HOST:PORT"
+            ),
             CtlError::Output(e) => write!(f, "cannot write the output: {e}"),
             CtlError::Refused { engine, cmd, error } => {
                 write!(f, "engine {engine} refused {cmd}: {error}")
@@ -106,3 +116,15 @@ impl fmt::Display for CtlError {
 }
 
 pub type Result<T> = std::result::Result<T, CtlError>;
+
+/// Whether Redis refused a command for the user's ACL: `NOPERM` for a command sent as it is, and
+/// the script error Redis gives when a script's call is refused (it names no code of its own).
+fn is_acl_refusal(e: &redis::RedisError) -> bool {
+    if e.code() == Some("NOPERM") {
+        return true;
+    }
+    let m = e.to_string().to_lowercase();
+    m.contains("noperm")
+        || m.contains("no permissions to")
+        || m.contains("the user executing the script can't")
+}
