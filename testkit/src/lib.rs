@@ -10,6 +10,7 @@
 pub mod miner;
 mod process;
 mod redis_server;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub use process::{sluice_binary, EngineProcess};
 pub use redis_server::RedisServer;
+pub use tls::Pki;
 
 /// A directory removed on drop.
 pub struct TempDir(PathBuf);
