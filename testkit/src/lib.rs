@@ -16,7 +16,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use process::{sluice_binary, EngineProcess};
+pub use process::{sluice_binary, sluicectl_binary, EngineProcess};
 pub use redis_server::RedisServer;
 pub use tls::Pki;
 
