@@ -33,6 +33,25 @@ fn build(package: &str, bin: &str) -> PathBuf {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["build", "-q", "-p", package, "--bin", bin])
         .current_dir(workspace);
+    // The variables cargo gives the running test (CARGO_PKG_NAME, CARGO_MANIFEST_DIR...) would
+    // reach build scripts that track them (ring's does): each switch between a test's build and a
+    // shell's would rebuild ring, rustls, redis and the binary.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&name)
+        {
+            cmd.env_remove(name);
+        }
+    }
     if release {
         cmd.arg("--release");
     }
