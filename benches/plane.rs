@@ -117,7 +117,7 @@ fn share_log_throughput(records: usize, batch_size: usize) {
     let redis = RedisServer::start();
     let dir = support::engine::tempdir::TempDir::new("sharelog-bench");
     let plane = PlaneSettings {
-        url: redis.url(),
+        url: redis.url().into(),
         prefix: "bench".into(),
         id: "engine".into(),
         service_ttl: Duration::from_secs(10),

@@ -13,11 +13,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use sluice_testkit::{eventually, EngineProcess, RedisServer, TempDir};
+use sluice_testkit::{eventually, sluicectl_binary, EngineProcess, RedisServer, TempDir};
 use support::fleet::config_file_with;
 use support::miner::Miner;
 
@@ -121,35 +121,6 @@ fn cmd(parts: &[&str]) -> redis::Cmd {
         c.arg(*p);
     }
     c
-}
-
-/// The sluicectl binary, built once (it is another package's binary, so cargo does not hand the
-/// root's tests its path).
-fn sluicectl_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let release = !cfg!(debug_assertions);
-            let mut build = Command::new(env!("CARGO"));
-            build
-                .args(["build", "-q", "-p", "sluicectl", "--bin", "sluicectl"])
-                .current_dir(workspace);
-            if release {
-                build.arg("--release");
-            }
-            assert!(
-                build.status().unwrap().success(),
-                "building sluicectl failed"
-            );
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| workspace.join(t))
-                .unwrap_or_else(|| workspace.join("target"));
-            target
-                .join(if release { "release" } else { "debug" })
-                .join("sluicectl")
-        })
-        .clone()
 }
 
 /// `sluicectl --redis URL ARGS...` as `user`: (exit code, stdout, stderr).

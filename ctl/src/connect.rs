@@ -1,6 +1,8 @@
-//! Opening the connection to the fleet's Redis, the check that the fleet under a prefix speaks
-//! this build's layout, and the clock every age and window is measured by.
+//! Opening the connection to the fleet's Redis (over TLS for `rediss://`, with the files of
+//! `--redis-ca-file`, `--redis-cert-file` and `--redis-key-file`), the check that the fleet under a
+//! prefix speaks this build's layout, and the clock every age and window is measured by.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_layout::{Keys, LAYOUT_VERSION};
@@ -29,6 +31,123 @@ pub fn check_layout(redis: &mut Redis, keys: &Keys) -> Result<()> {
     }
 }
 
+/// The PEM files the TLS flags name; all unset, `rediss://` trusts the public roots compiled in
+/// (the engine's `redis.tls_*` keys, under the flags' names).
+#[derive(Debug, Default, Clone)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+
+    /// The files read and checked, as the `redis` crate takes them: a file that would be ignored
+    /// (a URL without TLS), is unreadable or holds no PEM of its kind is a usage error naming
+    /// its flag.
+    fn load(&self, url: &str) -> Result<redis::TlsCertificates> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let usage = |flag: &str, why: String| CtlError::Usage(format!("{flag}: {why}"));
+        if !url.starts_with("rediss://") {
+            let flag = match (&self.ca, &self.cert) {
+                (Some(_), _) => "--redis-ca-file",
+                (None, Some(_)) => "--redis-cert-file",
+                (None, None) => "--redis-key-file",
+            };
+            return Err(usage(
+                flag,
+                format!(
+                    "only read for a rediss:// URL, and --redis is {:?}: use rediss:// or drop the flag",
+                    redact(url)
+                ),
+            ));
+        }
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| usage(flag, format!("cannot read {path:?}: {e}")))
+        };
+        let certs = |flag: &str, path: &PathBuf| {
+            let pem = read(flag, path)?;
+            let parsed: std::result::Result<Vec<_>, _> =
+                CertificateDer::pem_slice_iter(&pem).collect();
+            match parsed {
+                Ok(list) if !list.is_empty() => Ok(pem),
+                _ => Err(usage(flag, format!("{path:?} holds no PEM certificate"))),
+            }
+        };
+        let root_cert = match &self.ca {
+            Some(path) => Some(certs("--redis-ca-file", path)?),
+            None => None,
+        };
+        let client_tls = match (&self.cert, &self.key) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(usage(
+                    "--redis-key-file",
+                    "--redis-cert-file needs its private key".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(usage(
+                    "--redis-cert-file",
+                    "--redis-key-file needs its certificate".into(),
+                ))
+            }
+            (Some(cert), Some(key_path)) => {
+                let client_cert = certs("--redis-cert-file", cert)?;
+                let client_key = read("--redis-key-file", key_path)?;
+                if PrivateKeyDer::from_pem_slice(&client_key).is_err() {
+                    return Err(usage(
+                        "--redis-key-file",
+                        format!("{key_path:?} holds no PEM private key"),
+                    ));
+                }
+                Some(redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                })
+            }
+        };
+        Ok(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
+}
+
+/// What to fix when a connection failed in its TLS handshake, by flag; `None` when it did not.
+fn tls_hint(e: &redis::RedisError, tls: &TlsFiles) -> Option<String> {
+    fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // The `redis` crate keeps the `io::Error` rustls' stream hands over in an `Arc`.
+        if let Some(shared) =
+            e.downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+        {
+            return find(&**shared);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return find(io.get_ref()?);
+        }
+        find(e.source()?)
+    }
+    Some(match find(std::error::Error::source(e)?)? {
+        rustls::Error::InvalidCertificate(_) => match &tls.ca {
+            Some(path) => format!("the server's certificate is not signed by the CA of --redis-ca-file ({path:?}), or does not name the URL's host"),
+            None => "the server's certificate is not signed by a public CA, or does not name the URL's host: pass --redis-ca-file (or SLUICE_REDIS_CA_FILE) with the PEM of the CA that signs it".to_owned(),
+        },
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            "the server asks for a client certificate: pass --redis-cert-file and --redis-key-file".to_owned()
+        }
+        other => format!("TLS refused ({other}): check --redis-ca-file, --redis-cert-file and --redis-key-file"),
+    })
+}
+
 /// A connection and the URL it came from, so later failures can name it.
 pub struct Redis {
     pub con: redis::Connection,
@@ -36,18 +155,30 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn open(url: &str) -> Result<Redis> {
-        let unreachable = |e: redis::RedisError| CtlError::Unreachable {
-            url: url.to_owned(),
-            error: e.to_string(),
+    pub fn open(url: &str, tls: &TlsFiles) -> Result<Redis> {
+        let unreachable = |e: redis::RedisError| match tls_hint(&e, tls) {
+            // A refused handshake is a setting to fix, not an outage.
+            Some(hint) => CtlError::Usage(format!(
+                "TLS handshake with Redis at {} failed ({e}): {hint}",
+                redact(url)
+            )),
+            None => CtlError::Unreachable {
+                url: url.to_owned(),
+                error: e.to_string(),
+            },
         };
         // A URL Redis' client cannot parse is the operator's typo, not an outage.
-        let client = redis::Client::open(url).map_err(|e| {
+        let not_a_url = |e: redis::RedisError| {
             CtlError::Usage(format!(
-                "{:?} is not a Redis URL ({e}): use redis://HOST:PORT[/DB] or unix:///PATH",
+                "{:?} is not a Redis URL ({e}): use redis://HOST:PORT[/DB], rediss://HOST:PORT or unix:///PATH",
                 redact(url)
             ))
-        })?;
+        };
+        let client = if tls.is_empty() {
+            redis::Client::open(url).map_err(not_a_url)?
+        } else {
+            redis::Client::build_with_tls(url, tls.load(url)?).map_err(not_a_url)?
+        };
         let con = client
             .get_connection_with_timeout(REDIS_TIMEOUT)
             .map_err(unreachable)?;

@@ -17,6 +17,7 @@ mod format;
 mod output;
 mod stream;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -47,6 +48,20 @@ struct Cli {
         global = true
     )]
     redis: Option<String>,
+    /// For rediss://: the PEM of the CA that signs Redis' certificate (unset: public roots)
+    #[arg(long, env = "SLUICE_REDIS_CA_FILE", value_name = "PEM", global = true)]
+    redis_ca_file: Option<PathBuf>,
+    /// For rediss:// to a Redis that asks for one: the client certificate (PEM)
+    #[arg(
+        long,
+        env = "SLUICE_REDIS_CERT_FILE",
+        value_name = "PEM",
+        global = true
+    )]
+    redis_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --redis-cert-file
+    #[arg(long, env = "SLUICE_REDIS_KEY_FILE", value_name = "PEM", global = true)]
+    redis_key_file: Option<PathBuf>,
     /// Key prefix of the fleet (redis.prefix in its configuration)
     #[arg(
         long,
@@ -301,7 +316,12 @@ fn context(cli: &Cli) -> Result<Ctx> {
                 "no Redis given: pass --redis redis://HOST:PORT or set SLUICE_REDIS".to_owned(),
             )
         })?;
-    let mut redis = Redis::open(url)?;
+    let tls = connect::TlsFiles {
+        ca: cli.redis_ca_file.clone(),
+        cert: cli.redis_cert_file.clone(),
+        key: cli.redis_key_file.clone(),
+    };
+    let mut redis = Redis::open(url, &tls)?;
     let keys = Keys::new(&cli.prefix);
     connect::check_layout(&mut redis, &keys)?;
     Ok(Ctx {

@@ -1,7 +1,7 @@
 //! What Sluice's test suites (the root `tests/`, `ctl/tests/`) and the benches share: temporary
 //! directories, polling until something holds, free loopback ports, a real `redis-server` per
-//! test ([`RedisServer`]), real `sluice` processes ([`EngineProcess`]) and a Stratum V1 test
-//! miner ([`miner::Miner`]). Each suite keeps in its own `support/` only what is specific to it
+//! test ([`RedisServer`], over TLS with a throwaway CA from [`tls`]), real `sluice` processes
+//! ([`EngineProcess`]) and a Stratum V1 test miner ([`miner::Miner`]). Each suite keeps in its own `support/` only what is specific to it
 //! (fleet settings, sluicectl runs, the independent reference miner) and re-exports the rest from
 //! here, so no fixture exists twice.
 //!
@@ -10,13 +10,15 @@
 pub mod miner;
 mod process;
 mod redis_server;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use process::{sluice_binary, EngineProcess};
+pub use process::{sluice_binary, sluicectl_binary, EngineProcess};
 pub use redis_server::RedisServer;
+pub use tls::Pki;
 
 /// A directory removed on drop.
 pub struct TempDir(PathBuf);

@@ -13,27 +13,56 @@ use crate::{eventually, TempDir};
 /// The `sluice` binary, built once per test process with the same profile as the tests.
 pub fn sluice_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| build("sluice", "sluice")).clone()
+}
+
+/// The `sluicectl` binary, built the same way, for suites outside sluicectl's own package (which
+/// have no `CARGO_BIN_EXE_sluicectl`).
+pub fn sluicectl_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            // This crate sits one folder below the workspace root.
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let release = !cfg!(debug_assertions);
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.args(["build", "-q", "-p", "sluice", "--bin", "sluice"])
-                .current_dir(workspace);
-            if release {
-                cmd.arg("--release");
-            }
-            assert!(cmd.status().unwrap().success(), "building sluice failed");
-            // A relative CARGO_TARGET_DIR is relative to where cargo runs: the workspace.
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(|t| workspace.join(t))
-                .unwrap_or_else(|| workspace.join("target"));
-            target
-                .join(if release { "release" } else { "debug" })
-                .join("sluice")
-        })
+        .get_or_init(|| build("sluicectl", "sluicectl"))
         .clone()
+}
+
+/// `cargo build -p PACKAGE --bin BIN` with the tests' profile; the binary's path.
+fn build(package: &str, bin: &str) -> PathBuf {
+    // This crate sits one folder below the workspace root.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let release = !cfg!(debug_assertions);
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(workspace);
+    // The variables cargo gives the running test (CARGO_PKG_NAME, CARGO_MANIFEST_DIR...) would
+    // reach build scripts that track them (ring's does): each switch between a test's build and a
+    // shell's would rebuild ring, rustls, redis and the binary.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&name)
+        {
+            cmd.env_remove(name);
+        }
+    }
+    if release {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success(), "building {bin} failed");
+    // A relative CARGO_TARGET_DIR is relative to where cargo runs: the workspace.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|t| workspace.join(t))
+        .unwrap_or_else(|| workspace.join("target"));
+    target
+        .join(if release { "release" } else { "debug" })
+        .join(bin)
 }
 
 pub struct EngineProcess {

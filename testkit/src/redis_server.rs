@@ -1,12 +1,14 @@
 //! A real `redis-server` per test: a free port, a temporary directory, no persistence, never the
 //! machine's own instance (DESIGN.md section 7). It can be stopped and started again on the same
 //! port, for tests of what happens while Redis is away, and given configuration of its own
-//! ([`RedisServer::start_with`], e.g. the deploy kit's ACL file).
+//! ([`RedisServer::start_with`], e.g. the deploy kit's ACL file), or speak TLS only
+//! ([`RedisServer::start_tls`], in `tls.rs`).
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::tls::TlsMode;
 use crate::{eventually, free_port, TempDir};
 
 pub struct RedisServer {
@@ -15,6 +17,7 @@ pub struct RedisServer {
     dir: TempDir,
     /// Configuration directives after the test defaults (`--aclfile PATH`...).
     extra: Vec<String>,
+    pub(crate) tls: Option<TlsMode>,
 }
 
 impl RedisServer {
@@ -26,20 +29,30 @@ impl RedisServer {
     /// `["--aclfile", path]`. With the default user off, [`RedisServer::url`] and
     /// [`RedisServer::connection`] are refused: name a user in the URL.
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::launch_new(extra, None)
+    }
+
+    pub(crate) fn launch_new(extra: &[&str], tls: Option<TlsMode>) -> RedisServer {
         let port = free_port();
         let mut server = RedisServer {
             child: None,
             port,
             dir: TempDir::new("redis"),
             extra: extra.iter().map(|&a| a.to_owned()).collect(),
+            tls,
         };
         server.launch();
         server
     }
 
     fn launch(&mut self) {
+        let ports = match &self.tls {
+            None => vec!["--port".to_owned(), self.port.to_string()],
+            Some(tls) => tls.args(self.port),
+        };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(&ports)
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -49,6 +62,14 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is not installed: apt-get install redis-server (.ci/run does)");
         self.child = Some(child);
+        if self.tls.is_some() {
+            eventually(Duration::from_secs(10), || {
+                let mut con = self.tls_client().get_connection().ok()?;
+                redis::cmd("PING").exec(&mut con).ok()
+            })
+            .expect("redis-server did not answer PING over TLS");
+            return;
+        }
         let port = self.port;
         eventually(Duration::from_secs(10), || {
             // Any reply is an answer: a server whose default user is off says NOAUTH, and is up.
@@ -62,15 +83,29 @@ impl RedisServer {
         .expect("redis-server did not answer PING");
     }
 
+    /// `redis://127.0.0.1:PORT`, or `rediss://` for a server from [`RedisServer::start_tls`].
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// A connection; to a TLS server, trusting its CA and showing the client certificate.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url().as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap()
+        match self.tls {
+            None => redis::Client::open(self.url().as_str()).unwrap(),
+            Some(_) => self.tls_client(),
+        }
+        .get_connection()
+        .unwrap()
+    }
+
+    fn tls_client(&self) -> redis::Client {
+        let pki = &self.tls.as_ref().expect("a TLS server").pki;
+        redis::Client::build_with_tls(self.url().as_str(), pki.certificates(true)).unwrap()
     }
 
     /// Freezes the server (SIGSTOP): connections stay open but nothing answers, as when Redis hangs

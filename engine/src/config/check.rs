@@ -3,6 +3,7 @@
 //! `sluice config check FILE` runs exactly this code; the bounds it checks are in `limits.rs`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::Network;
@@ -86,8 +87,9 @@ impl FileConfig {
                 format!("must be at least {}", MIN_LEASE_MS as f64 / 1000.0),
             ));
         }
+        let tls = self.redis_tls(&url)?;
         Ok(PlaneSettings {
-            url,
+            url: RedisTarget { url, tls },
             prefix: r.prefix.clone(),
             id: r.id.clone().unwrap_or_else(|| default_id(role)),
             service_ttl: Duration::from_millis(service_ttl),
@@ -98,6 +100,97 @@ impl FileConfig {
             )?),
             fleet_key: self.fleet_key(role)?,
         })
+    }
+
+    /// The files of `redis.tls_*`, read and parsed: a file that would be ignored (a URL without
+    /// TLS), is unreadable or holds no PEM of its kind is an error naming its key.
+    fn redis_tls(&self, url: &str) -> Result<Option<Arc<TlsFiles>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let r = &self.redis;
+        let keys = [
+            ("redis.tls_ca_file", &r.tls_ca_file),
+            ("redis.tls_cert_file", &r.tls_cert_file),
+            ("redis.tls_key_file", &r.tls_key_file),
+        ];
+        let Some((first, _)) = keys.iter().find(|(_, v)| v.is_some()) else {
+            return Ok(None);
+        };
+        if !url.starts_with("rediss://") {
+            return Err(invalid(
+                *first,
+                format!(
+                    "only read for a rediss:// URL, and redis.url is {:?}: use rediss:// or remove the key",
+                    crate::redact::url(url)
+                ),
+            ));
+        }
+        let read = |key: &str, path: &str| {
+            std::fs::read(path).map_err(|e| invalid(key, format!("cannot read {path:?}: {e}")))
+        };
+        let certs = |key: &str, path: &str, pem: &[u8]| {
+            let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+            match parsed {
+                Ok(list) if !list.is_empty() => Ok(list),
+                Ok(_) => Err(invalid(
+                    key,
+                    format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+                )),
+                Err(e) => Err(invalid(
+                    key,
+                    format!("{path:?} is not PEM certificates: {e}"),
+                )),
+            }
+        };
+        let ca = match &r.tls_ca_file {
+            None => None,
+            Some(path) => {
+                let pem = read("redis.tls_ca_file", path)?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in certs("redis.tls_ca_file", path, &pem)? {
+                    roots.add(cert).map_err(|e| {
+                        invalid(
+                            "redis.tls_ca_file",
+                            format!("{path:?}: not a CA certificate: {e}"),
+                        )
+                    })?;
+                }
+                Some((path.clone(), pem))
+            }
+        };
+        let client = match (&r.tls_cert_file, &r.tls_key_file) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "redis.tls_key_file",
+                    "redis.tls_cert_file needs its private key: set redis.tls_key_file",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "redis.tls_cert_file",
+                    "redis.tls_key_file needs its certificate: set redis.tls_cert_file",
+                ))
+            }
+            (Some(cert_path), Some(key_path)) => {
+                let cert = read("redis.tls_cert_file", cert_path)?;
+                certs("redis.tls_cert_file", cert_path, &cert)?;
+                let key = read("redis.tls_key_file", key_path)?;
+                PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+                    invalid(
+                        "redis.tls_key_file",
+                        format!("{key_path:?} holds no PEM private key: {e}"),
+                    )
+                })?;
+                Some(ClientCert {
+                    cert_path: cert_path.clone(),
+                    cert,
+                    key,
+                })
+            }
+        };
+        Ok(Some(Arc::new(TlsFiles { ca, client })))
     }
 
     /// The fleet key from `redis.fleet_key_file` or `redis.fleet_key` (exactly one of them).

@@ -314,6 +314,14 @@ pub struct RedisSection {
     pub fleet_key_file: Option<String>,
     /// The fleet key inline, instead of `fleet_key_file`.
     pub fleet_key: Option<Secret>,
+    /// `rediss://` only: the PEM certificates that sign the server's (a private CA); unset, the
+    /// public roots compiled in.
+    pub tls_ca_file: Option<String>,
+    /// `rediss://` only, with `tls_key_file`: the client certificate chain (PEM) for a Redis that
+    /// asks for one (`tls-auth-clients yes`).
+    pub tls_cert_file: Option<String>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<String>,
 }
 
 /// A secret from the configuration file: it never prints (`Debug` shows `Secret(..)`).
@@ -338,6 +346,9 @@ impl Default for RedisSection {
             session_ttl_secs: DEFAULT_SESSION_TTL_SECS,
             fleet_key_file: None,
             fleet_key: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::Network;
@@ -77,11 +78,79 @@ pub struct StatsdSettings {
     pub interval_ms: u64,
 }
 
+/// Where the plane is and, for `rediss://`, what to trust and show: every plane connection is
+/// opened from this (`plane::connect`). The check reads and parses the PEM files once, so no
+/// thread reads a file again when it reconnects. It reads as its URL (`Deref<Target = str>`), so
+/// logs and redaction take it where they took the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`.
+    pub url: String,
+    /// Set only with `rediss://` and a CA file or client certificate; `None` with `rediss://`
+    /// trusts the roots compiled in (Mozilla's, `webpki-roots`).
+    pub tls: Option<Arc<TlsFiles>>,
+}
+
+/// The PEM files of `redis.tls_*`, read and checked; the bytes never print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `redis.tls_ca_file`: the path (for errors) and its certificates.
+    pub ca: Option<(String, Vec<u8>)>,
+    /// `redis.tls_cert_file` and `redis.tls_key_file`, for servers that ask for a client certificate.
+    pub client: Option<ClientCert>,
+}
+
+/// A client certificate chain and its key, PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_path: String,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("ca", &self.ca.as_ref().map(|(path, _)| path))
+            .field("client", &self.client.as_ref().map(|c| &c.cert_path))
+            .finish()
+    }
+}
+
+impl RedisTarget {
+    /// A target without CA file or client certificate (tests, and URLs given alone).
+    pub fn plain(url: impl Into<String>) -> RedisTarget {
+        RedisTarget {
+            url: url.into(),
+            tls: None,
+        }
+    }
+}
+
+impl From<&str> for RedisTarget {
+    fn from(url: &str) -> RedisTarget {
+        RedisTarget::plain(url)
+    }
+}
+
+impl From<String> for RedisTarget {
+    fn from(url: String) -> RedisTarget {
+        RedisTarget::plain(url)
+    }
+}
+
+impl std::ops::Deref for RedisTarget {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
 /// How a process reaches the plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlaneSettings {
-    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`.
-    pub url: String,
+    /// The URL and its TLS files; what every plane thread passes to `plane::connect`.
+    pub url: RedisTarget,
     /// Every key starts with this and a colon.
     pub prefix: String,
     /// This process's id in the registry and the lease; unique in the fleet.

@@ -169,3 +169,84 @@ fn nodes_are_ordered_by_priority_then_file_order() {
         }
     );
 }
+
+#[test]
+fn the_tls_files_are_read_once_and_refused_by_their_key() {
+    let pki = sluice_testkit::Pki::new();
+    let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+    let key = format!("fleet_key = \"{}\"\n", "k".repeat(32));
+    let plane = |url: &str, tls: &str| {
+        FileConfig::from_toml(&format!("[redis]\nurl = \"{url}\"\n{key}{tls}"))
+            .unwrap()
+            .plane("stratum")
+    };
+    let err = |url: &str, tls: &str| plane(url, tls).unwrap_err().to_string();
+    let ca = format!("tls_ca_file = {:?}\n", path(pki.ca()));
+    let client = format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        path(pki.client_cert()),
+        path(pki.client_key())
+    );
+
+    // rediss:// alone trusts the compiled-in roots; with the files, they are loaded.
+    assert_eq!(plane("rediss://h:6380", "").unwrap().url.tls, None);
+    let loaded = plane("rediss://h:6380", &format!("{ca}{client}")).unwrap();
+    let tls = loaded.url.tls.as_ref().unwrap();
+    assert_eq!(tls.ca.as_ref().unwrap().1, std::fs::read(pki.ca()).unwrap());
+    assert_eq!(
+        tls.client.as_ref().unwrap().key,
+        std::fs::read(pki.client_key()).unwrap()
+    );
+    assert_eq!(&*loaded.url, "rediss://h:6380", "reads as its URL");
+    assert!(!format!("{loaded:?}").contains("BEGIN"), "no PEM in Debug");
+    let ca_only = plane("rediss://h:6380", &ca).unwrap();
+    assert!(ca_only.url.tls.unwrap().client.is_none());
+
+    // A file a plain URL would silently ignore.
+    for url in ["redis://h:6379", "unix:///run/redis.sock"] {
+        let e = err(url, &ca);
+        assert!(e.starts_with("redis.tls_ca_file:"), "{e}");
+        assert!(e.contains("rediss://"), "{e}");
+        let e = err(url, &client);
+        assert!(e.starts_with("redis.tls_cert_file:"), "{e}");
+    }
+    // Half a client identity.
+    let cert_only = format!("tls_cert_file = {:?}\n", path(pki.client_cert()));
+    assert!(err("rediss://h:1", &cert_only).starts_with("redis.tls_key_file:"));
+    let key_only = format!("tls_key_file = {:?}\n", path(pki.client_key()));
+    assert!(err("rediss://h:1", &key_only).starts_with("redis.tls_cert_file:"));
+
+    // Unreadable, empty, not PEM, or PEM of the wrong kind.
+    let missing = format!("tls_ca_file = {:?}\n", path(pki.dir().join("none.crt")));
+    let e = err("rediss://h:1", &missing);
+    assert!(
+        e.starts_with("redis.tls_ca_file:") && e.contains("cannot read"),
+        "{e}"
+    );
+    let junk = pki.dir().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let junk_ca = format!("tls_ca_file = {:?}\n", path(junk.clone()));
+    let e = err("rediss://h:1", &junk_ca);
+    assert!(
+        e.starts_with("redis.tls_ca_file:") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let key_as_ca = format!("tls_ca_file = {:?}\n", path(pki.client_key()));
+    assert!(err("rediss://h:1", &key_as_ca).starts_with("redis.tls_ca_file:"));
+    let cert_as_key = format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        path(pki.client_cert()),
+        path(pki.client_cert())
+    );
+    let e = err("rediss://h:1", &cert_as_key);
+    assert!(
+        e.starts_with("redis.tls_key_file:") && e.contains("private key"),
+        "{e}"
+    );
+    let junk_cert = format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        path(junk),
+        path(pki.client_key())
+    );
+    assert!(err("rediss://h:1", &junk_cert).starts_with("redis.tls_cert_file:"));
+}

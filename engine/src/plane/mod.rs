@@ -36,18 +36,83 @@ use std::time::Duration;
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use sluice_layout::job_message::FleetKey;
 
-pub use crate::config::PlaneSettings;
+pub use crate::config::{PlaneSettings, RedisTarget};
 
 /// Redis calls time out after this: a hung Redis must not hold a thread forever.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Opens a connection with timeouts set.
-pub fn connect(url: &str) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(url)?;
-    let con = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+/// Opens a connection with timeouts set. Over `rediss://` it also sends a PING: rustls shakes
+/// hands on the first exchange, and a server whose certificate the CA file does not sign must be
+/// refused here, with the key to fix, rather than as a puzzling I/O error on some later command.
+/// A TLS refusal's error names the `redis.tls_*` key to fix.
+pub fn connect(target: &RedisTarget) -> redis::RedisResult<redis::Connection> {
+    let client = match &target.tls {
+        None => redis::Client::open(target.url.as_str())?,
+        Some(files) => redis::Client::build_with_tls(
+            target.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: files.client.as_ref().map(|c| redis::ClientTlsConfig {
+                    client_cert: c.cert.clone(),
+                    client_key: c.key.clone(),
+                }),
+                root_cert: files.ca.as_ref().map(|(_, pem)| pem.clone()),
+            },
+        )?,
+    };
+    let mut con = client
+        .get_connection_with_timeout(REDIS_TIMEOUT)
+        .map_err(|e| tls_refused(e, target))?;
     con.set_read_timeout(Some(REDIS_TIMEOUT))?;
     con.set_write_timeout(Some(REDIS_TIMEOUT))?;
+    if target.url.starts_with("rediss://") {
+        if let Err(e) = redis::cmd("PING").exec(&mut con) {
+            // Any answer of the server's (NOPERM for a user without PING...) means the
+            // handshake worked.
+            if !matches!(e.kind(), redis::ErrorKind::Server(_)) {
+                return Err(tls_refused(e, target));
+            }
+        }
+    }
     Ok(con)
+}
+
+/// `e` with what to fix when it is a TLS refusal: the configuration keys an operator sets.
+fn tls_refused(e: redis::RedisError, target: &RedisTarget) -> redis::RedisError {
+    let ca = target.tls.as_ref().and_then(|t| t.ca.as_ref());
+    let hint = match rustls_error(&e) {
+        Some(rustls::Error::InvalidCertificate(_)) => match ca {
+            Some((path, _)) => format!("the server's certificate is not signed by the CA of redis.tls_ca_file ({path:?}), or does not name the URL's host"),
+            None => "the server's certificate is not signed by a public CA, or does not name the URL's host: set redis.tls_ca_file to the PEM of the CA that signs it".to_owned(),
+        },
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)) => {
+            "the server asks for a client certificate: set redis.tls_cert_file and redis.tls_key_file".to_owned()
+        }
+        Some(other) => format!("TLS refused ({other}): check redis.tls_ca_file, redis.tls_cert_file and redis.tls_key_file"),
+        None => return e,
+    };
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "TLS handshake with Redis failed",
+        format!("{e}: {hint}"),
+    ))
+}
+
+/// The rustls error behind a connection's failure, if that is what it was: the `redis` crate
+/// keeps it in an `Arc`, inside the `io::Error` rustls' stream hands over.
+pub(crate) fn rustls_error(e: &redis::RedisError) -> Option<&rustls::Error> {
+    fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(shared) = e.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            return find(&**shared);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return find(io.get_ref()?);
+        }
+        find(e.source()?)
+    }
+    find(std::error::Error::source(e)?)
 }
 
 /// Sleeps `total` in short steps so `stop` is noticed; false when stopped.
@@ -68,7 +133,7 @@ pub fn pause(total: Duration, stop: &AtomicBool) -> bool {
 /// their connection in an `Option` and drop it on any error, so the next call reconnects.
 pub fn connected<'a>(
     con: &'a mut Option<redis::Connection>,
-    url: &str,
+    url: &RedisTarget,
 ) -> Option<&'a mut redis::Connection> {
     if con.is_none() {
         *con = connect(url).ok();
@@ -147,7 +212,7 @@ where
 /// and waits `backoff`; every wait notices `stop`. The one skeleton of the plane's threads.
 pub fn spawn_loop(
     name: &str,
-    url: String,
+    url: RedisTarget,
     backoff: Backoff,
     stop: Arc<AtomicBool>,
     mut body: impl PlaneLoop,
@@ -182,3 +247,64 @@ pub fn spawn_loop(
 }
 
 pub use crate::config::default_id;
+
+#[cfg(test)]
+mod tls_tests {
+    use std::sync::Arc;
+
+    use sluice_testkit::{Pki, RedisServer};
+
+    use super::*;
+    use crate::config::{ClientCert, TlsFiles};
+
+    fn target(url: String, ca: &Pki, client: Option<&Pki>) -> RedisTarget {
+        let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
+        RedisTarget {
+            url,
+            tls: Some(Arc::new(TlsFiles {
+                ca: Some(("ca.crt".into(), read(ca.ca()))),
+                client: client.map(|c| ClientCert {
+                    cert_path: "client.crt".into(),
+                    cert: read(c.client_cert()),
+                    key: read(c.client_key()),
+                }),
+            })),
+        }
+    }
+
+    fn refusal(target: &RedisTarget) -> String {
+        match connect(target) {
+            Ok(_) => panic!("connected to {}", target.url),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn connect_trusts_the_ca_file_and_names_it_when_it_does_not_sign() {
+        let redis = RedisServer::start_tls(false);
+        let mut con = connect(&target(redis.url(), redis.pki(), None)).unwrap();
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG");
+
+        let other = Pki::new();
+        let e = refusal(&target(redis.url(), &other, None));
+        assert!(e.contains("redis.tls_ca_file (\"ca.crt\")"), "{e}");
+        // Without a CA file the public roots do not know a private CA either.
+        let e = refusal(&RedisTarget::plain(redis.url()));
+        assert!(e.contains("set redis.tls_ca_file"), "{e}");
+    }
+
+    #[test]
+    fn connect_shows_the_client_certificate_a_server_asks_for() {
+        let redis = RedisServer::start_tls(true);
+        let mut con = connect(&target(redis.url(), redis.pki(), Some(redis.pki()))).unwrap();
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG");
+
+        let e = refusal(&target(redis.url(), redis.pki(), None));
+        assert!(e.contains("redis.tls_cert_file"), "{e}");
+        // A certificate of another CA is refused too.
+        let other = Pki::new();
+        assert!(connect(&target(redis.url(), redis.pki(), Some(&other))).is_err());
+    }
+}

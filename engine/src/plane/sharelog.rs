@@ -1004,7 +1004,7 @@ mod redis_tests {
         assert_eq!(text.iter().filter(|&&b| b == b'\n').count(), 3);
         assert!(text.ends_with(b"\n"));
         // Every whole batch replays.
-        w.settings.url = redis.url();
+        w.settings.url = redis.url().into();
         w.next_retry = Instant::now();
         w.maybe_replay();
         let mut con = redis.con();

@@ -19,7 +19,7 @@ impl TestRedis {
     }
 
     pub fn con(&self) -> redis::Connection {
-        connect(&self.url()).unwrap()
+        connect(&self.url().into()).unwrap()
     }
 }
 
