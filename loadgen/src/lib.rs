@@ -61,9 +61,10 @@ pub struct Args {
     pub worker: String,
     #[arg(long, default_value = "x")]
     pub password: String,
-    /// The server's pid: report its CPU per submit and memory per connection from /proc.
-    #[arg(long)]
-    pub engine_pid: Option<u32>,
+    /// The server's pid: report its CPU per submit and memory per connection from /proc. A
+    /// comma list (a server of several processes on one port) reports their sums.
+    #[arg(long = "engine-pid", value_delimiter = ',')]
+    pub engine_pids: Vec<u32>,
     /// CPUs the server is pinned to (e.g. `1` or `2,3`): also report their whole busy time
     /// (softirq network work included) per submit.
     #[arg(long, value_delimiter = ',')]
@@ -269,7 +270,8 @@ pub fn run_local(plan: Plan, hooks: Hooks) -> Result<Partial, String> {
 
 /// Reads the server's CPU and memory at the points of a run.
 struct EngineProbe {
-    pid: Option<u32>,
+    /// The server's processes; figures are their sums.
+    pids: Vec<u32>,
     stats: Mutex<EngineStats>,
     cpu_connect: Mutex<u64>,
     cpu_go: Mutex<u64>,
@@ -278,29 +280,45 @@ struct EngineProbe {
 }
 
 impl EngineProbe {
-    fn new(pid: Option<u32>) -> EngineProbe {
+    fn new(pids: &[u32]) -> EngineProbe {
         let probe = EngineProbe {
-            pid,
+            pids: pids.to_vec(),
             stats: Mutex::new(EngineStats::default()),
             cpu_connect: Mutex::new(0),
             cpu_go: Mutex::new(0),
             cpus_go: Mutex::new(Vec::new()),
             cpus: Mutex::new(Vec::new()),
         };
-        if let Some(pid) = pid {
-            probe.stats.lock().expect("probe").rss_before = procstat::rss_bytes(pid).unwrap_or(0);
-            *probe.cpu_connect.lock().expect("probe") = procstat::cpu_us(pid).unwrap_or(0);
+        if !probe.pids.is_empty() {
+            probe.stats.lock().expect("probe").rss_before = probe.rss();
+            *probe.cpu_connect.lock().expect("probe") = probe.cpu();
         }
         probe
     }
 
+    /// The server's CPU time (us), summed over its processes.
+    fn cpu(&self) -> u64 {
+        self.pids
+            .iter()
+            .map(|&p| procstat::cpu_us(p).unwrap_or(0))
+            .sum()
+    }
+
+    /// The server's resident memory (bytes), summed over its processes.
+    fn rss(&self) -> u64 {
+        self.pids
+            .iter()
+            .map(|&p| procstat::rss_bytes(p).unwrap_or(0))
+            .sum()
+    }
+
     fn at_go(&self) {
         *self.cpus_go.lock().expect("probe") = procstat::cpu_times();
-        if let Some(pid) = self.pid {
-            let cpu = procstat::cpu_us(pid).unwrap_or(0);
+        if !self.pids.is_empty() {
+            let cpu = self.cpu();
             let mut s = self.stats.lock().expect("probe");
             s.handshake_cpu_us = cpu.saturating_sub(*self.cpu_connect.lock().expect("probe"));
-            s.rss_connected = procstat::rss_bytes(pid).unwrap_or(0);
+            s.rss_connected = self.rss();
             *self.cpu_go.lock().expect("probe") = cpu;
         }
     }
@@ -318,16 +336,16 @@ impl EngineProbe {
                 })
             })
             .collect();
-        if let Some(pid) = self.pid {
-            let cpu = procstat::cpu_us(pid).unwrap_or(0);
+        if !self.pids.is_empty() {
+            let cpu = self.cpu();
             let mut s = self.stats.lock().expect("probe");
             s.cpu_us = cpu.saturating_sub(*self.cpu_go.lock().expect("probe"));
-            s.rss_end = procstat::rss_bytes(pid).unwrap_or(0);
+            s.rss_end = self.rss();
         }
     }
 
     fn stats(&self) -> Option<EngineStats> {
-        self.pid.map(|_| *self.stats.lock().expect("probe"))
+        (!self.pids.is_empty()).then(|| *self.stats.lock().expect("probe"))
     }
 
     fn machine(&self, engine_cpus: &[usize]) -> Machine {
@@ -348,7 +366,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     }
     if args.processes == 1 {
         let plan = plan(args, 0, args.connections)?;
-        let probe = Arc::new(EngineProbe::new(args.engine_pid));
+        let probe = Arc::new(EngineProbe::new(&args.engine_pids));
         let (p1, p2) = (Arc::clone(&probe), Arc::clone(&probe));
         let partial = run_local(
             plan,
@@ -413,7 +431,7 @@ fn run_parent(args: &Args) -> Result<Value, String> {
         dir.filter(|p| p.exists())
             .ok_or("cannot find the sluice-loadgen binary for --processes")?
     };
-    let probe = EngineProbe::new(args.engine_pid);
+    let probe = EngineProbe::new(&args.engine_pids);
     let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
     let mut children = Vec::new();
     for i in 0..k {
