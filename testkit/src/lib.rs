@@ -17,7 +17,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use process::{sluice_binary, sluicectl_binary, EngineProcess};
+pub use process::{loadgen_binary, sluice_binary, sluicectl_binary, EngineProcess};
 pub use redis_server::RedisServer;
 pub use sentinel::Sentinels;
 pub use tls::Pki;
