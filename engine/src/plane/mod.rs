@@ -452,3 +452,85 @@ mod tls_tests {
         assert!(connect(&target(redis.url(), redis.pki(), Some(&other))).is_err());
     }
 }
+
+#[cfg(test)]
+mod sentinel_tests {
+    use std::sync::Arc;
+
+    use sluice_testkit::{free_port, RedisServer, Sentinels as SentinelProcesses};
+
+    use super::*;
+
+    fn via(sentinels: Vec<(String, u16)>) -> RedisTarget {
+        RedisTarget {
+            url: "redis://sluice".into(),
+            tls: None,
+            sentinels: Some(Arc::new(Sentinels {
+                addrs: sentinels,
+                master_name: "sluice".into(),
+                username: None,
+                password: None,
+            })),
+        }
+    }
+
+    fn port_of(con: &mut redis::Connection) -> u16 {
+        let info: String = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("port")
+            .query::<Vec<String>>(con)
+            .unwrap()[1]
+            .clone();
+        info.parse().unwrap()
+    }
+
+    #[test]
+    fn connect_asks_the_sentinels_in_order_and_refuses_a_replica() {
+        let master = RedisServer::start();
+        let replica = RedisServer::start_replica_of(&master, &[]);
+        let sentinels = SentinelProcesses::start(&master, "sluice", 1, 1);
+        let live = Sentinels::parse_addr(&sentinels.addrs()[0]).unwrap();
+        // A sentinel that is down is skipped; the next one names the master.
+        let dead = ("127.0.0.1".to_owned(), free_port());
+        let mut con = connect(&via(vec![dead.clone(), live.clone()])).unwrap();
+        assert_eq!(port_of(&mut con), master.port());
+        assert!(is_master(&mut con).unwrap());
+        // A replica says so (a demoted master that came back, still named by a sentinel).
+        assert!(!is_master(&mut replica.connection()).unwrap());
+        // A name no sentinel monitors is an error naming the key to check.
+        let mut unknown = via(vec![live]);
+        Arc::get_mut(unknown.sentinels.as_mut().unwrap())
+            .unwrap()
+            .master_name = "other".into();
+        let e = connect(&unknown).err().expect("no master named other");
+        assert!(e.to_string().contains("redis.master_name"), "{e}");
+        assert!(connect(&via(vec![dead])).is_err());
+    }
+
+    #[test]
+    fn sentinel_addresses_parse_as_host_and_port() {
+        assert_eq!(
+            Sentinels::parse_addr("10.0.1.5:26379"),
+            Some(("10.0.1.5".into(), 26379))
+        );
+        assert_eq!(
+            Sentinels::parse_addr("[::1]:26379"),
+            Some(("::1".into(), 26379))
+        );
+        assert_eq!(
+            Sentinels::parse_addr("s1.example:1"),
+            Some(("s1.example".into(), 1))
+        );
+        for bad in [
+            "10.0.1.5",
+            ":26379",
+            "h:0",
+            "h:99999",
+            "::1:26379",
+            "redis://h:1",
+            "h:x",
+        ] {
+            assert_eq!(Sentinels::parse_addr(bad), None, "{bad}");
+        }
+    }
+}
