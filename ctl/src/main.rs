@@ -358,8 +358,7 @@ fn context(cli: &Cli) -> Result<Ctx> {
         (true, None) => Redis::open(
             url.ok_or_else(|| {
                 CtlError::Usage(
-                    "no Redis given: pass --redis redis://HOST:PORT or set SLUICE_REDIS (or --sentinel HOST:PORT and --master-name NAME)"
-                        .to_owned(),
+                    "no Redis given: pass --redis redis://HOST:PORT or set SLUICE_REDIS".to_owned(),
                 )
             })?,
             &tls,
