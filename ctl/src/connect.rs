@@ -1,6 +1,7 @@
 //! Opening the connection to the fleet's Redis (over TLS for `rediss://`, with the files of
-//! `--redis-ca-file`, `--redis-cert-file` and `--redis-key-file`), the check that the fleet under a
-//! prefix speaks this build's layout, and the clock every age and window is measured by.
+//! `--redis-ca-file`, `--redis-cert-file` and `--redis-key-file`), or to the master that
+//! `--sentinel` names (`--master-name`), the check that the fleet under a prefix speaks this
+//! build's layout, and the clock every age and window is measured by.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,8 +155,36 @@ pub struct Redis {
     pub url: String,
 }
 
+/// `--sentinel` (repeatable) and `--master-name`: ask them for the master, as the engine does
+/// with `redis.sentinels` and `redis.master_name`.
+#[derive(Debug, Default, Clone)]
+pub struct Sentinels {
+    pub addrs: Vec<String>,
+    pub master_name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
 impl Redis {
     pub fn open(url: &str, tls: &TlsFiles) -> Result<Redis> {
+        let info = Self::info(url)?;
+        Self::open_info(url, info, tls)
+    }
+
+    /// The URL as the `redis` crate takes it; a URL it cannot parse is the operator's typo, not
+    /// an outage.
+    fn info(url: &str) -> Result<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        url.into_connection_info().map_err(|e| {
+            CtlError::Usage(format!(
+                "{:?} is not a Redis URL ({e}): use redis://HOST:PORT[/DB], rediss://HOST:PORT or unix:///PATH",
+                redact(url)
+            ))
+        })
+    }
+
+    /// `url` names `info` in messages (with a sentinel, the master found, not the template).
+    fn open_info(url: &str, info: redis::ConnectionInfo, tls: &TlsFiles) -> Result<Redis> {
         let unreachable = |e: redis::RedisError| match tls_hint(&e, tls) {
             // A refused handshake is a setting to fix, not an outage.
             Some(hint) => CtlError::Usage(format!(
@@ -167,7 +196,6 @@ impl Redis {
                 error: e.to_string(),
             },
         };
-        // A URL Redis' client cannot parse is the operator's typo, not an outage.
         let not_a_url = |e: redis::RedisError| {
             CtlError::Usage(format!(
                 "{:?} is not a Redis URL ({e}): use redis://HOST:PORT[/DB], rediss://HOST:PORT or unix:///PATH",
@@ -175,9 +203,9 @@ impl Redis {
             ))
         };
         let client = if tls.is_empty() {
-            redis::Client::open(url).map_err(not_a_url)?
+            redis::Client::open(info).map_err(not_a_url)?
         } else {
-            redis::Client::build_with_tls(url, tls.load(url)?).map_err(not_a_url)?
+            redis::Client::build_with_tls(info, tls.load(url)?).map_err(not_a_url)?
         };
         let con = client
             .get_connection_with_timeout(REDIS_TIMEOUT)
@@ -190,6 +218,96 @@ impl Redis {
             con,
             url: url.to_owned(),
         })
+    }
+
+    /// The master the sentinels name, asked in order until one names a server that says it is
+    /// the master (`ROLE`; a user without `ROLE` takes the sentinel's word). `url`, when given,
+    /// gives the scheme, user, password and database; its host and port are not used.
+    pub fn open_master(url: Option<&str>, sentinels: &Sentinels, tls: &TlsFiles) -> Result<Redis> {
+        let template = url.map_or_else(
+            || format!("redis://{}", sentinels.master_name),
+            str::to_owned,
+        );
+        let base = Self::info(&template)?;
+        let scheme = match base.addr() {
+            redis::ConnectionAddr::TcpTls { .. } => "rediss",
+            redis::ConnectionAddr::Tcp(..) => "redis",
+            _ => {
+                return Err(CtlError::Usage(
+                    "--redis: with --sentinel the master is reached over TCP: use redis://[USER:PASSWORD@]MASTER_NAME[/DB] or rediss://...".into(),
+                ))
+            }
+        };
+        let mut asked = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(user) = &sentinels.username {
+            asked = asked.set_username(user);
+        }
+        if let Some(password) = &sentinels.password {
+            asked = asked.set_password(password);
+        }
+        let mut last = None;
+        for addr in &sentinels.addrs {
+            let (host, port) = parse_addr(addr).ok_or_else(|| {
+                CtlError::Usage(format!(
+                    "--sentinel: {addr:?} is not a sentinel address: use HOST:PORT (e.g. 10.0.1.5:26379)"
+                ))
+            })?;
+            let named = Self::open_info(
+                &format!("{scheme}://{addr}"),
+                at(&base, &host, port).set_redis_settings(asked.clone()),
+                tls,
+            )
+            .and_then(|mut s| {
+                s.query::<Option<(String, u16)>>(
+                    redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg(&sentinels.master_name),
+                )
+            });
+            let (mhost, mport) = match named {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    last = Some(CtlError::Usage(format!(
+                        "sentinel {addr} monitors no master named {:?}: check --master-name",
+                        sentinels.master_name
+                    )));
+                    continue;
+                }
+                // A refused handshake or a sentinel's ACL refusal is a setting to fix.
+                Err(e @ (CtlError::Usage(_) | CtlError::Denied(_))) => return Err(e),
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let shown = redact(&format!("{scheme}://{mhost}:{mport}"));
+            let mut master = match Self::open_info(&shown, at(&base, &mhost, mport), tls) {
+                Ok(m) => m,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            match redis::cmd("ROLE").query::<redis::Value>(&mut master.con) {
+                Ok(redis::Value::Array(items)) if !matches!(items.first(), Some(redis::Value::BulkString(r)) if r == b"master") =>
+                {
+                    last = Some(CtlError::Unreachable {
+                        url: shown,
+                        error: format!(
+                            "sentinel {addr} names it as master {:?}, but it is a replica (a failover under way)",
+                            sentinels.master_name
+                        ),
+                    });
+                    continue;
+                }
+                _ => return Ok(master),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            CtlError::Usage(
+                "--master-name needs --sentinel HOST:PORT (or SLUICE_REDIS_SENTINELS)".into(),
+            )
+        }))
     }
 
     /// Runs one command, classifying its failure.
@@ -211,6 +329,32 @@ impl Redis {
         let (secs, micros): (u64, u64) = self.query(&redis::cmd("TIME"))?;
         Ok(secs * 1000 + micros / 1000)
     }
+}
+
+/// `info` at another TCP address, over TLS when it was.
+fn at(info: &redis::ConnectionInfo, host: &str, port: u16) -> redis::ConnectionInfo {
+    let addr = match info.addr() {
+        redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => redis::ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    info.clone().set_addr(addr)
+}
+
+/// `host:port`, or `[v6]:port`.
+fn parse_addr(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.trim().rsplit_once(':')?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port != 0).then(|| (host.to_owned(), port))
 }
 
 /// The URL without its password, for messages that may land in logs or tickets.

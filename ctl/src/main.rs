@@ -62,6 +62,41 @@ struct Cli {
     /// The private key (PEM) of --redis-cert-file
     #[arg(long, env = "SLUICE_REDIS_KEY_FILE", value_name = "PEM", global = true)]
     redis_key_file: Option<PathBuf>,
+    /// A sentinel to ask for the master (repeatable, asked in order; with --master-name).
+    /// --redis then gives only the scheme, user, password and database
+    #[arg(
+        long = "sentinel",
+        env = "SLUICE_REDIS_SENTINELS",
+        value_delimiter = ',',
+        value_name = "HOST:PORT",
+        global = true
+    )]
+    sentinels: Vec<String>,
+    /// The master's name the sentinels monitor (redis.master_name in the fleet's configuration)
+    #[arg(
+        long,
+        env = "SLUICE_REDIS_MASTER_NAME",
+        value_name = "NAME",
+        global = true
+    )]
+    master_name: Option<String>,
+    /// The ACL user the sentinels ask for, if any
+    #[arg(
+        long,
+        env = "SLUICE_REDIS_SENTINEL_USER",
+        value_name = "USER",
+        global = true
+    )]
+    sentinel_user: Option<String>,
+    /// The sentinels' password, if any
+    #[arg(
+        long,
+        env = "SLUICE_REDIS_SENTINEL_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        global = true
+    )]
+    sentinel_password: Option<String>,
     /// Key prefix of the fleet (redis.prefix in its configuration)
     #[arg(
         long,
@@ -307,21 +342,48 @@ fn completions(shell: Shell) -> Result<()> {
 
 /// Connects and checks the layout: every command but `completions` starts here.
 fn context(cli: &Cli) -> Result<Ctx> {
-    let url = cli
-        .redis
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            CtlError::Usage(
-                "no Redis given: pass --redis redis://HOST:PORT or set SLUICE_REDIS".to_owned(),
-            )
-        })?;
+    let url = cli.redis.as_deref().filter(|u| !u.is_empty());
     let tls = connect::TlsFiles {
         ca: cli.redis_ca_file.clone(),
         cert: cli.redis_cert_file.clone(),
         key: cli.redis_key_file.clone(),
     };
-    let mut redis = Redis::open(url, &tls)?;
+    let sentinels: Vec<String> = cli
+        .sentinels
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .cloned()
+        .collect();
+    let mut redis = match (sentinels.is_empty(), &cli.master_name) {
+        (true, None) => Redis::open(
+            url.ok_or_else(|| {
+                CtlError::Usage(
+                    "no Redis given: pass --redis redis://HOST:PORT or set SLUICE_REDIS".to_owned(),
+                )
+            })?,
+            &tls,
+        )?,
+        (false, Some(name)) => Redis::open_master(
+            url,
+            &connect::Sentinels {
+                addrs: sentinels,
+                master_name: name.clone(),
+                username: cli.sentinel_user.clone(),
+                password: cli.sentinel_password.clone(),
+            },
+            &tls,
+        )?,
+        (false, None) => {
+            return Err(CtlError::Usage(
+                "--sentinel needs --master-name NAME (or SLUICE_REDIS_MASTER_NAME): the name in sentinel.conf's `sentinel monitor NAME ...`".into(),
+            ))
+        }
+        (true, Some(_)) => {
+            return Err(CtlError::Usage(
+                "--master-name needs --sentinel HOST:PORT (or SLUICE_REDIS_SENTINELS)".into(),
+            ))
+        }
+    };
     let keys = Keys::new(&cli.prefix);
     connect::check_layout(&mut redis, &keys)?;
     Ok(Ctx {

@@ -1,6 +1,6 @@
 //! What Sluice's test suites (the root `tests/`, `ctl/tests/`) and the benches share: temporary
 //! directories, polling until something holds, free loopback ports, a real `redis-server` per
-//! test ([`RedisServer`], over TLS with a throwaway CA from [`tls`]), real `sluice` processes
+//! test ([`RedisServer`], over TLS with a throwaway CA from [`tls`], with replicas and [`Sentinels`]), real `sluice` processes
 //! ([`EngineProcess`]) and a Stratum V1 test miner ([`miner::Miner`]). Each suite keeps in its own `support/` only what is specific to it
 //! (fleet settings, sluicectl runs, the independent reference miner) and re-exports the rest from
 //! here, so no fixture exists twice.
@@ -10,14 +10,16 @@
 pub mod miner;
 mod process;
 mod redis_server;
+pub mod sentinel;
 pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use process::{sluice_binary, sluicectl_binary, EngineProcess};
+pub use process::{loadgen_binary, sluice_binary, sluicectl_binary, EngineProcess};
 pub use redis_server::RedisServer;
+pub use sentinel::Sentinels;
 pub use tls::Pki;
 
 /// A directory removed on drop.

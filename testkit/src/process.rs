@@ -25,6 +25,14 @@ pub fn sluicectl_binary() -> PathBuf {
         .clone()
 }
 
+/// The `sluice-loadgen` binary, built the same way, for the fault tests.
+pub fn loadgen_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build("sluice-loadgen", "sluice-loadgen"))
+        .clone()
+}
+
 /// `cargo build -p PACKAGE --bin BIN` with the tests' profile; the binary's path.
 fn build(package: &str, bin: &str) -> PathBuf {
     // This crate sits one folder below the workspace root.

@@ -2,7 +2,8 @@
 //! machine's own instance (DESIGN.md section 7). It can be stopped and started again on the same
 //! port, for tests of what happens while Redis is away, and given configuration of its own
 //! ([`RedisServer::start_with`], e.g. the deploy kit's ACL file), or speak TLS only
-//! ([`RedisServer::start_tls`], in `tls.rs`).
+//! ([`RedisServer::start_tls`], in `tls.rs`), or replicate another ([`RedisServer::start_replica_of`],
+//! for Sentinel's tests with `sentinel.rs`).
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -30,6 +31,33 @@ impl RedisServer {
     /// [`RedisServer::connection`] are refused: name a user in the URL.
     pub fn start_with(extra: &[&str]) -> RedisServer {
         Self::launch_new(extra, None)
+    }
+
+    /// A replica of `master` (plain TCP), with `extra` directives; returns once its link to the
+    /// master is up and the first sync is done.
+    pub fn start_replica_of(master: &RedisServer, extra: &[&str]) -> RedisServer {
+        assert!(
+            master.tls.is_none(),
+            "replicas of TLS servers are not supported here"
+        );
+        let port = master.port.to_string();
+        let mut args = vec!["--replicaof", "127.0.0.1", port.as_str()];
+        args.extend_from_slice(extra);
+        let replica = Self::launch_new(&args, None);
+        eventually(Duration::from_secs(20), || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut replica.connection())
+                .ok()?;
+            info.contains("master_link_status:up").then_some(())
+        })
+        .expect("the replica did not sync with its master");
+        replica
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub(crate) fn launch_new(extra: &[&str], tls: Option<TlsMode>) -> RedisServer {

@@ -56,14 +56,29 @@ impl FileConfig {
     /// The plane settings for a role, with the URL the flag gave or the file's.
     pub fn plane(&self, role: &str) -> Result<PlaneSettings, ConfigError> {
         let r = &self.redis;
-        let url = r.url.clone().ok_or_else(|| {
-            invalid(
+        let sentinels = self.sentinels()?;
+        let url = match (&r.url, &sentinels) {
+            (Some(url), _) => url.clone(),
+            // The master's address comes from the sentinels; the name stands in for its host.
+            (None, Some(s)) => format!("redis://{}", s.master_name),
+            (None, None) => {
+                return Err(invalid(
+                    "redis.url",
+                    format!(
+                        "`sluice {role}` needs Redis: give --redis redis://HOST:PORT or set redis.url (or redis.sentinels and redis.master_name)"
+                    ),
+                ))
+            }
+        };
+        if sentinels.is_some() && !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
                 "redis.url",
                 format!(
-                    "`sluice {role}` needs Redis: give --redis redis://HOST:PORT or set redis.url"
+                    "{:?}: with redis.sentinels the master is reached over TCP: use redis://[USER:PASSWORD@]MASTER_NAME[/DB] or rediss://...",
+                    crate::redact::url(&url)
                 ),
-            )
-        })?;
+            ));
+        }
         if !(url.starts_with("redis://")
             || url.starts_with("rediss://")
             || url.starts_with("unix://"))
@@ -89,7 +104,11 @@ impl FileConfig {
         }
         let tls = self.redis_tls(&url)?;
         Ok(PlaneSettings {
-            url: RedisTarget { url, tls },
+            url: RedisTarget {
+                url,
+                tls,
+                sentinels,
+            },
             prefix: r.prefix.clone(),
             id: r.id.clone().unwrap_or_else(|| default_id(role)),
             service_ttl: Duration::from_millis(service_ttl),
@@ -100,6 +119,64 @@ impl FileConfig {
             )?),
             fleet_key: self.fleet_key(role)?,
         })
+    }
+
+    /// `redis.sentinels` with `redis.master_name` (both or neither), each address checked.
+    fn sentinels(&self) -> Result<Option<Arc<Sentinels>>, ConfigError> {
+        let r = &self.redis;
+        let master_name = match (r.sentinels.is_empty(), &r.master_name) {
+            (true, None) => {
+                for (key, set) in [
+                    ("redis.sentinel_username", r.sentinel_username.is_some()),
+                    ("redis.sentinel_password", r.sentinel_password.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            key,
+                            "only used with redis.sentinels: set them or remove the key",
+                        ));
+                    }
+                }
+                return Ok(None);
+            }
+            (true, Some(_)) => {
+                return Err(invalid(
+                    "redis.sentinels",
+                    "redis.master_name needs the sentinels that know it: set redis.sentinels = [\"HOST:26379\", ...] or remove redis.master_name",
+                ))
+            }
+            (false, None) => {
+                return Err(invalid(
+                    "redis.master_name",
+                    "redis.sentinels needs the master's name, as in sentinel.conf's `sentinel monitor NAME HOST PORT QUORUM`: set redis.master_name",
+                ))
+            }
+            (false, Some(name)) => name,
+        };
+        if master_name.is_empty() || master_name.contains([' ', '\n', '/', '@', ':']) {
+            return Err(invalid(
+                "redis.master_name",
+                format!("{master_name:?} is not a master name: one word, as in sentinel.conf"),
+            ));
+        }
+        let addrs = r
+            .sentinels
+            .iter()
+            .map(|a| {
+                Sentinels::parse_addr(a).ok_or_else(|| {
+                    invalid(
+                        "redis.sentinels",
+                        format!("{a:?} is not a sentinel address: use HOST:PORT (e.g. \"10.0.1.5:26379\", \"[::1]:26379\")"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Arc::new(Sentinels {
+            addrs,
+            master_name: master_name.clone(),
+            username: r.sentinel_username.clone(),
+            password: r.sentinel_password.as_ref().map(|p| p.0.clone()),
+        })))
     }
 
     /// The files of `redis.tls_*`, read and parsed: a file that would be ignored (a URL without

@@ -296,8 +296,18 @@ impl Default for SimulatedChainSection {
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
     /// The control plane of `sluice jobmanager` and `sluice stratum` (`redis://host:port`); unused
-    /// by `sluice run`.
+    /// by `sluice run`. With `sentinels`, optional: it gives only the scheme, user, password and
+    /// database of the master, whose address the sentinels tell.
     pub url: Option<String>,
+    /// Sentinels (`host:port`) that monitor the fleet's Redis; with `master_name`, every
+    /// connection asks them (in order) for the master, so the fleet follows a failover.
+    pub sentinels: Vec<String>,
+    /// The master's name in the sentinels' configuration (`sentinel monitor NAME ...`).
+    pub master_name: Option<String>,
+    /// The ACL user the sentinels ask for (their `user` lines), if any.
+    pub sentinel_username: Option<String>,
+    /// The sentinels' password (their `requirepass` or the user's), if any.
+    pub sentinel_password: Option<Secret>,
     /// Every key starts with this; fleets sharing one Redis use different prefixes.
     pub prefix: String,
     /// This process's id in the fleet; unset, `ROLE-HOST-PID`.
@@ -339,6 +349,10 @@ impl Default for RedisSection {
     fn default() -> Self {
         RedisSection {
             url: None,
+            sentinels: Vec::new(),
+            master_name: None,
+            sentinel_username: None,
+            sentinel_password: None,
             prefix: DEFAULT_REDIS_PREFIX.into(),
             id: None,
             service_ttl_secs: DEFAULT_SERVICE_TTL_SECS,

@@ -84,11 +84,54 @@ pub struct StatsdSettings {
 /// logs and redaction take it where they took the URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTarget {
-    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`.
+    /// `redis://host:port[/db]`, `rediss://…` or `unix:///path`. With `sentinels`, its host and
+    /// port are not used: the sentinels name the master.
     pub url: String,
     /// Set only with `rediss://` and a CA file or client certificate; `None` with `rediss://`
-    /// trusts the roots compiled in (Mozilla's, `webpki-roots`).
+    /// trusts the roots compiled in (Mozilla's, `webpki-roots`). The sentinels are reached the
+    /// same way as the master.
     pub tls: Option<Arc<TlsFiles>>,
+    /// `redis.sentinels` and `redis.master_name`: every connection asks them for the master.
+    pub sentinels: Option<Arc<Sentinels>>,
+}
+
+/// The sentinels that name the fleet's master (`redis.sentinels`, `redis.master_name`,
+/// `redis.sentinel_*`); the password never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sentinels {
+    /// Asked in this order; the first that answers names the master.
+    pub addrs: Vec<(String, u16)>,
+    pub master_name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Sentinels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sentinels")
+            .field("addrs", &self.addrs)
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+impl Sentinels {
+    /// `host:port` (`[v6]:port` for IPv6) as the sentinels list takes it; `None` when it is not.
+    pub fn parse_addr(addr: &str) -> Option<(String, u16)> {
+        let (host, port) = addr.trim().rsplit_once(':')?;
+        let host = match host.strip_prefix('[') {
+            Some(v6) => v6.strip_suffix(']')?,
+            None if host.contains(':') => return None,
+            None => host,
+        };
+        let port: u16 = port.parse().ok()?;
+        if host.is_empty() || port == 0 || host.contains(['/', '@', ' ']) {
+            return None;
+        }
+        Some((host.to_owned(), port))
+    }
 }
 
 /// The PEM files of `redis.tls_*`, read and checked; the bytes never print.
@@ -123,6 +166,7 @@ impl RedisTarget {
         RedisTarget {
             url: url.into(),
             tls: None,
+            sentinels: None,
         }
     }
 }

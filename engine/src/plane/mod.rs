@@ -36,7 +36,7 @@ use std::time::Duration;
 pub use keys::{Keys, LAYOUT_VERSION};
 pub use sluice_layout::job_message::FleetKey;
 
-pub use crate::config::{PlaneSettings, RedisTarget};
+pub use crate::config::{PlaneSettings, RedisTarget, Sentinels};
 
 /// Redis calls time out after this: a hung Redis must not hold a thread forever.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -45,11 +45,29 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// hands on the first exchange, and a server whose certificate the CA file does not sign must be
 /// refused here, with the key to fix, rather than as a puzzling I/O error on some later command.
 /// A TLS refusal's error names the `redis.tls_*` key to fix.
+///
+/// With `redis.sentinels` it asks them for the master first (see [`connect_master`]): every
+/// plane thread calls this on start and on every reconnect, and drops its connection on any
+/// error (a `READONLY` answer from a demoted master included), so each thread follows a
+/// failover on its next step.
 pub fn connect(target: &RedisTarget) -> redis::RedisResult<redis::Connection> {
+    use redis::IntoConnectionInfo;
+    match &target.sentinels {
+        None => open(target, target.url.as_str().into_connection_info()?),
+        Some(sentinels) => connect_master(target, sentinels),
+    }
+}
+
+/// One connection to `info`, with the TLS files of `target`.
+fn open(
+    target: &RedisTarget,
+    info: redis::ConnectionInfo,
+) -> redis::RedisResult<redis::Connection> {
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
     let client = match &target.tls {
-        None => redis::Client::open(target.url.as_str())?,
+        None => redis::Client::open(info)?,
         Some(files) => redis::Client::build_with_tls(
-            target.url.as_str(),
+            info,
             redis::TlsCertificates {
                 client_tls: files.client.as_ref().map(|c| redis::ClientTlsConfig {
                     client_cert: c.cert.clone(),
@@ -64,7 +82,7 @@ pub fn connect(target: &RedisTarget) -> redis::RedisResult<redis::Connection> {
         .map_err(|e| tls_refused(e, target))?;
     con.set_read_timeout(Some(REDIS_TIMEOUT))?;
     con.set_write_timeout(Some(REDIS_TIMEOUT))?;
-    if target.url.starts_with("rediss://") {
+    if tls {
         if let Err(e) = redis::cmd("PING").exec(&mut con) {
             // Any answer of the server's (NOPERM for a user without PING...) means the
             // handshake worked.
@@ -74,6 +92,131 @@ pub fn connect(target: &RedisTarget) -> redis::RedisResult<redis::Connection> {
         }
     }
     Ok(con)
+}
+
+/// `info` at another TCP address, over TLS when it was.
+fn at(info: &redis::ConnectionInfo, host: &str, port: u16) -> redis::ConnectionInfo {
+    let addr = match info.addr() {
+        redis::ConnectionAddr::TcpTls { insecure, .. } => redis::ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => redis::ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    info.clone().set_addr(addr)
+}
+
+/// The master the sentinels name, connected and checked: each sentinel in turn is asked
+/// (`SENTINEL get-master-addr-by-name`) until one names a server that says it is the master
+/// (`ROLE`). An old master that came back is a replica until Sentinel's failover reaches it, and
+/// a sentinel may still name it: it is refused and the next sentinel asked. Errors are the last
+/// failure's, and the caller's backoff asks again.
+fn connect_master(
+    target: &RedisTarget,
+    sentinels: &Sentinels,
+) -> redis::RedisResult<redis::Connection> {
+    use redis::IntoConnectionInfo;
+    let base = target.url.as_str().into_connection_info()?;
+    let mut asked = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+    if let Some(user) = &sentinels.username {
+        asked = asked.set_username(user);
+    }
+    if let Some(password) = &sentinels.password {
+        asked = asked.set_password(password);
+    }
+    let mut last = None;
+    let mut refused: Vec<(String, u16)> = Vec::new();
+    for (host, port) in &sentinels.addrs {
+        let info = at(&base, host, *port).set_redis_settings(asked.clone());
+        let named: redis::RedisResult<Option<(String, u16)>> =
+            open(target, info).and_then(|mut s| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&sentinels.master_name)
+                    .query(&mut s)
+            });
+        let master = match named {
+            Ok(Some(master)) => master,
+            Ok(None) => {
+                last = Some(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the sentinel does not know the master",
+                    format!(
+                        "sentinel {host}:{port} monitors no master named {:?}: check redis.master_name",
+                        sentinels.master_name
+                    ),
+                )));
+                continue;
+            }
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        // Several sentinels naming one dead master: one try is enough.
+        if refused.contains(&master) {
+            continue;
+        }
+        match open(target, at(&base, &master.0, master.1))
+            .and_then(|mut con| is_master(&mut con).map(|yes| yes.then_some(con)))
+        {
+            Ok(Some(con)) => {
+                followed(sentinels, &master, (host, *port));
+                return Ok(con);
+            }
+            Ok(None) => {
+                last = Some(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "not the master",
+                    format!(
+                        "sentinel {host}:{port} names {}:{} as master {:?}, but it is a replica (a failover under way)",
+                        master.0, master.1, sentinels.master_name
+                    ),
+                )));
+            }
+            Err(e) => last = Some(e),
+        }
+        refused.push(master);
+    }
+    Err(last.unwrap_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Io, "no sentinel in redis.sentinels"))
+    }))
+}
+
+/// Whether the server says it is a master. A user whose ACL lacks `ROLE` cannot tell: the
+/// sentinel's word stands, and a write refused with `READONLY` makes the thread ask again.
+fn is_master(con: &mut redis::Connection) -> redis::RedisResult<bool> {
+    match redis::cmd("ROLE").query::<redis::Value>(con) {
+        Ok(redis::Value::Array(items)) => Ok(matches!(
+            items.first(),
+            Some(redis::Value::BulkString(role)) if role == b"master"
+        ) || matches!(
+            items.first(),
+            Some(redis::Value::SimpleString(role)) if role == "master"
+        )),
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Logs the master this process follows when it is not the one it followed before (every
+/// plane thread reconnects after a failover; the first to find the new master says so).
+fn followed(sentinels: &Sentinels, master: &(String, u16), sentinel: (&str, u16)) {
+    static FOLLOWED: std::sync::Mutex<Option<(String, u16)>> = std::sync::Mutex::new(None);
+    let mut last = FOLLOWED.lock().unwrap_or_else(|p| p.into_inner());
+    if last.as_ref() != Some(master) {
+        tracing::info!(
+            master = %format!("{}:{}", master.0, master.1),
+            name = %sentinels.master_name,
+            sentinel = %format!("{}:{}", sentinel.0, sentinel.1),
+            previous = ?last.as_ref().map(|(h, p)| format!("{h}:{p}")),
+            "following the Redis master the sentinels name"
+        );
+        *last = Some(master.clone());
+    }
 }
 
 /// `e` with what to fix when it is a TLS refusal: the configuration keys an operator sets.
@@ -261,6 +404,7 @@ mod tls_tests {
         let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
         RedisTarget {
             url,
+            sentinels: None,
             tls: Some(Arc::new(TlsFiles {
                 ca: Some(("ca.crt".into(), read(ca.ca()))),
                 client: client.map(|c| ClientCert {
@@ -306,5 +450,87 @@ mod tls_tests {
         // A certificate of another CA is refused too.
         let other = Pki::new();
         assert!(connect(&target(redis.url(), redis.pki(), Some(&other))).is_err());
+    }
+}
+
+#[cfg(test)]
+mod sentinel_tests {
+    use std::sync::Arc;
+
+    use sluice_testkit::{free_port, RedisServer, Sentinels as SentinelProcesses};
+
+    use super::*;
+
+    fn via(sentinels: Vec<(String, u16)>) -> RedisTarget {
+        RedisTarget {
+            url: "redis://sluice".into(),
+            tls: None,
+            sentinels: Some(Arc::new(Sentinels {
+                addrs: sentinels,
+                master_name: "sluice".into(),
+                username: None,
+                password: None,
+            })),
+        }
+    }
+
+    fn port_of(con: &mut redis::Connection) -> u16 {
+        let info: String = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("port")
+            .query::<Vec<String>>(con)
+            .unwrap()[1]
+            .clone();
+        info.parse().unwrap()
+    }
+
+    #[test]
+    fn connect_asks_the_sentinels_in_order_and_refuses_a_replica() {
+        let master = RedisServer::start();
+        let replica = RedisServer::start_replica_of(&master, &[]);
+        let sentinels = SentinelProcesses::start(&master, "sluice", 1, 1);
+        let live = Sentinels::parse_addr(&sentinels.addrs()[0]).unwrap();
+        // A sentinel that is down is skipped; the next one names the master.
+        let dead = ("127.0.0.1".to_owned(), free_port());
+        let mut con = connect(&via(vec![dead.clone(), live.clone()])).unwrap();
+        assert_eq!(port_of(&mut con), master.port());
+        assert!(is_master(&mut con).unwrap());
+        // A replica says so (a demoted master that came back, still named by a sentinel).
+        assert!(!is_master(&mut replica.connection()).unwrap());
+        // A name no sentinel monitors is an error naming the key to check.
+        let mut unknown = via(vec![live]);
+        Arc::get_mut(unknown.sentinels.as_mut().unwrap())
+            .unwrap()
+            .master_name = "other".into();
+        let e = connect(&unknown).err().expect("no master named other");
+        assert!(e.to_string().contains("redis.master_name"), "{e}");
+        assert!(connect(&via(vec![dead])).is_err());
+    }
+
+    #[test]
+    fn sentinel_addresses_parse_as_host_and_port() {
+        assert_eq!(
+            Sentinels::parse_addr("10.0.1.5:26379"),
+            Some(("10.0.1.5".into(), 26379))
+        );
+        assert_eq!(
+            Sentinels::parse_addr("[::1]:26379"),
+            Some(("::1".into(), 26379))
+        );
+        assert_eq!(
+            Sentinels::parse_addr("s1.example:1"),
+            Some(("s1.example".into(), 1))
+        );
+        for bad in [
+            "10.0.1.5",
+            ":26379",
+            "h:0",
+            "h:99999",
+            "::1:26379",
+            "redis://h:1",
+            "h:x",
+        ] {
+            assert_eq!(Sentinels::parse_addr(bad), None, "{bad}");
+        }
     }
 }
