@@ -1,12 +1,14 @@
 //! What Sluice's test suites (the root `tests/`, `ctl/tests/`) and the benches share: temporary
 //! directories, polling until something holds, free loopback ports, a real `redis-server` per
 //! test ([`RedisServer`], over TLS with a throwaway CA from [`tls`]), real `sluice` processes
-//! ([`EngineProcess`]) and a Stratum V1 test miner ([`miner::Miner`]). Each suite keeps in its own `support/` only what is specific to it
+//! ([`EngineProcess`]), a whole fleet behind HAProxy ([`Fleet`], also run by the `sluice-fleet`
+//! binary for operators) and a Stratum V1 test miner ([`miner::Miner`]). Each suite keeps in its own `support/` only what is specific to it
 //! (fleet settings, sluicectl runs, the independent reference miner) and re-exports the rest from
 //! here, so no fixture exists twice.
 //!
 //! Every fixture panics on failure: it runs only inside tests.
 
+pub mod fleet;
 pub mod miner;
 mod process;
 mod redis_server;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use process::{sluice_binary, sluicectl_binary, EngineProcess};
+pub use fleet::{Fleet, FleetSpec};
 pub use redis_server::RedisServer;
 pub use tls::Pki;
 
