@@ -143,7 +143,10 @@ fn settled_shares(fleet: &Fleet) -> Vec<HashMap<String, String>> {
 
 /// The accepted log against the stream: (accepted, missing from the stream, in it twice or
 /// more). A hash is looked up among the stream's accepted entries, with its worker.
-fn compare(accepted: &[(String, String)], stream: &[HashMap<String, String>]) -> (usize, usize, usize) {
+fn compare(
+    accepted: &[(String, String)],
+    stream: &[HashMap<String, String>],
+) -> (usize, usize, usize) {
     let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
     for e in stream {
         if e.get("verdict").map(String::as_str) != Some("accepted") {
@@ -197,9 +200,10 @@ fn the_harness_fleet_is_listed_whole_by_sluicectl() {
     );
 }
 
-/// An engine SIGKILLed under load: its miners reconnect through HAProxy and resume on the
-/// others with their extranonce1 and difficulty; every share a miner saw accepted is in
-/// `P:shares` at most once, and the ones the kill lost (the batch not yet written) are counted.
+/// An engine SIGKILLed under load: its miners reconnect through HAProxy and go on on the others
+/// (with their difficulty; with a fresh extranonce1, by design: see below); every share a miner
+/// saw accepted is in `P:shares` at most once, and the ones the kill lost (the batch not yet
+/// written) are counted.
 #[test]
 fn an_engine_killed_its_miners_resume_elsewhere_and_no_share_is_logged_twice() {
     let _serial = serial();
@@ -231,21 +235,35 @@ fn an_engine_killed_its_miners_resume_elsewhere_and_no_share_is_logged_twice() {
     assert!(total > 500, "the miners were told true: {report}");
     assert_eq!(twice, 0, "no accepted share is logged twice");
     if spec.durable_ack {
-        assert_eq!(missing, 0, "with durable_ack nothing a miner was told is lost");
+        assert_eq!(
+            missing, 0,
+            "with durable_ack nothing a miner was told is lost"
+        );
     }
     assert!(
         n(&r["reconnects"]) >= conns[victim],
         "the killed engine's miners reconnect: {report}"
     );
     assert_eq!(n(&r["failed"]), 0, "every reconnect succeeds: {report}");
+    // By design a session whose engine died holding it is not resumed (ARCHITECTURE.md's
+    // guarantees, tests/fleet_sessions.rs): its duplicate sets died with the engine, so its
+    // miner gets a fresh extranonce1 and no share accepted before the kill can be replayed.
+    // Sessions released by a drain or a stop do resume (the drain test).
     assert_eq!(
         n(&r["resumed_fresh_extranonce1"]),
-        0,
-        "every miner resumes with its extranonce1: {report}\n{}",
+        n(&r["reconnects"]),
+        "a killed engine's sessions are not resumed: fresh extranonce1s: {report}\n{}",
         fleet.logs()
     );
-    assert_eq!(n(&r["resumed_other_difficulty"]), 0, "and its difficulty: {report}");
-    assert!(refused_valid(&report).is_empty(), "no valid share refused: {report}");
+    assert_eq!(
+        n(&r["resumed_other_difficulty"]),
+        0,
+        "the same difficulty: {report}"
+    );
+    assert!(
+        refused_valid(&report).is_empty(),
+        "no valid share refused: {report}"
+    );
 }
 
 /// The leading jobmanager SIGKILLed under load: the standby publishes within 3 s of the kill
@@ -260,12 +278,9 @@ fn the_leader_killed_the_standby_publishes_within_3_s() {
     wait_connected(&fleet, 60);
     std::thread::sleep(Duration::from_secs(3));
     let mut admin = fleet.admin();
+    let latest_key = fleet.keys().latest_job();
     let latest = |con: &mut redis::Connection| -> Option<Vec<u8>> {
-        redis::cmd("GET")
-            .arg(fleet.keys().latest_job())
-            .query(con)
-            .ok()
-            .flatten()
+        redis::cmd("GET").arg(&latest_key).query(con).ok().flatten()
     };
     let (old, old_token) = fleet.leader().expect("a leader");
     let before = latest(&mut admin);
@@ -315,14 +330,27 @@ fn the_leader_killed_the_standby_publishes_within_3_s() {
     assert_ne!(new, old, "the standby leads");
     assert!(new_token > old_token, "under a new fencing token");
     let published = published.expect("the standby publishes");
-    assert!(published <= Duration::from_secs(3), "within 3 s: {published:?}");
+    assert!(
+        published <= Duration::from_secs(3),
+        "within 3 s: {published:?}"
+    );
     assert!(
         worst_gap <= Duration::from_secs(3),
         "no engine without current work for more than 3 s: {worst_gap:?}"
     );
-    assert!(n(&report["submits"]["by_kind"]["valid"]["accepted"]) > 0, "{report}");
-    assert_eq!(n(&report["reconnect"]["reconnects"]), 0, "no miner disconnected: {report}");
-    assert!(refused_valid(&report).is_empty(), "no valid share refused: {report}");
+    assert!(
+        n(&report["submits"]["by_kind"]["valid"]["accepted"]) > 0,
+        "{report}"
+    );
+    assert_eq!(
+        n(&report["reconnect"]["reconnects"]),
+        0,
+        "no miner disconnected: {report}"
+    );
+    assert!(
+        refused_valid(&report).is_empty(),
+        "no valid share refused: {report}"
+    );
 }
 
 /// Redis killed and started empty on the same port under load: the engines go on answering
@@ -340,11 +368,13 @@ fn redis_restarted_empty_the_fleet_keeps_mining_and_recovers() {
     fleet.redis_restart_empty();
     let leader = eventually(Duration::from_secs(20), || fleet.leader());
     let led_after = restarted.elapsed();
+    let mut last = String::new();
     let listed = eventually(Duration::from_secs(20), || {
-        let (code, out, _) = fleet.sluicectl(&["services", "ls"]);
+        let (code, out, err) = fleet.sluicectl(&["services", "ls"]);
         let whole = code == 0
             && (0..fleet.engine_count()).all(|i| out.contains(fleet.engine_id(i)))
             && (0..2).all(|i| out.contains(fleet.jobmanager_id(i)));
+        last = format!("exit {code}\n{out}{err}");
         whole.then_some(())
     });
     let listed_after = restarted.elapsed();
@@ -361,11 +391,30 @@ fn redis_restarted_empty_the_fleet_keeps_mining_and_recovers() {
         n(&report["reconnect"]["reconnects"]),
     );
     assert!(leader.is_some(), "a leader is back\n{}", fleet.logs());
-    assert!(listed.is_some(), "the engines re-register\n{}", fleet.logs());
-    assert!(refilled.is_some(), "shares reach the new stream\n{}", fleet.logs());
-    assert!(refused_valid(&report).is_empty(), "no valid share refused: {report}");
-    assert_eq!(n(&report["reconnect"]["reconnects"]), 0, "no miner disconnected: {report}");
-    assert_eq!(n(&report["errors"]["timeouts"]), 0, "every submit answered: {report}");
+    assert!(
+        listed.is_some(),
+        "the engines re-register: sluicectl services ls: {last}\n{}",
+        fleet.logs()
+    );
+    assert!(
+        refilled.is_some(),
+        "shares reach the new stream\n{}",
+        fleet.logs()
+    );
+    assert!(
+        refused_valid(&report).is_empty(),
+        "no valid share refused: {report}"
+    );
+    assert_eq!(
+        n(&report["reconnect"]["reconnects"]),
+        0,
+        "no miner disconnected: {report}"
+    );
+    assert_eq!(
+        n(&report["errors"]["timeouts"]),
+        0,
+        "every submit answered: {report}"
+    );
 }
 
 /// HAProxy reloaded its own seamless way under load: no miner is disconnected and every submit
@@ -411,8 +460,10 @@ fn an_engine_drained_its_miners_leave_in_waves_and_resume_elsewhere() {
     let _serial = serial();
     let fleet = Fleet::start(FleetSpec::default());
     let dir = TempDir::new("faults");
-    let load = Load::start(&fleet, &dir, 120, 300.0, 20.0);
-    wait_connected(&fleet, 120);
+    // A tenth of an engine's miners a second (at least one) takes about 17 s for 30: the run
+    // outlasts the drain, so every miner sent away reconnects within it.
+    let load = Load::start(&fleet, &dir, 90, 300.0, 28.0);
+    wait_connected(&fleet, 90);
     std::thread::sleep(Duration::from_secs(2));
     let conns = connections(&fleet);
     let victim = (0..conns.len()).max_by_key(|&i| conns[i]).unwrap();
@@ -449,9 +500,16 @@ fn an_engine_drained_its_miners_leave_in_waves_and_resume_elsewhere() {
     );
     assert_eq!(series.last(), Some(&0), "the engine empties: {series:?}");
     // Waves: a tenth a second, so several counts between full and empty.
-    assert!(series.len() >= 4, "miners leave in waves, not at once: {series:?}");
+    assert!(
+        series.len() >= 4,
+        "miners leave in waves, not at once: {series:?}"
+    );
     assert!(n(&r["reconnects"]) >= conns[victim], "{report}");
-    assert_eq!(n(&r["failed"]), 0, "every miner finds another engine: {report}");
+    assert_eq!(
+        n(&r["failed"]),
+        0,
+        "every miner finds another engine: {report}"
+    );
     assert_eq!(
         n(&r["resumed_fresh_extranonce1"]),
         0,
@@ -459,7 +517,10 @@ fn an_engine_drained_its_miners_leave_in_waves_and_resume_elsewhere() {
         fleet.logs()
     );
     assert_eq!(n(&r["resumed_other_difficulty"]), 0, "{report}");
-    assert!(refused_valid(&report).is_empty(), "no valid share refused: {report}");
+    assert!(
+        refused_valid(&report).is_empty(),
+        "no valid share refused: {report}"
+    );
     assert!(
         report["errors"]["mismatches"]
             .as_object()

@@ -632,7 +632,10 @@ impl<'a> Conn<'a> {
     }
 
     fn flush_answers(&mut self) {
-        if let (Some(log), false) = (&self.shared.plan.accepted_log, self.accepted_lines.is_empty()) {
+        if let (Some(log), false) = (
+            &self.shared.plan.accepted_log,
+            self.accepted_lines.is_empty(),
+        ) {
             use std::io::Write as _;
             // One write per batch to a file opened for appending: lines of several connections
             // (and processes) never interleave.
@@ -849,7 +852,9 @@ async fn reconnect(c: &mut Conn<'_>, source: Option<IpAddr>) -> Option<TcpStream
     let plan = &c.shared.plan;
     loop {
         tokio::time::sleep(RECONNECT_PAUSE).await;
-        if let Ok(Ok(s)) = tokio::time::timeout(plan.handshake_timeout, connect(plan.target, source)).await {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(plan.handshake_timeout, connect(plan.target, source)).await
+        {
             return Some(s);
         }
         let since = c.lost_at.unwrap_or_else(Instant::now);

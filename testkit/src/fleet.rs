@@ -77,7 +77,10 @@ pub fn test_acl() -> String {
         out.push_str(&rules.join(" "));
         out.push('\n');
     }
-    assert!(replaced >= 7, "every user but default has a placeholder hash");
+    assert!(
+        replaced >= 7,
+        "every user but default has a placeholder hash"
+    );
     out
 }
 
@@ -387,7 +390,9 @@ impl Fleet {
             .arg(self.keys().leader())
             .query(&mut self.try_admin()?)
             .ok()?;
-        let (id, token) = value?.split_once('|').map(|(a, b)| (a.to_owned(), b.to_owned()))?;
+        let (id, token) = value?
+            .split_once('|')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))?;
         let i = self.jobmanagers.iter().position(|j| j.id == id)?;
         Some((i, token.parse().ok()?))
     }
@@ -548,7 +553,8 @@ impl Fleet {
     /// stats listener and the admin socket here, no syslog, and `maxconn` down to what a test
     /// process may open.
     fn haproxy_config(&self) -> String {
-        let shipped = std::fs::read_to_string(workspace_file("deploy/haproxy/haproxy.cfg")).unwrap();
+        let shipped =
+            std::fs::read_to_string(workspace_file("deploy/haproxy/haproxy.cfg")).unwrap();
         let mut servers = 0;
         let mut out = String::new();
         for line in shipped.lines() {
@@ -575,12 +581,7 @@ impl Fleet {
                 // admin port (a server's `port` overrides default-server's).
                 self.engines
                     .iter()
-                    .map(|e| {
-                        format!(
-                            "server {} 127.0.0.1:{} port {}",
-                            e.id, e.stratum, e.admin
-                        )
-                    })
+                    .map(|e| format!("server {} 127.0.0.1:{} port {}", e.id, e.stratum, e.admin))
                     .collect::<Vec<_>>()
                     .join(&format!("\n{indent}"))
             } else {

@@ -18,8 +18,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use process::{sluice_binary, sluicectl_binary, EngineProcess};
 pub use fleet::{Fleet, FleetSpec};
+pub use process::{sluice_binary, sluicectl_binary, EngineProcess};
 pub use redis_server::RedisServer;
 pub use tls::Pki;
 

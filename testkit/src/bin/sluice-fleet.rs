@@ -62,7 +62,10 @@ fn main() -> ExitCode {
     println!("sluice fleet up in {}", fleet.dir().display());
     println!("miners: stratum+tcp://{}", fleet.haproxy_addr());
     println!("sluicectl: env {} sluicectl services ls", env.join(" "));
-    println!("logs: {}/*.log (written every second); Ctrl-C stops the fleet", fleet.dir().display());
+    println!(
+        "logs: {}/*.log (written every second); Ctrl-C stops the fleet",
+        fleet.dir().display()
+    );
     // A thread keeps the logs on disk while this one waits for the signal.
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
