@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sluice_testkit::{Fleet, FleetSpec};
+use sluice_testkit::fleet::loadgen_binary;
+use sluice_testkit::{sluicectl_binary, Fleet, FleetSpec};
 
 fn usage() -> ExitCode {
     eprintln!("usage: sluice-fleet [--engines N] [--dir DIR] [--durable-ack]");
@@ -61,7 +62,16 @@ fn main() -> ExitCode {
         .collect();
     println!("sluice fleet up in {}", fleet.dir().display());
     println!("miners: stratum+tcp://{}", fleet.haproxy_addr());
-    println!("sluicectl: env {} sluicectl services ls", env.join(" "));
+    println!(
+        "sluicectl: env {} {} services ls",
+        env.join(" "),
+        sluicectl_binary().display()
+    );
+    println!(
+        "load: {} --target {} --connections 30 --rate 100 --duration 30 --mix valid=100 --reconnect",
+        loadgen_binary().display(),
+        fleet.haproxy_addr()
+    );
     println!(
         "logs: {}/*.log (written every second); Ctrl-C stops the fleet",
         fleet.dir().display()
