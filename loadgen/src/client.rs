@@ -1058,7 +1058,8 @@ pub async fn run_connection(shared: Arc<Shared>, local: usize) {
             }
         } else if first_handshake {
             c.local.errors.handshake += 1;
-        } else if !resuming && !(plan.reconnect && c.phase != Phase::Holding) {
+        } else if !resuming && (!plan.reconnect || c.phase == Phase::Holding) {
+            // Not a reconnect that gave up (those are counted as failed): a plain disconnect.
             c.local.errors.disconnects += 1;
         }
         break;
