@@ -17,6 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use sluice_testkit::fleet::{acl_password as password, test_acl};
 use sluice_testkit::{eventually, sluicectl_binary, EngineProcess, RedisServer, TempDir};
 use support::fleet::config_file_with;
 use support::miner::Miner;
@@ -25,48 +26,6 @@ use support::miner::Miner;
 fn shipped_acl() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/redis/users.acl");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn password(user: &str) -> String {
-    format!("test-password-of-{user}")
-}
-
-/// The shipped file with each user's placeholder hash (`#` and 64 hex digits) replaced by that
-/// user's test password (`>PASSWORD`).
-fn test_acl() -> String {
-    let mut out = String::new();
-    let mut replaced = 0;
-    for line in shipped_acl().lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let user = match words.as_slice() {
-            ["user", name, ..] => *name,
-            _ => panic!(
-                "users.acl: a line that is not a user (Redis 7.0 takes no comments): {line:?}"
-            ),
-        };
-        let rules: Vec<String> = words
-            .iter()
-            .map(|w| {
-                let hash = w
-                    .strip_prefix('#')
-                    .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-                match hash {
-                    Some(_) => {
-                        replaced += 1;
-                        format!(">{}", password(user))
-                    }
-                    None => (*w).to_owned(),
-                }
-            })
-            .collect();
-        out.push_str(&rules.join(" "));
-        out.push('\n');
-    }
-    assert!(
-        replaced >= 7,
-        "every user but default has a placeholder hash"
-    );
-    out
 }
 
 /// A Redis on the test copy of the ACL file (kept in `dir`).

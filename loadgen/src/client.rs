@@ -20,6 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::mix::{Kind, Mix, Outcome};
 use crate::report::{Arrivals, Partial};
 use crate::work::{JobView, Miner, Share};
+use sluice_core::units::HeaderHash;
 
 /// Linux's SO_TIMESTAMPNS / SCM_TIMESTAMPNS (x86-64 and arm64 share the value).
 const SO_TIMESTAMPNS: libc::c_int = 35;
@@ -31,6 +32,9 @@ const ACCEPTED_KEPT: usize = 16;
 const TALLY_BATCH: usize = 64;
 /// The most submits one connection sends at once when it has fallen behind its schedule.
 const MAX_BURST: u32 = 256;
+/// Pause between a lost connection and the next attempt (`--reconnect`), so a refused connect
+/// does not spin.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
 
 /// What every connection of this process shares: the plan, and where results go.
 pub struct Plan {
@@ -53,6 +57,11 @@ pub struct Plan {
     pub handshake_timeout: Duration,
     pub response_timeout: Duration,
     pub drain: Duration,
+    /// `--reconnect`: a connection the server closes (or that errors) connects again, resumes its
+    /// session (`mining.subscribe` naming its subscription id), re-authorizes and goes on.
+    pub reconnect: bool,
+    /// `--accepted-log`: one line per share answered `true`, `HASH WORKER`.
+    pub accepted_log: Option<Mutex<std::fs::File>>,
 }
 
 /// The measured window: submits go out in `[start, end)`.
@@ -336,6 +345,8 @@ struct Pending {
     share: Option<Share>,
     /// The job the share names.
     job_id: String,
+    /// The header hash the share was found at, for the accepted log.
+    hash: HeaderHash,
 }
 
 const ID_CONFIGURE: u64 = 1;
@@ -371,6 +382,15 @@ struct Conn<'a> {
     /// and whether a clean notify overtook the share.
     answers: Vec<(Kind, Outcome, u64, Option<u64>, bool)>,
     local: Partial,
+    /// The subscription id of the last subscribe answer, named again on a resume.
+    session_id: Option<String>,
+    /// While reconnecting (`--reconnect`): the phase to go back to once the handshake is done, and
+    /// the extranonce1 and difficulty the connection had before it was lost.
+    resuming: Option<(Phase, Arc<[u8]>, f64)>,
+    /// When the connection was lost (reconnects give up a handshake timeout later).
+    lost_at: Option<Instant>,
+    /// `HASH WORKER` lines of accepted shares not yet written to the accepted log.
+    accepted_lines: Vec<u8>,
 }
 
 impl<'a> Conn<'a> {
@@ -404,6 +424,10 @@ impl<'a> Conn<'a> {
             unstamped: 0,
             answers: Vec::new(),
             local: Partial::default(),
+            session_id: None,
+            resuming: None,
+            lost_at: None,
+            accepted_lines: Vec::new(),
             rng,
         }
     }
@@ -460,6 +484,10 @@ impl<'a> Conn<'a> {
                         self.extranonce1 = en1.into();
                         self.extranonce2_size = size;
                         self.subscribed = true;
+                        self.session_id = msg
+                            .result
+                            .and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok())
+                            .and_then(|r| r[0][0][1].as_str().map(str::to_owned));
                         let _ = std::io::Write::write_fmt(
                             &mut self.out,
                             format_args!(
@@ -574,6 +602,10 @@ impl<'a> Conn<'a> {
             return;
         };
         let p = self.pending.remove(pos).expect("found above");
+        if answer == Outcome::Accepted && self.shared.plan.accepted_log.is_some() {
+            use std::io::Write as _;
+            let _ = writeln!(self.accepted_lines, "{} {}", p.hash, self.worker);
+        }
         let latency = now.saturating_duration_since(p.sent).as_micros() as u64;
         if p.kind == Kind::Valid && answer == Outcome::Accepted {
             if let Some(share) = p.share {
@@ -600,6 +632,19 @@ impl<'a> Conn<'a> {
     }
 
     fn flush_answers(&mut self) {
+        if let (Some(log), false) = (
+            &self.shared.plan.accepted_log,
+            self.accepted_lines.is_empty(),
+        ) {
+            use std::io::Write as _;
+            // One write per batch to a file opened for appending: lines of several connections
+            // (and processes) never interleave.
+            let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
+            if f.write_all(&self.accepted_lines).is_err() {
+                self.local.errors.accepted_log += 1;
+            }
+            self.accepted_lines.clear();
+        }
         if self.answers.is_empty() {
             return;
         }
@@ -663,6 +708,7 @@ impl<'a> Conn<'a> {
             kind,
             share: keep,
             job_id,
+            hash: share.hash,
         });
         self.unstamped += 1;
     }
@@ -725,6 +771,100 @@ impl<'a> Conn<'a> {
     }
 }
 
+/// `mining.configure` and `mining.subscribe`, the subscribe naming the session to resume when the
+/// connection is a reconnect.
+fn hello(c: &mut Conn<'_>) {
+    c.out.extend_from_slice(
+        b"{\"id\":1,\"method\":\"mining.configure\",\"params\":[[\"version-rolling\"],{\"version-rolling.mask\":\"1fffe000\",\"version-rolling.min-bit-count\":2}]}\n",
+    );
+    match (&c.resuming, &c.session_id) {
+        (Some(_), Some(sid)) => {
+            let sid = serde_json::Value::String(sid.clone());
+            let _ = std::io::Write::write_fmt(
+                &mut c.out,
+                format_args!(
+                    "{{\"id\":{ID_SUBSCRIBE},\"method\":\"mining.subscribe\",\"params\":[\"sluice-loadgen/0.1\",{sid}]}}\n"
+                ),
+            );
+        }
+        _ => c.out.extend_from_slice(
+            b"{\"id\":2,\"method\":\"mining.subscribe\",\"params\":[\"sluice-loadgen/0.1\"]}\n",
+        ),
+    }
+}
+
+impl Conn<'_> {
+    /// The connection was lost: with `--reconnect` (and not before its first handshake, nor
+    /// once the run is over) forget the connection's protocol state, keep what a resume is
+    /// checked against, and say to connect again.
+    fn lose(&mut self, now: Instant) -> bool {
+        let plan = &self.shared.plan;
+        if !plan.reconnect
+            || self.phase == Phase::Holding
+            || (self.phase == Phase::Handshake && self.resuming.is_none())
+        {
+            return false;
+        }
+        let since = *self.lost_at.get_or_insert(now);
+        if now.saturating_duration_since(since) > plan.handshake_timeout {
+            self.local.reconnect.failed += 1;
+            return false;
+        }
+        self.local.reconnect.unanswered += self.pending.len() as u64;
+        self.pending.clear();
+        self.unstamped = 0;
+        if self.resuming.is_none() {
+            self.local.reconnect.reconnects += 1;
+            self.resuming = Some((self.phase, Arc::clone(&self.extranonce1), self.difficulty));
+        }
+        self.subscribed = false;
+        self.authorized = false;
+        self.jobs.clear();
+        self.stale_job = None;
+        self.accepted.clear();
+        // Stratum's default until the new server says otherwise.
+        self.difficulty = 1.0;
+        self.inbuf.clear();
+        self.out.clear();
+        self.phase = Phase::Handshake;
+        true
+    }
+
+    /// The handshake of a reconnect is done: what the resume gave back, counted.
+    fn resumed(&mut self, extranonce1: &[u8], difficulty: f64) {
+        self.lost_at = None;
+        let r = &mut self.local.reconnect;
+        if *self.extranonce1 == *extranonce1 {
+            r.resumed_same_extranonce1 += 1;
+        } else {
+            r.resumed_fresh_extranonce1 += 1;
+        }
+        if self.difficulty == difficulty {
+            r.resumed_same_difficulty += 1;
+        } else {
+            r.resumed_other_difficulty += 1;
+        }
+    }
+}
+
+/// Connects again after a pause, until connected or a handshake timeout after the loss.
+async fn reconnect(c: &mut Conn<'_>, source: Option<IpAddr>) -> Option<TcpStream> {
+    let plan = &c.shared.plan;
+    loop {
+        tokio::time::sleep(RECONNECT_PAUSE).await;
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(plan.handshake_timeout, connect(plan.target, source)).await
+        {
+            return Some(s);
+        }
+        let since = c.lost_at.unwrap_or_else(Instant::now);
+        if since.elapsed() > plan.handshake_timeout {
+            c.local.reconnect.failed += 1;
+            return None;
+        }
+    }
+}
+
 /// Runs one connection from connect to close. `local` is its index in this process.
 pub async fn run_connection(shared: Arc<Shared>, local: usize) {
     let shared = &*shared;
@@ -743,7 +883,7 @@ pub async fn run_connection(shared: Arc<Shared>, local: usize) {
     shared
         .first_connect_ns
         .fetch_min(unix_ns(), Ordering::Relaxed);
-    let stream =
+    let mut stream =
         match tokio::time::timeout(plan.handshake_timeout, connect(plan.target, source)).await {
             Ok(Ok(s)) => s,
             Ok(Err(_)) | Err(_) => {
@@ -752,10 +892,7 @@ pub async fn run_connection(shared: Arc<Shared>, local: usize) {
                 return;
             }
         };
-    c.out.extend_from_slice(
-        b"{\"id\":1,\"method\":\"mining.configure\",\"params\":[[\"version-rolling\"],{\"version-rolling.mask\":\"1fffe000\",\"version-rolling.min-bit-count\":2}]}\n\
-          {\"id\":2,\"method\":\"mining.subscribe\",\"params\":[\"sluice-loadgen/0.1\"]}\n",
-    );
+    hello(&mut c);
     let mut permit = permit;
     let mut window: Option<Window> = None;
     let mut window_rx = shared.window.subscribe();
@@ -766,136 +903,166 @@ pub async fn run_connection(shared: Arc<Shared>, local: usize) {
     let sleep = tokio::time::sleep_until((c.connected_at + plan.handshake_timeout).into());
     tokio::pin!(sleep);
 
-    loop {
-        if !c.out.is_empty() {
-            // Submits queued in this round get the time they actually leave.
-            let stamp = Instant::now();
-            let stamp_ns = unix_ns();
-            let n = c.pending.len();
-            for p in c.pending.range_mut(n - c.unstamped..) {
-                p.sent = stamp;
-                p.sent_ns = stamp_ns;
+    'conn: loop {
+        // Whether the connection was lost this turn (the server closed it, or it errored).
+        let lost = 'turn: {
+            if !c.out.is_empty() {
+                // Submits queued in this round get the time they actually leave.
+                let stamp = Instant::now();
+                let stamp_ns = unix_ns();
+                let n = c.pending.len();
+                for p in c.pending.range_mut(n - c.unstamped..) {
+                    p.sent = stamp;
+                    p.sent_ns = stamp_ns;
+                }
+                c.unstamped = 0;
+                let out = std::mem::take(&mut c.out);
+                if write_all(&stream, &out).await.is_err() {
+                    break 'turn true;
+                }
+                c.out = out;
+                c.out.clear();
             }
-            c.unstamped = 0;
-            let out = std::mem::take(&mut c.out);
-            if write_all(&stream, &out).await.is_err() {
-                if c.phase == Phase::Handshake {
-                    c.local.errors.handshake += 1;
-                } else {
-                    c.local.errors.disconnects += 1;
-                }
-                break;
-            }
-            c.out = out;
-            c.out.clear();
-        }
-        let now = Instant::now();
-        // Phase changes.
-        match c.phase {
-            Phase::Handshake => {
-                if c.failed {
-                    c.local.errors.handshake += 1;
-                    break;
-                }
-                if c.handshake_done() {
-                    c.local.established += 1;
-                    c.local
-                        .handshake_us
-                        .record(now.duration_since(c.connected_at).as_micros().max(1) as u64);
-                    shared
-                        .last_handshake_ns
-                        .fetch_max(unix_ns(), Ordering::Relaxed);
-                    drop(permit.take());
-                    attempted.done();
-                    c.phase = Phase::WaitGo;
-                    continue;
-                }
-                if now >= c.connected_at + plan.handshake_timeout {
-                    c.local.errors.handshake += 1;
-                    break;
-                }
-                sleep
-                    .as_mut()
-                    .reset((c.connected_at + plan.handshake_timeout).into());
-            }
-            Phase::WaitGo => {
-                if let Some(w) = *window_rx.borrow_and_update() {
-                    window = Some(w);
-                    c.phase = Phase::Running;
-                    next_due = interval.map(|i| w.start + i.mul_f64(c.rng.unit()));
-                    continue;
-                }
-            }
-            Phase::Running => {
-                let w = window.expect("running has a window");
-                if now >= w.end {
-                    c.phase = Phase::Draining;
-                    continue;
-                }
-                if let (Some(due), Some(i)) = (next_due.as_mut(), interval) {
-                    let mut burst = 0;
-                    while *due <= now && *due < w.end && burst < MAX_BURST {
-                        c.queue_submit();
-                        *due += i;
-                        burst += 1;
-                    }
-                    if burst == MAX_BURST && *due <= now {
-                        // Far behind: drop the backlog rather than burst without end.
-                        *due = now + i;
-                    }
-                    c.expire(now);
-                    if !c.out.is_empty() {
-                        continue;
-                    }
-                    sleep.as_mut().reset((*due).min(w.end).into());
-                } else {
-                    sleep.as_mut().reset(w.end.into());
-                }
-            }
-            Phase::Draining => {
-                let w = window.expect("draining has a window");
-                c.expire(now);
-                if c.pending.is_empty() || now >= w.end + plan.drain {
-                    c.local.errors.unanswered_at_end += c.pending.len() as u64;
-                    c.pending.clear();
-                    c.finish();
-                    drained.done();
-                    c.phase = Phase::Holding;
-                    continue;
-                }
-                sleep.as_mut().reset((w.end + plan.drain).into());
-            }
-            Phase::Holding => {
-                if *close_rx.borrow_and_update() {
-                    break;
-                }
-            }
-        }
-        let timed = matches!(c.phase, Phase::Handshake | Phase::Running | Phase::Draining);
-        let waiting_go = c.phase == Phase::WaitGo;
-        let holding = c.phase == Phase::Holding;
-        tokio::select! {
-            r = stream.readable() => {
-                if r.is_err() {
-                    c.local.errors.disconnects += 1;
-                    break;
-                }
-                match c.read(&stream) {
-                    Ok(true) => {}
-                    Ok(false) | Err(_) => {
-                        if c.phase == Phase::Handshake {
+            let now = Instant::now();
+            // Phase changes.
+            match c.phase {
+                Phase::Handshake => {
+                    if c.failed {
+                        if c.resuming.is_some() {
+                            c.local.reconnect.failed += 1;
+                        } else {
                             c.local.errors.handshake += 1;
-                        } else if c.phase != Phase::Holding || !*close_rx.borrow() {
-                            c.local.errors.disconnects += 1;
                         }
-                        break;
+                        break 'conn;
+                    }
+                    if c.handshake_done() {
+                        if let Some((back, extranonce1, difficulty)) = c.resuming.take() {
+                            c.resumed(&extranonce1, difficulty);
+                            c.phase = back;
+                            if back == Phase::Running {
+                                next_due = interval.map(|i| now + i.mul_f64(c.rng.unit()));
+                            }
+                            continue 'conn;
+                        }
+                        c.local.established += 1;
+                        c.local
+                            .handshake_us
+                            .record(now.duration_since(c.connected_at).as_micros().max(1) as u64);
+                        shared
+                            .last_handshake_ns
+                            .fetch_max(unix_ns(), Ordering::Relaxed);
+                        drop(permit.take());
+                        attempted.done();
+                        c.phase = Phase::WaitGo;
+                        continue 'conn;
+                    }
+                    if now >= c.connected_at + plan.handshake_timeout {
+                        if c.resuming.is_some() {
+                            break 'turn true;
+                        }
+                        c.local.errors.handshake += 1;
+                        break 'conn;
+                    }
+                    sleep
+                        .as_mut()
+                        .reset((c.connected_at + plan.handshake_timeout).into());
+                }
+                Phase::WaitGo => {
+                    if let Some(w) = *window_rx.borrow_and_update() {
+                        window = Some(w);
+                        c.phase = Phase::Running;
+                        next_due = interval.map(|i| w.start + i.mul_f64(c.rng.unit()));
+                        continue 'conn;
+                    }
+                }
+                Phase::Running => {
+                    let w = window.expect("running has a window");
+                    if now >= w.end {
+                        c.phase = Phase::Draining;
+                        continue 'conn;
+                    }
+                    if let (Some(due), Some(i)) = (next_due.as_mut(), interval) {
+                        let mut burst = 0;
+                        while *due <= now && *due < w.end && burst < MAX_BURST {
+                            c.queue_submit();
+                            *due += i;
+                            burst += 1;
+                        }
+                        if burst == MAX_BURST && *due <= now {
+                            // Far behind: drop the backlog rather than burst without end.
+                            *due = now + i;
+                        }
+                        c.expire(now);
+                        if !c.out.is_empty() {
+                            continue 'conn;
+                        }
+                        sleep.as_mut().reset((*due).min(w.end).into());
+                    } else {
+                        sleep.as_mut().reset(w.end.into());
+                    }
+                }
+                Phase::Draining => {
+                    let w = window.expect("draining has a window");
+                    c.expire(now);
+                    if c.pending.is_empty() || now >= w.end + plan.drain {
+                        c.local.errors.unanswered_at_end += c.pending.len() as u64;
+                        c.pending.clear();
+                        c.finish();
+                        drained.done();
+                        c.phase = Phase::Holding;
+                        continue 'conn;
+                    }
+                    sleep.as_mut().reset((w.end + plan.drain).into());
+                }
+                Phase::Holding => {
+                    if *close_rx.borrow_and_update() {
+                        break 'conn;
                     }
                 }
             }
-            _ = &mut sleep, if timed => {}
-            _ = window_rx.changed(), if waiting_go => {}
-            _ = close_rx.changed(), if holding => {}
+            let timed = matches!(c.phase, Phase::Handshake | Phase::Running | Phase::Draining);
+            let waiting_go = c.phase == Phase::WaitGo;
+            let holding = c.phase == Phase::Holding;
+            tokio::select! {
+                r = stream.readable() => {
+                    if r.is_err() {
+                        break 'turn true;
+                    }
+                    match c.read(&stream) {
+                        Ok(true) => {}
+                        Ok(false) | Err(_) => {
+                            if c.phase == Phase::Holding && *close_rx.borrow() {
+                                break 'conn;
+                            }
+                            break 'turn true;
+                        }
+                    }
+                }
+                _ = &mut sleep, if timed => {}
+                _ = window_rx.changed(), if waiting_go => {}
+                _ = close_rx.changed(), if holding => {}
+            }
+            false
+        };
+        if !lost {
+            continue;
         }
+        let resuming = c.resuming.is_some();
+        let first_handshake = c.phase == Phase::Handshake && !resuming;
+        if c.lose(Instant::now()) {
+            if let Some(s) = reconnect(&mut c, source).await {
+                stream = s;
+                c.connected_at = Instant::now();
+                hello(&mut c);
+                continue;
+            }
+        } else if first_handshake {
+            c.local.errors.handshake += 1;
+        } else if !resuming && (!plan.reconnect || c.phase == Phase::Holding) {
+            // Not a reconnect that gave up (those are counted as failed): a plain disconnect.
+            c.local.errors.disconnects += 1;
+        }
+        break;
     }
     // Ended early (refused, timed out or disconnected): what was in flight is lost with it.
     if c.phase != Phase::Holding {

@@ -87,6 +87,15 @@ pub struct Args {
     /// Seconds to wait for the last answers after the window.
     #[arg(long, default_value_t = 3.0)]
     pub drain: f64,
+    /// A connection the server closes, or that errors, connects again and resumes its session
+    /// (`mining.subscribe` naming its subscription id), re-authorizes and goes on; see the
+    /// report's `reconnect`.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Append one line per share answered `true` to FILE: the share's header hash as the share
+    /// log writes it (`P:shares`' `hash`), a space, the worker.
+    #[arg(long, value_name = "FILE")]
+    pub accepted_log: Option<std::path::PathBuf>,
     /// Internal: run as child I of K (I from 0).
     #[arg(long, hide = true)]
     pub child: Option<String>,
@@ -129,6 +138,13 @@ impl Args {
         }
         if self.handshake_only {
             a.push("--handshake-only".into());
+        }
+        if self.reconnect {
+            a.push("--reconnect".into());
+        }
+        if let Some(f) = &self.accepted_log {
+            a.push("--accepted-log".into());
+            a.push(f.display().to_string());
         }
         a
     }
@@ -208,6 +224,17 @@ fn plan(args: &Args, first_index: usize, connections: usize) -> Result<Plan, Str
         handshake_timeout: secs(args.handshake_timeout, "handshake-timeout")?,
         response_timeout: secs(args.response_timeout, "response-timeout")?,
         drain: secs(args.drain, "drain")?,
+        reconnect: args.reconnect,
+        accepted_log: match &args.accepted_log {
+            Some(path) => Some(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("--accepted-log {}: {e}", path.display()))?,
+            )),
+            None => None,
+        },
     })
 }
 

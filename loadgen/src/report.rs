@@ -172,6 +172,9 @@ pub struct Errors {
     pub protocol: u64,
     /// Answers other than the expected one, as `"kind:answer"` (e.g. `"valid:23"`).
     pub mismatches: BTreeMap<String, u64>,
+    /// Batches of `--accepted-log` lines that could not be written.
+    #[serde(default)]
+    pub accepted_log: u64,
 }
 
 impl Errors {
@@ -182,6 +185,7 @@ impl Errors {
             + self.timeouts
             + self.unanswered_at_end
             + self.protocol
+            + self.accepted_log
             + self.mismatches.values().sum::<u64>()
     }
 
@@ -192,6 +196,7 @@ impl Errors {
         self.timeouts += o.timeouts;
         self.unanswered_at_end += o.unanswered_at_end;
         self.protocol += o.protocol;
+        self.accepted_log += o.accepted_log;
         merge_map(&mut self.mismatches, &o.mismatches);
     }
 }
@@ -199,6 +204,36 @@ impl Errors {
 fn merge_map(a: &mut BTreeMap<String, u64>, b: &BTreeMap<String, u64>) {
     for (k, v) in b {
         *a.entry(k.clone()).or_default() += v;
+    }
+}
+
+/// What `--reconnect` did: connections lost and connected again, and what their resumes gave back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reconnects {
+    /// Connections lost (closed by the server or errored) and connected again.
+    pub reconnects: u64,
+    /// Reconnects whose subscribe got back the extranonce1 the connection had (the session
+    /// resumed), and those that got another (a fresh session).
+    pub resumed_same_extranonce1: u64,
+    pub resumed_fresh_extranonce1: u64,
+    /// Resumed connections told the difficulty they had before, and those told another.
+    pub resumed_same_difficulty: u64,
+    pub resumed_other_difficulty: u64,
+    /// Reconnects that gave up (no connection or handshake within the handshake timeout).
+    pub failed: u64,
+    /// Submits in flight when their connection was lost: never answered.
+    pub unanswered: u64,
+}
+
+impl Reconnects {
+    fn merge(&mut self, o: &Reconnects) {
+        self.reconnects += o.reconnects;
+        self.resumed_same_extranonce1 += o.resumed_same_extranonce1;
+        self.resumed_fresh_extranonce1 += o.resumed_fresh_extranonce1;
+        self.resumed_same_difficulty += o.resumed_same_difficulty;
+        self.resumed_other_difficulty += o.resumed_other_difficulty;
+        self.failed += o.failed;
+        self.unanswered += o.unanswered;
     }
 }
 
@@ -229,6 +264,8 @@ pub struct Partial {
     /// Clean jobs that arrived during the measured window, by job id.
     pub clean_jobs: BTreeMap<String, Arrivals>,
     pub errors: Errors,
+    #[serde(default)]
+    pub reconnect: Reconnects,
     /// CPU (user + system) this process used in the measured window.
     pub generator_cpu_us: u64,
     /// CPU this process used from start to the last handshake.
@@ -273,6 +310,7 @@ impl Partial {
                 .or_insert(*a);
         }
         self.errors.merge(&o.errors);
+        self.reconnect.merge(&o.reconnect);
         self.generator_cpu_us += o.generator_cpu_us;
         self.hashes += o.hashes;
     }
@@ -455,6 +493,7 @@ pub fn render(p: &Partial, engine: Option<&EngineStats>, machine: &Machine) -> V
         "engine": engine_json,
         "cpus": cpus,
         "errors": errors,
+        "reconnect": p.reconnect,
         "generator_cpu_us_per_submit": if sent > 0 { round(p.generator_cpu_us as f64 / sent as f64, 2) } else { 0.0 },
         "generator_cpu_us_per_handshake": round(p.generator_handshake_cpu_us as f64 / p.established.max(1) as f64, 2),
         "generator_hashes": p.hashes,

@@ -1,12 +1,15 @@
 //! What Sluice's test suites (the root `tests/`, `ctl/tests/`) and the benches share: temporary
 //! directories, polling until something holds, free loopback ports, a real `redis-server` per
-//! test ([`RedisServer`], over TLS with a throwaway CA from [`tls`], with replicas and [`Sentinels`]), real `sluice` processes
-//! ([`EngineProcess`]) and a Stratum V1 test miner ([`miner::Miner`]). Each suite keeps in its own `support/` only what is specific to it
+//! test ([`RedisServer`], over TLS with a throwaway CA from [`tls`], with replicas and [`Sentinels`]),
+//! real `sluice` processes ([`EngineProcess`]), a whole fleet behind HAProxy ([`Fleet`], also run by
+//! the `sluice-fleet` binary for operators) and a Stratum V1 test miner ([`miner::Miner`]). Each suite
+//! keeps in its own `support/` only what is specific to it
 //! (fleet settings, sluicectl runs, the independent reference miner) and re-exports the rest from
 //! here, so no fixture exists twice.
 //!
 //! Every fixture panics on failure: it runs only inside tests.
 
+pub mod fleet;
 pub mod miner;
 mod process;
 mod redis_server;
@@ -17,6 +20,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use fleet::{Fleet, FleetSpec};
 pub use process::{loadgen_binary, sluice_binary, sluicectl_binary, EngineProcess};
 pub use redis_server::RedisServer;
 pub use sentinel::Sentinels;

@@ -34,7 +34,7 @@ pub fn loadgen_binary() -> PathBuf {
 }
 
 /// `cargo build -p PACKAGE --bin BIN` with the tests' profile; the binary's path.
-fn build(package: &str, bin: &str) -> PathBuf {
+pub(crate) fn build(package: &str, bin: &str) -> PathBuf {
     // This crate sits one folder below the workspace root.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let release = !cfg!(debug_assertions);

@@ -90,6 +90,14 @@ pub fn heartbeat(
         .arg("-inf")
         .arg(now)
         .ignore()
+        // The layout version, if the prefix is new: a Redis restarted empty under a running
+        // fleet gets it back within a beat (sluicectl refuses a prefix without it). The
+        // processes checked it at start; a different version cannot appear here (NX).
+        .cmd("SET")
+        .arg(keys.layout())
+        .arg(crate::plane::keys::LAYOUT_VERSION)
+        .arg("NX")
+        .ignore()
         .query(con)
 }
 
