@@ -377,11 +377,7 @@ fn each_role_is_refused_what_it_does_not_need() {
             "1",
             leader.as_str(),
         ],
-        &[
-            "EVAL",
-            set_leader.as_str(),
-            "0",
-        ],
+        &["EVAL", set_leader.as_str(), "0"],
         &["EVAL", "return redis.call('FLUSHALL')", "0"],
     ] {
         refused(&mut engine, user, &cmd(c));
@@ -419,10 +415,7 @@ fn each_role_is_refused_what_it_does_not_need() {
     ] {
         refused(&mut read, user, &cmd(c));
     }
-    let layout: String = redis::cmd("GET")
-        .arg(k.layout())
-        .query(&mut read)
-        .unwrap();
+    let layout: String = redis::cmd("GET").arg(k.layout()).query(&mut read).unwrap();
     assert_eq!(layout, "2", "the read user reads");
 
     // The operator writes only commands, policies and the lease's steering.
@@ -433,11 +426,7 @@ fn each_role_is_refused_what_it_does_not_need() {
         &["SET", layout.as_str(), "3"],
         &["XADD", shares.as_str(), "*", "verdict", "accepted"],
         &["SET", ack.as_str(), "{}"],
-        &[
-            "EVAL",
-            set_leader.as_str(),
-            "0",
-        ],
+        &["EVAL", set_leader.as_str(), "0"],
         &["PUBLISH", jobs.as_str(), "x"],
     ] {
         refused(&mut operator, user, &cmd(c));

@@ -354,8 +354,14 @@ fn the_cursor_over_found_blocks_only_moves_forward() {
     assert_eq!(cursor(&mut con).as_deref(), Some("12-3"));
     record(&mut con, &keys, &rec("11-0")).unwrap();
     assert_eq!(cursor(&mut con).as_deref(), Some("12-3"));
-    assert_eq!(stream(&mut con, &sluice_layout::Keys::new(PREFIX).blocks()).len(), 2);
-    assert_eq!(stream(&mut con, &sluice_layout::Keys::new(PREFIX).blocks())[0].1["accepted"], "1");
+    assert_eq!(
+        stream(&mut con, &sluice_layout::Keys::new(PREFIX).blocks()).len(),
+        2
+    );
+    assert_eq!(
+        stream(&mut con, &sluice_layout::Keys::new(PREFIX).blocks())[0].1["accepted"],
+        "1"
+    );
 
     // A garbled cursor (a hostile writer) is replaced by the next real one.
     redis::cmd("SET")

@@ -50,7 +50,7 @@ fn resume(miner: &mut Miner, id: &str) -> Value {
 fn released(con: &mut redis::Connection, id: &str) {
     eventually(Duration::from_secs(5), || {
         let v: Option<String> = redis::cmd("HGET")
-            .arg(sluice_layout::Keys::new(PREFIX).session(&id))
+            .arg(sluice_layout::Keys::new(PREFIX).session(id))
             .arg("released")
             .query(con)
             .ok()?;
@@ -405,7 +405,7 @@ fn a_stored_state_that_is_not_this_builds_gives_a_fresh_session() {
     let engine = stratum(&redis, "engine-1");
     let state_of = |con: &mut redis::Connection, id: &str| -> Value {
         let state: String = redis::cmd("HGET")
-            .arg(sluice_layout::Keys::new(PREFIX).session(&id))
+            .arg(sluice_layout::Keys::new(PREFIX).session(id))
             .arg("state")
             .query(con)
             .unwrap();

@@ -215,7 +215,9 @@ fn a_deposed_leader_that_wakes_up_publishes_nothing() {
     // jm-b's token, never jm-a's older one.
     let mut sub = redis.connection();
     let mut pubsub = sub.as_pubsub();
-    pubsub.subscribe(sluice_layout::Keys::new(PREFIX).jobs_channel()).unwrap();
+    pubsub
+        .subscribe(sluice_layout::Keys::new(PREFIX).jobs_channel())
+        .unwrap();
     pubsub
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();

@@ -86,7 +86,12 @@ fn a_fleet_runs_on_redis_cluster_with_no_cross_slot_error() {
         .arg(keys().shares())
         .query(&mut con)
         .unwrap();
-    for key in [keys().layout(), keys().slot(7), keys().rollup(1), keys().jobs_channel()] {
+    for key in [
+        keys().layout(),
+        keys().slot(7),
+        keys().rollup(1),
+        keys().jobs_channel(),
+    ] {
         let other: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(&key)
@@ -96,11 +101,17 @@ fn a_fleet_runs_on_redis_cluster_with_no_cross_slot_error() {
     }
 
     let jm = jobmanager(&redis, "jm-1");
-    eventually(Duration::from_secs(15), || leader(&mut con))
-        .unwrap_or_else(|| {
-            let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut con).unwrap();
-            panic!("a jobmanager leads\n{:?}\n{stats}\n{}", error_stats(&mut con), jm.log())
-        });
+    eventually(Duration::from_secs(15), || leader(&mut con)).unwrap_or_else(|| {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut con)
+            .unwrap();
+        panic!(
+            "a jobmanager leads\n{:?}\n{stats}\n{}",
+            error_stats(&mut con),
+            jm.log()
+        )
+    });
     let engine = stratum(&redis, "engine-1");
 
     // Work, accepted shares and a block.
@@ -136,12 +147,23 @@ fn a_fleet_runs_on_redis_cluster_with_no_cross_slot_error() {
             .count();
         (n >= submitted).then_some(n)
     });
-    assert!(accepted.is_some(), "the shares are in the stream\n{}", logs(&engine, &jm));
+    assert!(
+        accepted.is_some(),
+        "the shares are in the stream\n{}",
+        logs(&engine, &jm)
+    );
     let recorded = eventually(Duration::from_secs(15), || {
-        let n: u64 = redis::cmd("XLEN").arg(keys().blocks()).query(&mut con).ok()?;
+        let n: u64 = redis::cmd("XLEN")
+            .arg(keys().blocks())
+            .query(&mut con)
+            .ok()?;
         (n >= 1).then_some(n)
     });
-    assert!(recorded.is_some(), "the leader records the block\n{}", logs(&engine, &jm));
+    assert!(
+        recorded.is_some(),
+        "the leader records the block\n{}",
+        logs(&engine, &jm)
+    );
 
     // A session resume: released by the engine, claimed again with its extranonce1.
     drop(miner);
@@ -177,7 +199,15 @@ fn a_fleet_runs_on_redis_cluster_with_no_cross_slot_error() {
     assert_eq!(code, 0, "{out}");
     let (code, out) = sluicectl(
         &redis,
-        &["policy", "set", "asic", "--port", "3333", "--start-difficulty", "1024"],
+        &[
+            "policy",
+            "set",
+            "asic",
+            "--port",
+            "3333",
+            "--start-difficulty",
+            "1024",
+        ],
     );
     assert_eq!(code, 0, "{out}");
     let (code, out) = sluicectl(&redis, &["policy", "rm", "asic"]);
@@ -206,14 +236,21 @@ fn a_fleet_runs_on_redis_cluster_with_no_cross_slot_error() {
         .iter()
         .find_map(|e| e.strip_prefix("errorstat_NOSCRIPT:count="))
         .map_or(0, |n| n.parse::<u64>().unwrap());
-    let calls: String = redis::cmd("INFO").arg("commandstats").query(&mut con).unwrap();
+    let calls: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut con)
+        .unwrap();
     for line in calls.lines().filter(|l| l.starts_with("cmdstat_")) {
         let count = |name: &str| -> u64 {
             line.split(',')
                 .find_map(|f| f.strip_prefix(name))
                 .map_or(0, |n| n.parse().unwrap())
         };
-        let failed_ok = if line.starts_with("cmdstat_evalsha:") { noscript } else { 0 };
+        let failed_ok = if line.starts_with("cmdstat_evalsha:") {
+            noscript
+        } else {
+            0
+        };
         assert!(
             count("rejected_calls=") == 0 && count("failed_calls=") == failed_ok,
             "Redis Cluster refused or failed calls: {line}\n{errors:?}\n{}",
@@ -231,6 +268,118 @@ fn a_fleet_runs_on_redis_cluster_with_no_cross_slot_error() {
         "Redis Cluster refused calls: {errors:?}\n{}",
         logs(&engine, &jm)
     );
+}
+
+/// `127.0.0.1:PORT` of a server.
+fn host_port(redis: &RedisServer) -> String {
+    redis.url().trim_start_matches("redis://").to_owned()
+}
+
+/// Three masters that share the slots, made a cluster by `redis-cli --cluster create`.
+fn three_shards() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+        })
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(nodes.iter().map(host_port))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for node in &nodes {
+        let mut con = node.connection();
+        eventually(Duration::from_secs(30), || {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut con).ok()?;
+            info.contains("cluster_state:ok").then_some(())
+        })
+        .expect("the cluster is ok");
+    }
+    nodes
+}
+
+/// On a cluster of three shards, a fleet pointed at the master of its slot runs there alone:
+/// its keys are all on that shard, the other two hold none, and no call is refused.
+#[test]
+fn on_three_shards_a_fleet_lives_on_the_shard_of_its_slot() {
+    let nodes = three_shards();
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(keys().shares())
+        .query(&mut nodes[0].connection())
+        .unwrap();
+    // `CLUSTER NODES`: the node's own line ("myself") ends with the slot ranges it serves.
+    let serves = |node: &RedisServer| -> bool {
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut node.connection())
+            .unwrap();
+        nodes.lines().filter(|l| l.contains("myself")).any(|l| {
+            l.split_whitespace().skip(8).any(|range| {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                a.parse::<u16>().is_ok_and(|a| a <= slot)
+                    && b.parse::<u16>().is_ok_and(|b| slot <= b)
+            })
+        })
+    };
+    let home = nodes
+        .iter()
+        .position(serves)
+        .expect("a master serves the fleet's slot");
+    let redis = &nodes[home];
+    let mut con = redis.connection();
+
+    let jm = jobmanager(redis, "jm-1");
+    eventually(Duration::from_secs(15), || leader(&mut con))
+        .unwrap_or_else(|| panic!("a jobmanager leads\n{}", jm.log()));
+    let engine = stratum(redis, "engine-1");
+    let mut miner = Miner::connect(engine.addr());
+    miner.handshake();
+    let share = miner.find_share(miner.difficulty, true, None);
+    assert_eq!(miner.submit(&share)["result"], true);
+    let logged = eventually(Duration::from_secs(15), || {
+        (!shares_in_stream(&mut con).is_empty()).then_some(())
+    });
+    assert!(
+        logged.is_some(),
+        "the share is in the stream\n{}",
+        logs(&engine, &jm)
+    );
+    let (code, out) = sluicectl(redis, &["services", "ls"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("engine-1") && out.contains("jm-1"), "{out}");
+
+    for (n, node) in nodes.iter().enumerate() {
+        let mut con = node.connection();
+        let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+        if n == home {
+            assert!(keys > 5, "the fleet's shard holds its keys: {keys}");
+        } else {
+            assert_eq!(keys, 0, "another shard holds none");
+        }
+        let refused: Vec<String> = error_stats(&mut con)
+            .into_iter()
+            .filter(|e| !e.starts_with("errorstat_NOSCRIPT:") && !e.starts_with("errorstat_ERR:"))
+            .collect();
+        // The one redirect allowed: the layout check's look for a layout-3 fleet's key, which
+        // lives in another slot (a redirect there means no such fleet).
+        assert!(
+            refused.iter().all(|e| e == "errorstat_MOVED:count=1"),
+            "node {n}: {refused:?}\n{}",
+            logs(&engine, &jm)
+        );
+    }
 }
 
 /// The Lua scripts in a source file: the raw strings that call Redis.
@@ -277,8 +426,7 @@ fn undeclared_key(script: &str, helpers: &[String]) -> Option<String> {
             continue;
         };
         let first = args.trim_start();
-        if !(first.starts_with("KEYS[") || first.starts_with("key,") || first.starts_with("key)"))
-        {
+        if !(first.starts_with("KEYS[") || first.starts_with("key,") || first.starts_with("key)")) {
             return Some(format!("a key not from KEYS: redis.call({call:.60}"));
         }
     }
@@ -290,7 +438,9 @@ fn undeclared_key(script: &str, helpers: &[String]) -> Option<String> {
             }
             let arg = &script[at + helper.len() + 1..];
             if !arg.starts_with("KEYS[") {
-                return Some(format!("{helper} called with a key not from KEYS: {arg:.60}"));
+                return Some(format!(
+                    "{helper} called with a key not from KEYS: {arg:.60}"
+                ));
             }
         }
     }
@@ -331,7 +481,10 @@ fn every_key_a_script_touches_is_declared_in_keys() {
         }
     }
     // sessions (6), jobs, blocks (2), share log, lease (2), sluicectl's pause and policy set.
-    assert!(checked >= 13, "only {checked} scripts found: has the scan lost them?");
+    assert!(
+        checked >= 13,
+        "only {checked} scripts found: has the scan lost them?"
+    );
     // The guard itself catches the old forms.
     for old in [
         "redis.call('SET', ARGV[1] .. ':slot:' .. n, 'x')",

@@ -187,7 +187,13 @@ mod tests {
             assert_eq!(check_prefix(good), Ok(()), "{good}");
         }
         assert_eq!(check_prefix(""), Err(PrefixError::Empty));
-        for (bad, c) in [("a{b", '{'), ("}", '}'), ("a b", ' '), ("a\tb", '\t'), ("a\n", '\n')] {
+        for (bad, c) in [
+            ("a{b", '{'),
+            ("}", '}'),
+            ("a b", ' '),
+            ("a\tb", '\t'),
+            ("a\n", '\n'),
+        ] {
             assert_eq!(
                 check_prefix(bad),
                 Err(PrefixError::Forbidden(bad.to_owned(), c)),

@@ -56,8 +56,7 @@ fn holds_layout_v3(con: &mut Connection, keys: &Keys) -> Result<bool, LayoutErro
                 redis::ErrorKind::Server(
                     redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask
                 )
-            )
-                || e.code() == Some("NOPERM") =>
+            ) || e.code() == Some("NOPERM") =>
         {
             Ok(false)
         }
@@ -76,7 +75,10 @@ mod tests {
         let mut con = redis.con();
         let keys = Keys::new("fresh");
         check_layout(&mut con, &keys).unwrap();
-        let v: String = redis::cmd("GET").arg(keys.layout()).query(&mut con).unwrap();
+        let v: String = redis::cmd("GET")
+            .arg(keys.layout())
+            .query(&mut con)
+            .unwrap();
         assert_eq!(v, LAYOUT_VERSION.to_string());
         check_layout(&mut con, &keys).unwrap();
 
@@ -87,7 +89,10 @@ mod tests {
             .query(&mut con)
             .unwrap();
         let err = check_layout(&mut con, &old).unwrap_err().to_string();
-        assert!(err.contains("layout-3 fleet") && err.contains("redis.prefix"), "{err}");
+        assert!(
+            err.contains("layout-3 fleet") && err.contains("redis.prefix"),
+            "{err}"
+        );
         let new: Option<String> = redis::cmd("GET").arg(old.layout()).query(&mut con).unwrap();
         assert_eq!(new, None, "nothing written under the new names");
     }

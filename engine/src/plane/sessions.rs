@@ -557,7 +557,8 @@ impl Writer {
             let Some(extranonce1) = extranonce1 else {
                 return Ok(Claim::Unknown);
             };
-            let slot_key = |slot: Option<u32>| slot.map_or_else(|| record.clone(), |n| self.keys.slot(n));
+            let slot_key =
+                |slot: Option<u32>| slot.map_or_else(|| record.clone(), |n| self.keys.slot(n));
             let held_by = holder_slot.as_deref().and_then(|n| n.parse().ok());
             reply = self
                 .claim
@@ -834,7 +835,10 @@ mod tests {
             Claim::Unknown
         );
         // The session's slot key lives at least the session TTL.
-        let ttl: i64 = redis::cmd("PTTL").arg(Keys::new("t").slot(0)).query(&mut con).unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(Keys::new("t").slot(0))
+            .query(&mut con)
+            .unwrap();
         assert!(ttl > 500_000, "{ttl}");
 
         // The holder's engine is gone: the record lapses on the next claim.

@@ -388,9 +388,7 @@ impl Writer {
         let sums = rollups(batch);
         let keys = Keys::new(&self.settings.prefix);
         let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(keys.shares())
-            .key(self.hwm_key(batch.epoch));
+        invocation.key(keys.shares()).key(self.hwm_key(batch.epoch));
         // The sums come sorted by minute: each new minute is the next key, from KEYS[3].
         let mut last = None;
         for &(minute, _) in sums.keys() {
