@@ -298,7 +298,8 @@ pub struct RedisSection {
     /// The control plane of `sluice jobmanager` and `sluice stratum` (`redis://host:port`); unused
     /// by `sluice run`.
     pub url: Option<String>,
-    /// Every key starts with this; fleets sharing one Redis use different prefixes.
+    /// Every key is `{prefix}:name` (Redis Cluster's hash tag); fleets sharing one Redis use
+    /// different prefixes.
     pub prefix: String,
     /// This process's id in the fleet; unset, `ROLE-HOST-PID`.
     pub id: Option<String>,
