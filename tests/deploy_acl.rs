@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use sluice_testkit::fleet::{acl_password as password, test_acl};
+use sluice_layout::Keys;
 use sluice_testkit::{eventually, sluicectl_binary, EngineProcess, RedisServer, TempDir};
 use support::fleet::config_file_with;
 use support::miner::Miner;
@@ -126,6 +127,8 @@ fn each_role_works_with_its_own_user_and_the_acl_log_stays_empty() {
     let dir = TempDir::new("acl");
     let redis = acl_redis(&dir);
     let mut admin = connect_as(&redis, "sluice-admin");
+    // The default prefix's keys (the ACL file's patterns name them).
+    let k = Keys::new("sluice");
 
     // Blocks at difficulty 1e-5 against shares at 1e-6: a found block exercises the engine's
     // forwarder and the leader's reader and recorder.
@@ -139,7 +142,7 @@ fn each_role_works_with_its_own_user_and_the_acl_log_stays_empty() {
     let engine = role(&redis, "stratum", "sluice-engine", "engine-1", &[]);
     let leader = eventually(Duration::from_secs(10), || {
         redis::cmd("GET")
-            .arg("sluice:jm:leader")
+            .arg(k.leader())
             .query::<Option<String>>(&mut admin)
             .unwrap()
     })
@@ -156,7 +159,7 @@ fn each_role_works_with_its_own_user_and_the_acl_log_stays_empty() {
     }
     let logged = eventually(Duration::from_secs(10), || {
         let n: u64 = redis::cmd("XLEN")
-            .arg("sluice:shares")
+            .arg(k.shares())
             .query(&mut admin)
             .unwrap();
         (n >= 4).then_some(n)
@@ -164,7 +167,7 @@ fn each_role_works_with_its_own_user_and_the_acl_log_stays_empty() {
     assert!(logged.is_some(), "the shares are logged\n{}", engine.log());
     let recorded = eventually(Duration::from_secs(10), || {
         let n: u64 = redis::cmd("XLEN")
-            .arg("sluice:blocks")
+            .arg(k.blocks())
             .query(&mut admin)
             .unwrap();
         (n >= 1).then_some(n)
@@ -262,8 +265,30 @@ fn each_role_is_refused_what_it_does_not_need() {
     let dir = TempDir::new("acl");
     let redis = acl_redis(&dir);
     let mut admin = connect_as(&redis, "sluice-admin");
+    // The default prefix's keys (the ACL file's patterns name them).
+    let k = Keys::new("sluice");
+    let (leader, token, latest, jobs, policies, blocks) = (
+        k.leader(),
+        k.token(),
+        k.latest_job(),
+        k.jobs_channel(),
+        k.policies(),
+        k.blocks(),
+    );
+    let (cmd1, cmd2, shares, session, slot, control, layout, ack) = (
+        k.commands("engine-1"),
+        k.commands("engine-2"),
+        k.shares(),
+        k.session("00"),
+        k.slot(0),
+        k.jm_control(),
+        k.layout(),
+        k.ack("1"),
+    );
+    // A script naming a key it was not given (refused by the ACL whatever it names).
+    let set_leader = format!("return redis.call('SET', '{leader}', 'x')");
     redis::cmd("SET")
-        .arg("sluice:layout")
+        .arg(k.layout())
         .arg(2)
         .query::<()>(&mut admin)
         .unwrap();
@@ -298,24 +323,20 @@ fn each_role_is_refused_what_it_does_not_need() {
     let user = "sluice-engine";
     let mut engine = connect_as(&redis, user);
     for c in [
-        &["SET", "sluice:jm:leader", "engine-1|1"][..],
-        &["INCR", "sluice:jm:token"],
-        &["SET", "sluice:job:latest", "x"],
-        &["PUBLISH", "sluice:jobs", "x"],
-        &["HSET", "sluice:policies", "p", "{}"],
-        &["XADD", "sluice:blocks", "*", "hash", "00"],
-        &["XADD", "sluice:cmd:engine-2", "*", "cmd", "drain"],
+        &["SET", leader.as_str(), "engine-1|1"][..],
+        &["INCR", token.as_str()],
+        &["SET", latest.as_str(), "x"],
+        &["PUBLISH", jobs.as_str(), "x"],
+        &["HSET", policies.as_str(), "p", "{}"],
+        &["XADD", blocks.as_str(), "*", "hash", "00"],
+        &["XADD", cmd2.as_str(), "*", "cmd", "drain"],
         &[
             "EVAL",
             "return redis.call('SET', KEYS[1], 'x')",
             "1",
-            "sluice:jm:leader",
+            leader.as_str(),
         ],
-        &[
-            "EVAL",
-            "return redis.call('SET', 'sluice:jm:leader', 'x')",
-            "0",
-        ],
+        &["EVAL", set_leader.as_str(), "0"],
         &["EVAL", "return redis.call('FLUSHALL')", "0"],
     ] {
         refused(&mut engine, user, &cmd(c));
@@ -325,12 +346,12 @@ fn each_role_is_refused_what_it_does_not_need() {
     let user = "sluice-jobmanager";
     let mut jm = connect_as(&redis, user);
     for c in [
-        &["XADD", "sluice:shares", "*", "verdict", "accepted"][..],
-        &["HSET", "sluice:session:00", "difficulty", "1"],
-        &["SET", "sluice:slot:0", "x"],
-        &["HSET", "sluice:policies", "p", "{}"],
-        &["HSET", "sluice:jm:control", "prefer", "jm-1"],
-        &["XADD", "sluice:cmd:engine-1", "*", "cmd", "drain"],
+        &["XADD", shares.as_str(), "*", "verdict", "accepted"][..],
+        &["HSET", session.as_str(), "difficulty", "1"],
+        &["SET", slot.as_str(), "x"],
+        &["HSET", policies.as_str(), "p", "{}"],
+        &["HSET", control.as_str(), "prefer", "jm-1"],
+        &["XADD", cmd1.as_str(), "*", "cmd", "drain"],
         &["SUBSCRIBE", "other:channel"],
     ] {
         refused(&mut jm, user, &cmd(c));
@@ -340,39 +361,32 @@ fn each_role_is_refused_what_it_does_not_need() {
     let user = "sluicectl-read";
     let mut read = connect_as(&redis, user);
     for c in [
-        &["SET", "sluice:layout", "2"][..],
-        &["XADD", "sluice:cmd:engine-1", "*", "cmd", "drain"],
-        &["HSET", "sluice:policies", "p", "{}"],
-        &["HDEL", "sluice:jm:control", "prefer"],
-        &["HSET", "sluice:jm:control", "prefer", "jm-1"],
-        &["DEL", "sluice:shares"],
-        &["EXPIRE", "sluice:layout", "1"],
+        &["SET", layout.as_str(), "2"][..],
+        &["XADD", cmd1.as_str(), "*", "cmd", "drain"],
+        &["HSET", policies.as_str(), "p", "{}"],
+        &["HDEL", control.as_str(), "prefer"],
+        &["HSET", control.as_str(), "prefer", "jm-1"],
+        &["DEL", shares.as_str()],
+        &["EXPIRE", layout.as_str(), "1"],
         &["EVAL", "return 1", "0"],
-        &["PUBLISH", "sluice:jobs", "x"],
-        &["SUBSCRIBE", "sluice:jobs"],
+        &["PUBLISH", jobs.as_str(), "x"],
+        &["SUBSCRIBE", jobs.as_str()],
     ] {
         refused(&mut read, user, &cmd(c));
     }
-    let layout: String = redis::cmd("GET")
-        .arg("sluice:layout")
-        .query(&mut read)
-        .unwrap();
+    let layout: String = redis::cmd("GET").arg(k.layout()).query(&mut read).unwrap();
     assert_eq!(layout, "2", "the read user reads");
 
     // The operator writes only commands, policies and the lease's steering.
     let user = "sluicectl-operator";
     let mut operator = connect_as(&redis, user);
     for c in [
-        &["SET", "sluice:jm:leader", "jm-1|1"][..],
-        &["SET", "sluice:layout", "3"],
-        &["XADD", "sluice:shares", "*", "verdict", "accepted"],
-        &["SET", "sluice:ack:1", "{}"],
-        &[
-            "EVAL",
-            "return redis.call('SET', 'sluice:jm:leader', 'x')",
-            "0",
-        ],
-        &["PUBLISH", "sluice:jobs", "x"],
+        &["SET", leader.as_str(), "jm-1|1"][..],
+        &["SET", layout.as_str(), "3"],
+        &["XADD", shares.as_str(), "*", "verdict", "accepted"],
+        &["SET", ack.as_str(), "{}"],
+        &["EVAL", set_leader.as_str(), "0"],
+        &["PUBLISH", jobs.as_str(), "x"],
     ] {
         refused(&mut operator, user, &cmd(c));
     }
@@ -383,7 +397,7 @@ fn each_role_is_refused_what_it_does_not_need() {
         .get_connection()
         .unwrap();
     let e = redis::cmd("GET")
-        .arg("sluice:layout")
+        .arg(k.layout())
         .query::<Option<String>>(&mut anonymous)
         .unwrap_err();
     assert!(e.to_string().contains("NOAUTH"), "{e}");
@@ -480,6 +494,8 @@ fn haproxy_on_the_shipped_config_fronts_an_engine() {
     let dir = TempDir::new("acl");
     let redis = acl_redis(&dir);
     let mut admin = connect_as(&redis, "sluice-admin");
+    // The default prefix's keys (the ACL file's patterns name them).
+    let k = Keys::new("sluice");
     let _jm = role(
         &redis,
         "jobmanager",
@@ -528,7 +544,7 @@ fn haproxy_on_the_shipped_config_fronts_an_engine() {
     assert_eq!(miner.submit(&share)["result"], true);
     let client = eventually(Duration::from_secs(10), || {
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg("sluice:shares")
+            .arg(k.shares())
             .arg("-")
             .arg("+")
             .query(&mut admin)

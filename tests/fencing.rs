@@ -30,7 +30,7 @@ use support::redis_server::RedisServer;
 
 fn epoch(con: &mut redis::Connection) -> Option<String> {
     redis::cmd("GET")
-        .arg(format!("{PREFIX}:jm:epoch"))
+        .arg(sluice_layout::Keys::new(PREFIX).epoch())
         .query(con)
         .unwrap()
 }
@@ -197,7 +197,7 @@ fn forged_job_messages_are_refused_and_the_fleet_keeps_working() {
         e2.metric("sluice_jobs_refused_total"),
     ];
     let _: () = redis::cmd("SET")
-        .arg(format!("{PREFIX}:job:latest"))
+        .arg(sluice_layout::Keys::new(PREFIX).latest_job())
         .arg(&with_other_key)
         .query(&mut con)
         .unwrap();

@@ -24,10 +24,10 @@ use support::redis_server::RedisServer;
 
 type Entries = Vec<(String, Vec<(String, String)>)>;
 
-/// Every entry of a stream: its id and its fields.
-fn stream(con: &mut redis::Connection, name: &str) -> Vec<(String, HashMap<String, String>)> {
+/// Every entry of a stream (its key): its id and its fields.
+fn stream(con: &mut redis::Connection, key: &str) -> Vec<(String, HashMap<String, String>)> {
     let entries: Entries = redis::cmd("XRANGE")
-        .arg(format!("{PREFIX}:{name}"))
+        .arg(key)
         .arg("-")
         .arg("+")
         .query(con)
@@ -40,7 +40,7 @@ fn stream(con: &mut redis::Connection, name: &str) -> Vec<(String, HashMap<Strin
 
 /// The `P:blocks:found` entries of the block `hash`.
 fn found(con: &mut redis::Connection, hash: &str) -> Vec<(String, HashMap<String, String>)> {
-    stream(con, "blocks:found")
+    stream(con, &sluice_layout::Keys::new(PREFIX).blocks_found())
         .into_iter()
         .filter(|(_, f)| f.get("hash").is_some_and(|h| h == hash))
         .collect()
@@ -48,7 +48,7 @@ fn found(con: &mut redis::Connection, hash: &str) -> Vec<(String, HashMap<String
 
 /// The `P:blocks` records of the block `hash`.
 fn recorded(con: &mut redis::Connection, hash: &str) -> Vec<HashMap<String, String>> {
-    stream(con, "blocks")
+    stream(con, &sluice_layout::Keys::new(PREFIX).blocks())
         .into_iter()
         .map(|(_, f)| f)
         .filter(|f| f.get("hash").is_some_and(|h| h == hash))
@@ -57,7 +57,7 @@ fn recorded(con: &mut redis::Connection, hash: &str) -> Vec<HashMap<String, Stri
 
 fn cursor(con: &mut redis::Connection) -> Option<String> {
     redis::cmd("GET")
-        .arg(format!("{PREFIX}:blocks:cursor"))
+        .arg(sluice_layout::Keys::new(PREFIX).blocks_cursor())
         .query(con)
         .unwrap()
 }
@@ -354,12 +354,18 @@ fn the_cursor_over_found_blocks_only_moves_forward() {
     assert_eq!(cursor(&mut con).as_deref(), Some("12-3"));
     record(&mut con, &keys, &rec("11-0")).unwrap();
     assert_eq!(cursor(&mut con).as_deref(), Some("12-3"));
-    assert_eq!(stream(&mut con, "blocks").len(), 2);
-    assert_eq!(stream(&mut con, "blocks")[0].1["accepted"], "1");
+    assert_eq!(
+        stream(&mut con, &sluice_layout::Keys::new(PREFIX).blocks()).len(),
+        2
+    );
+    assert_eq!(
+        stream(&mut con, &sluice_layout::Keys::new(PREFIX).blocks())[0].1["accepted"],
+        "1"
+    );
 
     // A garbled cursor (a hostile writer) is replaced by the next real one.
     redis::cmd("SET")
-        .arg(format!("{PREFIX}:blocks:cursor"))
+        .arg(sluice_layout::Keys::new(PREFIX).blocks_cursor())
         .arg("garbage")
         .query::<()>(&mut con)
         .unwrap();

@@ -50,7 +50,7 @@ fn resume(miner: &mut Miner, id: &str) -> Value {
 fn released(con: &mut redis::Connection, id: &str) {
     eventually(Duration::from_secs(5), || {
         let v: Option<String> = redis::cmd("HGET")
-            .arg(format!("{PREFIX}:session:{id}"))
+            .arg(sluice_layout::Keys::new(PREFIX).session(id))
             .arg("released")
             .query(con)
             .ok()?;
@@ -237,7 +237,7 @@ fn an_engine_restarted_while_its_miners_resume_elsewhere_hands_out_no_extranonce
     let slots: Vec<Option<String>> = (0..3)
         .map(|n| {
             redis::cmd("GET")
-                .arg(format!("{PREFIX}:slot:{n}"))
+                .arg(sluice_layout::Keys::new(PREFIX).slot(n))
                 .query(&mut con)
                 .unwrap()
         })
@@ -268,7 +268,7 @@ fn a_narrowed_policy_mask_is_announced_and_the_next_rolled_share_accepted() {
 
     // A policy narrows the mask; a policy mask wider than the pool's is cut to it.
     let _: i64 = redis::cmd("HSET")
-        .arg(format!("{PREFIX}:policies"))
+        .arg(sluice_layout::Keys::new(PREFIX).policies())
         .arg("narrow")
         .arg(format!(
             r#"{{"worker":"{WORKER}","version_mask":"f0ffe000"}}"#
@@ -303,13 +303,13 @@ fn an_engine_whose_slot_is_taken_stops_taking_new_connections_and_says_why() {
     // Another process takes the slot (an operator's mistake, or Redis lost it and another
     // engine leased it).
     let _: () = redis::cmd("SET")
-        .arg(format!("{PREFIX}:slot:{slot}"))
+        .arg(sluice_layout::Keys::new(PREFIX).slot(u32::from(slot)))
         .arg("engine-9|0123456789abcdef")
         .query(&mut con)
         .unwrap();
     eventually(Duration::from_secs(5), || {
         let state: Option<String> = redis::cmd("HGET")
-            .arg(format!("{PREFIX}:svc:engine-1"))
+            .arg(sluice_layout::Keys::new(PREFIX).service("engine-1"))
             .arg("state")
             .query(&mut con)
             .ok()?;
@@ -382,7 +382,7 @@ fn an_engine_whose_slot_lapsed_in_a_redis_restart_takes_it_back() {
     let mut con = redis.connection();
     let slot = before.extranonce1[0];
     let holder: Option<String> = redis::cmd("GET")
-        .arg(format!("{PREFIX}:slot:{slot}"))
+        .arg(sluice_layout::Keys::new(PREFIX).slot(u32::from(slot)))
         .query(&mut con)
         .unwrap();
     assert!(holder.is_some_and(|h| h.starts_with("engine-1|")));
@@ -405,7 +405,7 @@ fn a_stored_state_that_is_not_this_builds_gives_a_fresh_session() {
     let engine = stratum(&redis, "engine-1");
     let state_of = |con: &mut redis::Connection, id: &str| -> Value {
         let state: String = redis::cmd("HGET")
-            .arg(format!("{PREFIX}:session:{id}"))
+            .arg(sluice_layout::Keys::new(PREFIX).session(id))
             .arg("state")
             .query(con)
             .unwrap();
@@ -424,7 +424,7 @@ fn a_stored_state_that_is_not_this_builds_gives_a_fresh_session() {
         assert!(state["version"].is_u64(), "{state}");
         assert_eq!(state["workers"], json!([WORKER]), "{state}");
         let _: () = redis::cmd("HSET")
-            .arg(format!("{PREFIX}:session:{id}"))
+            .arg(sluice_layout::Keys::new(PREFIX).session(&id))
             .arg("state")
             .arg(if garbage {
                 "{not json".to_owned()

@@ -26,7 +26,7 @@ fn a_block_found_on_an_engine_is_submitted_by_the_leader_and_recorded() {
     type Entries = Vec<(String, Vec<(String, String)>)>;
     let entry = eventually(Duration::from_secs(10), || {
         let entries: Entries = redis::cmd("XRANGE")
-            .arg(format!("{PREFIX}:blocks"))
+            .arg(sluice_layout::Keys::new(PREFIX).blocks())
             .arg("-")
             .arg("+")
             .query(&mut con)

@@ -23,7 +23,7 @@ fn policies_apply_to_new_connections_and_to_live_ones_when_changed() {
     let worker = support::miner::WORKER;
     let set = |con: &mut redis::Connection, json: String| {
         let _: i64 = redis::cmd("HSET")
-            .arg(format!("{PREFIX}:policies"))
+            .arg(sluice_layout::Keys::new(PREFIX).policies())
             .arg("vip")
             .arg(json)
             .query(con)

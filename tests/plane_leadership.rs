@@ -46,13 +46,13 @@ fn the_standby_takes_over_within_3_s_and_stale_tokens_are_refused() {
     services.sort();
     assert_eq!(services, ["engine-1", "engine-2", "jm-a", "jm-b"]);
     let role: String = redis::cmd("HGET")
-        .arg(format!("{PREFIX}:svc:engine-1"))
+        .arg(sluice_layout::Keys::new(PREFIX).service("engine-1"))
         .arg("role")
         .query(&mut con)
         .unwrap();
     assert_eq!(role, "stratum");
     let state: String = redis::cmd("HGET")
-        .arg(format!("{PREFIX}:svc:jm-b"))
+        .arg(sluice_layout::Keys::new(PREFIX).service("jm-b"))
         .arg("state")
         .query(&mut con)
         .unwrap();
@@ -134,7 +134,7 @@ fn operators_pause_and_promote_jobmanagers_through_the_control_hash() {
         })
     };
     assert!(leads(&mut con, "jm-a").is_some());
-    let control = format!("{PREFIX}:jm:control");
+    let control = sluice_layout::Keys::new(PREFIX).jm_control();
 
     // Paused, the leader hands the lease over; the new leader's job reaches the miner.
     let _: i64 = redis::cmd("HSET")
@@ -215,7 +215,9 @@ fn a_deposed_leader_that_wakes_up_publishes_nothing() {
     // jm-b's token, never jm-a's older one.
     let mut sub = redis.connection();
     let mut pubsub = sub.as_pubsub();
-    pubsub.subscribe(format!("{PREFIX}:jobs")).unwrap();
+    pubsub
+        .subscribe(sluice_layout::Keys::new(PREFIX).jobs_channel())
+        .unwrap();
     pubsub
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();

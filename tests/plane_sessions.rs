@@ -46,7 +46,7 @@ fn a_miner_resumes_its_session_on_another_engine() {
     let saved: std::collections::HashMap<String, String> =
         eventually(Duration::from_secs(5), || {
             let h: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(format!("{PREFIX}:session:{session_id}"))
+                .arg(sluice_layout::Keys::new(PREFIX).session(&session_id))
                 .query(&mut con)
                 .ok()?;
             (h.get("difficulty").map(String::as_str) == Some("0.0002")).then_some(h)
@@ -54,7 +54,7 @@ fn a_miner_resumes_its_session_on_another_engine() {
         .expect("the session is saved with its difficulty");
     assert_eq!(saved["engine"], "engine-1");
     let indexed: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!("{PREFIX}:sessions"))
+        .arg(sluice_layout::Keys::new(PREFIX).sessions())
         .arg(&session_id)
         .query(&mut con)
         .unwrap();

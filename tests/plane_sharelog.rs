@@ -94,7 +94,7 @@ fn with_redis_away_for_10_s_mining_goes_on_and_every_share_is_logged_exactly_onc
     let mut rolled = 0;
     for minute in now_minute - 2..=now_minute {
         let n: Option<u64> = redis::cmd("HGET")
-            .arg(format!("{PREFIX}:roll:{minute}"))
+            .arg(sluice_layout::Keys::new(PREFIX).rollup(minute))
             .arg(format!("{}|accepted", support::miner::WORKER))
             .query(&mut con)
             .unwrap();

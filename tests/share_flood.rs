@@ -233,7 +233,7 @@ fn a_flood_of_rejected_submits_with_4_kb_names_leaves_redis_alone_and_loses_no_a
     );
     let dropped = eventually(Duration::from_secs(5), || {
         redis::cmd("HGET")
-            .arg(format!("{PREFIX}:svc:engine-1"))
+            .arg(sluice_layout::Keys::new(PREFIX).service("engine-1"))
             .arg("shares_dropped")
             .query::<Option<String>>(&mut con)
             .unwrap()

@@ -14,12 +14,24 @@ use crate::error::{CtlError, Result};
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Refuses a prefix without a fleet or with another layout version. Unlike a Sluice process
-/// sluicectl never writes `P:layout`, so pointing it at the wrong prefix changes nothing. The keys
-/// it writes, only once this check has passed, are an engine's command stream `P:cmd:ENGINE`
-/// (`session kick`, `engine drain|undrain|reload`), the policies `P:policies` (`policy set|rm`)
-/// and the lease's steering `P:jm:control` (`jobmanager pause|resume|promote`).
+/// sluicectl never writes `{P}:layout`, so pointing it at the wrong prefix changes nothing. The
+/// keys it writes, only once this check has passed, are an engine's command stream
+/// `{P}:cmd:ENGINE` (`session kick`, `engine drain|undrain|reload`), the policies `{P}:policies`
+/// (`policy set|rm`) and the lease's steering `{P}:jm:control` (`jobmanager pause|resume|promote`).
+/// A prefix with no fleet under today's names but a layout-3 fleet's `P:layout` (keys before the
+/// hash tag) is refused as layout 3, not as "no fleet".
 pub fn check_layout(redis: &mut Redis, keys: &Keys) -> Result<()> {
+    sluice_layout::check_prefix(keys.prefix())
+        .map_err(|e| CtlError::Usage(format!("--prefix (SLUICE_PREFIX) {e}")))?;
     let found: Option<String> = redis.query(redis::cmd("GET").arg(keys.layout()))?;
+    // The old key may be outside the user's ACL patterns or on another shard: no answer is no
+    // old fleet.
+    let found = found.or_else(|| {
+        redis
+            .query::<Option<String>>(redis::cmd("GET").arg(keys.layout_v3()))
+            .ok()
+            .flatten()
+    });
     match found {
         None => Err(CtlError::NoFleet {
             prefix: keys.prefix().to_owned(),

@@ -83,7 +83,7 @@ impl fmt::Display for CtlError {
             CtlError::Usage(m) => write!(f, "{m}"),
             CtlError::NoFleet { prefix } => write!(
                 f,
-                "no Sluice fleet under prefix {prefix:?} ({prefix}:layout is missing); check --prefix or SLUICE_PREFIX"
+                "no Sluice fleet under prefix {prefix:?} ({{{prefix}}}:layout is missing); check --prefix or SLUICE_PREFIX"
             ),
             CtlError::Unreachable { url, error } => write!(
                 f,

@@ -35,7 +35,7 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
 
 fn stream_len(con: &mut redis::Connection, engine: &str) -> u64 {
     redis::cmd("XLEN")
-        .arg(format!("{PREFIX}:cmd:{engine}"))
+        .arg(sluice_layout::Keys::new(PREFIX).commands(engine))
         .query(con)
         .unwrap()
 }
@@ -82,7 +82,7 @@ fn drain_and_undrain_send_one_command_each_and_print_the_acknowledgement() {
     assert_eq!(parts[0], sent_ms.to_string());
     assert!(parts[1..].iter().all(|p| p.parse::<u64>().is_ok()), "{id}");
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("{PREFIX}:ack:{id}"))
+        .arg(sluice_layout::Keys::new(PREFIX).ack(&id))
         .query(&mut con)
         .unwrap();
     assert!(ttl > 3500, "{ttl}");
@@ -380,7 +380,7 @@ fn session_ls_and_show_read_the_saved_sessions() {
     }
     // An index entry whose hash is gone (expired between a save and a prune): skipped.
     let _: () = redis::cmd("ZADD")
-        .arg(format!("{PREFIX}:sessions"))
+        .arg(sluice_layout::Keys::new(PREFIX).sessions())
         .arg(now + 1000)
         .arg("dead")
         .query(&mut con)

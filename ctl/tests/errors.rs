@@ -5,6 +5,7 @@
 
 mod support;
 
+use sluice_layout::{Keys, LAYOUT_VERSION};
 use support::{claim_layout, free_port, sluicectl, sluicectl_env, RedisServer};
 
 /// Every command that reads the fleet or sends to it.
@@ -73,7 +74,7 @@ fn another_layout_version_exits_3_and_names_it() {
     let redis = RedisServer::start();
     let mut con = redis.connection();
     let _: () = redis::cmd("SET")
-        .arg("v2:layout")
+        .arg(Keys::new("v2").layout())
         .arg(1)
         .query(&mut con)
         .unwrap();
@@ -84,18 +85,48 @@ fn another_layout_version_exits_3_and_names_it() {
         assert_eq!(run.code, 3, "{cmd:?}: {}", run.stderr);
         assert_eq!(
             run.stderr,
-            "sluicectl: Redis under prefix \"v2\" holds layout version 1, this sluicectl reads version 3: the fleet and sluicectl must be upgraded together\n"
+            format!("sluicectl: Redis under prefix \"v2\" holds layout version 1, this sluicectl reads version {LAYOUT_VERSION}: the fleet and sluicectl must be upgraded together\n")
         );
         assert_eq!(run.stdout, "");
     }
     // Nothing was sent to a fleet this build cannot read.
     let sent: u64 = redis::cmd("EXISTS")
-        .arg("v2:cmd:engine-1")
+        .arg(Keys::new("v2").commands("engine-1"))
         .query(&mut con)
         .unwrap();
     assert_eq!(sent, 0);
     let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
     assert_eq!(keys, 1, "only v2:layout");
+}
+
+/// A layout-3 fleet named its keys `P:name` (no hash tag): sluicectl sees it, and refuses it as
+/// layout 3 rather than as no fleet.
+#[test]
+fn a_layout_3_fleet_exits_3_and_names_its_version() {
+    let redis = RedisServer::start();
+    let mut con = redis.connection();
+    let _: () = redis::cmd("SET")
+        .arg(Keys::new("old").layout_v3())
+        .arg(3)
+        .query(&mut con)
+        .unwrap();
+    let run = sluicectl(&redis, "old", &["services", "ls"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("holds layout version 3"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_prefix_that_cannot_be_a_hash_tag_exits_1_and_names_the_flag() {
+    let redis = RedisServer::start();
+    for bad in ["a{b", "a}", "a b"] {
+        let run = sluicectl(&redis, bad, &["services", "ls"]);
+        assert_eq!(run.code, 1, "{bad:?}: {}", run.stderr);
+        assert!(run.stderr.contains("--prefix"), "{}", run.stderr);
+    }
 }
 
 #[test]
@@ -109,7 +140,7 @@ fn a_prefix_without_a_layout_exits_1_and_stays_untouched() {
         assert_eq!(run.code, 1, "{cmd:?}: {}", run.stderr);
         assert!(
             run.stderr.starts_with(
-                "sluicectl: no Sluice fleet under prefix \"nofleet\" (nofleet:layout is missing)"
+                "sluicectl: no Sluice fleet under prefix \"nofleet\" ({nofleet}:layout is missing)"
             ),
             "{}",
             run.stderr
@@ -117,7 +148,7 @@ fn a_prefix_without_a_layout_exits_1_and_stays_untouched() {
     }
     // Unlike a Sluice process, sluicectl never claims a prefix, nor sends to one without a fleet.
     let layout: Option<String> = redis::cmd("GET")
-        .arg("nofleet:layout")
+        .arg(Keys::new("nofleet").layout())
         .query(&mut con)
         .unwrap();
     assert_eq!(layout, None);

@@ -84,7 +84,7 @@ fn services_engines_and_jobmanagers_are_listed_from_the_registry_and_the_lease()
     // jobmanager ls: the lease names the leader and its token, the token counter agrees, and once
     // a heartbeat has gone by each jobmanager's own state says the same.
     let token: u64 = redis::cmd("GET")
-        .arg(format!("{PREFIX}:jm:token"))
+        .arg(sluice_layout::Keys::new(PREFIX).token())
         .query(&mut con)
         .unwrap();
     let doc = eventually(Duration::from_secs(8), || {

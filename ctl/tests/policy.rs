@@ -20,7 +20,7 @@ fn fleet() -> (RedisServer, redis::Connection) {
 
 fn stored(con: &mut redis::Connection) -> HashMap<String, String> {
     redis::cmd("HGETALL")
-        .arg(format!("{PREFIX}:policies"))
+        .arg(sluice_layout::Keys::new(PREFIX).policies())
         .query(con)
         .unwrap()
 }
@@ -175,7 +175,7 @@ fn policies_round_trip_and_the_engine_reads_what_was_stored() {
 
     // A hand-written policy the engines ignore is shown, with the engine's reason.
     let _: () = redis::cmd("HSET")
-        .arg(format!("{PREFIX}:policies"))
+        .arg(sluice_layout::Keys::new(PREFIX).policies())
         .arg("broken")
         .arg(r#"{"min_difficulty":0}"#)
         .query(&mut con)
@@ -274,7 +274,7 @@ fn the_1001st_policy_is_refused_but_existing_ones_can_still_be_replaced() {
     let mut pipe = redis::pipe();
     for i in 0..1000 {
         pipe.cmd("HSET")
-            .arg(format!("{PREFIX}:policies"))
+            .arg(sluice_layout::Keys::new(PREFIX).policies())
             .arg(format!("p{i:04}"))
             .arg(r#"{"min_difficulty":1}"#)
             .ignore();
@@ -324,7 +324,7 @@ fn steering_refuses_what_is_not_a_live_jobmanager_and_writes_nothing() {
         }
     }
     let exists: bool = redis::cmd("EXISTS")
-        .arg(format!("{PREFIX}:jm:control"))
+        .arg(sluice_layout::Keys::new(PREFIX).jm_control())
         .query(&mut con)
         .unwrap();
     assert!(!exists);
@@ -338,11 +338,11 @@ fn a_lease_that_does_not_follow_exits_4() {
     register_service(&mut con, PREFIX, "jm-a", "jobmanager", 10_000);
     register_service(&mut con, PREFIX, "jm-b", "jobmanager", 10_000);
     let _: () = redis::cmd("SET")
-        .arg(format!("{PREFIX}:jm:leader"))
+        .arg(sluice_layout::Keys::new(PREFIX).leader())
         .arg("jm-b|7")
         .query(&mut con)
         .unwrap();
-    let control = format!("{PREFIX}:jm:control");
+    let control = sluice_layout::Keys::new(PREFIX).jm_control();
 
     let started = std::time::Instant::now();
     let run = sluicectl(

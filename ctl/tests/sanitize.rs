@@ -53,7 +53,7 @@ fn every_printer_escapes_what_miners_and_redis_writers_chose() {
     );
     // The agent, client and reason of a share are the miner's (or a Redis writer's) too.
     let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
-        .arg(format!("{PREFIX}:shares"))
+        .arg(sluice_layout::Keys::new(PREFIX).shares())
         .arg("+")
         .arg("-")
         .arg("COUNT")
@@ -67,7 +67,7 @@ fn every_printer_escapes_what_miners_and_redis_writers_chose() {
         }
     }
     let mut add = redis::cmd("XADD");
-    add.arg(format!("{PREFIX}:shares")).arg("*");
+    add.arg(sluice_layout::Keys::new(PREFIX).shares()).arg("*");
     for (k, v) in &fields {
         add.arg(k).arg(v);
     }
@@ -98,7 +98,7 @@ fn every_printer_escapes_what_miners_and_redis_writers_chose() {
     );
     register_service(&mut con, PREFIX, "engine-1", "stratum", 60_000);
     let _: () = redis::cmd("HSET")
-        .arg(format!("{PREFIX}:svc:engine-1"))
+        .arg(sluice_layout::Keys::new(PREFIX).service("engine-1"))
         .arg("state")
         .arg(HOSTILE)
         .arg("version")
@@ -106,7 +106,7 @@ fn every_printer_escapes_what_miners_and_redis_writers_chose() {
         .query(&mut con)
         .unwrap();
     let _: () = redis::cmd("HSET")
-        .arg(format!("{PREFIX}:policies"))
+        .arg(sluice_layout::Keys::new(PREFIX).policies())
         .arg(HOSTILE)
         .arg(json!({"worker": HOSTILE, "agent": HOSTILE, "start_difficulty": 2.0}).to_string())
         .query(&mut con)

@@ -427,7 +427,7 @@ fn stats_shows_the_workers_past_the_cap_as_one_row_and_engines_that_lost_accepte
 
     // A minute past the cap, as the engine's script leaves it: the named workers, the count
     // field, and `~ other` with the rest.
-    let minute = format!("{PREFIX}:roll:{}", now / 60_000);
+    let minute = sluice_layout::Keys::new(PREFIX).rollup(now / 60_000);
     redis::cmd("HSET")
         .arg(&minute)
         .arg("alice.rig1|accepted")
@@ -455,7 +455,7 @@ fn stats_shows_the_workers_past_the_cap_as_one_row_and_engines_that_lost_accepte
         ("engine-gone", 99),
     ] {
         redis::cmd("HSET")
-            .arg(format!("{PREFIX}:svc:{id}"))
+            .arg(sluice_layout::Keys::new(PREFIX).service(id))
             .arg("shares_dropped")
             .arg(n)
             .query::<()>(&mut con)

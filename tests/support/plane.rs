@@ -14,7 +14,7 @@ pub fn command(
     id: &str,
 ) -> serde_json::Value {
     let _: String = redis::cmd("XADD")
-        .arg(format!("{PREFIX}:cmd:{engine}"))
+        .arg(sluice_layout::Keys::new(PREFIX).commands(engine))
         .arg("*")
         .arg("id")
         .arg(id)
@@ -26,7 +26,7 @@ pub fn command(
         .unwrap();
     let ack: String = eventually(Duration::from_secs(5), || {
         redis::cmd("GET")
-            .arg(format!("{PREFIX}:ack:{id}"))
+            .arg(sluice_layout::Keys::new(PREFIX).ack(id))
             .query::<Option<String>>(con)
             .unwrap()
     })

@@ -91,8 +91,8 @@ impl FileConfig {
                 ),
             ));
         }
-        if r.prefix.is_empty() || r.prefix.contains([' ', '\n']) {
-            return Err(invalid("redis.prefix", "must be a non-empty word"));
+        if let Err(e) = sluice_layout::check_prefix(&r.prefix) {
+            return Err(invalid("redis.prefix", e.to_string()));
         }
         let service_ttl = secs_to_ms("redis.service_ttl_secs", r.service_ttl_secs)?;
         let lease = secs_to_ms("redis.lease_secs", r.lease_secs)?;

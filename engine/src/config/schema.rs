@@ -308,7 +308,8 @@ pub struct RedisSection {
     pub sentinel_username: Option<String>,
     /// The sentinels' password (their `requirepass` or the user's), if any.
     pub sentinel_password: Option<Secret>,
-    /// Every key starts with this; fleets sharing one Redis use different prefixes.
+    /// Every key is `{prefix}:name` (Redis Cluster's hash tag); fleets sharing one Redis use
+    /// different prefixes.
     pub prefix: String,
     /// This process's id in the fleet; unset, `ROLE-HOST-PID`.
     pub id: Option<String>,

@@ -250,3 +250,22 @@ fn the_tls_files_are_read_once_and_refused_by_their_key() {
     );
     assert!(err("rediss://h:1", &junk_cert).starts_with("redis.tls_cert_file:"));
 }
+
+/// The prefix is written in braces as Redis Cluster's hash tag: a brace or a space in it would
+/// split the fleet's keys over slots, so the check refuses it and names the key.
+#[test]
+fn a_prefix_that_cannot_be_a_hash_tag_is_refused() {
+    let plane = |prefix: &str| {
+        FileConfig::from_toml(&format!(
+            "[redis]\nurl = \"redis://127.0.0.1:1\"\nprefix = {prefix:?}\nfleet_key = \"{}\"",
+            "k".repeat(32)
+        ))
+        .unwrap()
+        .plane("stratum")
+    };
+    assert_eq!(plane("pool-eu").unwrap().prefix, "pool-eu");
+    for bad in ["", "a{b", "a}", "a b", "a\tb"] {
+        let err = plane(bad).unwrap_err().to_string();
+        assert!(err.starts_with("redis.prefix:"), "{bad:?}: {err}");
+    }
+}

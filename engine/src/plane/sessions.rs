@@ -52,10 +52,12 @@ pub const STORE_QUEUE: usize = 16_384;
 const STOP_DRAIN: Duration = Duration::from_secs(3);
 
 /// Takes the first slot with no key: neither leased nor kept for sessions that may resume.
+/// KEYS: every slot key, slot 0 first (a script names only keys it is given, so the candidates
+/// come in whole: 256 short names, once per start). ARGV: holder, ttl. Returns the slot or -1.
 const ACQUIRE_SLOT: &str = r#"
-for n = 0, tonumber(ARGV[3]) - 1 do
-  if redis.call('SET', ARGV[1] .. ':slot:' .. n, ARGV[2], 'NX', 'PX', ARGV[4]) then
-    return n
+for n = 1, #KEYS do
+  if redis.call('SET', KEYS[n], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return n - 1
   end
 end
 return -1
@@ -105,36 +107,39 @@ local function keep_slot_key(key, ttl)
     end
   end
 end
-local function keep_slot(prefix, extranonce1, ttl)
-  local n = tonumber(string.sub(extranonce1 or '', 1, 2), 16)
-  if n then keep_slot_key(prefix .. ':slot:' .. n, ttl) end
-end
 "#;
 
-/// Claims a session for a resume. ARGV: prefix, holder, conn, holder slot, engine id, slot ttl.
-/// Returns {'0'} unknown, {'1'} held by a live connection, {'2'} its holder died (deleted), or
-/// {'3', state}. The field names are [`sluice_layout::session::field`]'s (a test checks them).
+/// Claims a session for a resume, in two steps because the slot keys it needs are named by the
+/// record: the store first reads `holder_slot` and `extranonce1` ([`CLAIM_READ`]), then runs
+/// this with those slots' keys, and the script refuses ({'4'}: read again) if the record no longer
+/// names them. KEYS: record, the holder slot's key (or the record's again when it names none),
+/// the key of the extranonce1's slot (likewise). ARGV: holder, conn, holder slot, engine id, slot
+/// ttl, the holder_slot and the extranonce1 read (or ''). Returns {'0'} unknown, {'1'} held by a
+/// live connection, {'2'} its holder died (deleted), {'3', state}, or {'4'}. The field names are
+/// [`sluice_layout::session::field`]'s (a test checks them).
 const CLAIM: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'holder', 'holder_slot', 'released', 'extranonce1')
 if not h[4] then return {'0'} end
+if (h[2] or '') ~= ARGV[6] or h[4] ~= ARGV[7] then return {'4'} end
 if h[3] ~= '1' then
-  if h[1] and h[2] and redis.call('GET', ARGV[1] .. ':slot:' .. h[2]) == h[1] then
+  if h[1] and h[2] and KEYS[2] ~= KEYS[1] and redis.call('GET', KEYS[2]) == h[1] then
     return {'1'}
   end
   redis.call('DEL', KEYS[1])
   return {'2'}
 end
 local r = redis.call('HMGET', KEYS[1], 'extranonce1', 'state')
-keep_slot(ARGV[1], r[1], ARGV[6])
-redis.call('HSET', KEYS[1], 'holder', ARGV[2], 'conn', ARGV[3], 'holder_slot', ARGV[4],
-  'engine', ARGV[5], 'released', '0')
+if KEYS[3] ~= KEYS[1] then keep_slot_key(KEYS[3], ARGV[5]) end
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'conn', ARGV[2], 'holder_slot', ARGV[3],
+  'engine', ARGV[4], 'released', '0')
 redis.call('HDEL', KEYS[1], 'state')
 return {'3', r[2] or ''}
 "#;
 
-/// Saves a session this connection holds (or creates it). KEYS: record, index. ARGV: holder,
+/// Saves a session this connection holds (or creates it). KEYS: record, index, and the key of the
+/// extranonce1's slot (absent when the write has no extranonce1: a forget). ARGV: holder,
 /// conn, holder slot, engine, now, ttl, id, extranonce1, difficulty, version_mask, workers,
-/// release ('0' save, '1' release, '2' forget), state, prefix, slot ttl. The field names are
+/// release ('0' save, '1' release, '2' forget), state, slot ttl. The field names are
 /// [`sluice_layout::session::field`]'s (a test checks them).
 const SAVE: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'holder', 'conn', 'released')
@@ -144,7 +149,7 @@ if ARGV[12] == '2' then
   redis.call('ZREM', KEYS[2], ARGV[7])
   return 1
 end
-keep_slot(ARGV[14], ARGV[8], ARGV[15])
+if KEYS[3] then keep_slot_key(KEYS[3], ARGV[14]) end
 local released = '0'
 if ARGV[12] == '1' then released = '1' end
 redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'conn', ARGV[2], 'holder_slot', ARGV[3],
@@ -155,6 +160,22 @@ redis.call('ZADD', KEYS[2], tonumber(ARGV[5]) + tonumber(ARGV[6]), ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
 return 1
 "#;
+
+/// The record's fields the claim reads before its script, to name the slot keys it needs.
+const CLAIM_READ: [&str; 2] = [
+    sluice_layout::session::field::HOLDER_SLOT,
+    sluice_layout::session::field::EXTRANONCE1,
+];
+
+/// Reads and scripts a claim tries before it gives up on a record that keeps changing.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// The slot an extranonce1 (hex, as stored) was handed out from: its first byte.
+fn extranonce1_slot(extranonce1: &str) -> Option<u32> {
+    extranonce1
+        .get(..2)
+        .and_then(|b| u32::from_str_radix(b, 16).ok())
+}
 
 /// This process's engine slot and the slots it keeps alive for the sessions it hosts.
 #[derive(Debug)]
@@ -275,10 +296,14 @@ pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeepe
     let mut con = connect(&settings.url).map_err(SlotError::Connect)?;
     check_id_is_free(&mut con, settings)?;
     let holder = format!("{}|{}", settings.id, random_hex());
-    let slot: i64 = redis::Script::new(ACQUIRE_SLOT)
-        .arg(&settings.prefix)
+    let keys = Keys::new(&settings.prefix);
+    let script = redis::Script::new(ACQUIRE_SLOT);
+    let mut acquire = script.prepare_invoke();
+    for n in 0..MAX_SLOTS {
+        acquire.key(keys.slot(n));
+    }
+    let slot: i64 = acquire
         .arg(&holder)
-        .arg(MAX_SLOTS)
         .arg(ttl)
         .invoke(&mut con)
         .map_err(SlotError::Lease)?;
@@ -293,7 +318,6 @@ pub fn lease_slot(settings: &PlaneSettings) -> Result<(Arc<SlotLease>, SlotKeepe
         lost: AtomicBool::new(false),
         pinned: (0..MAX_SLOTS).map(|_| AtomicU32::new(0)).collect(),
     });
-    let keys = Keys::new(&settings.prefix);
     let url = settings.url.clone();
     let every = settings.service_ttl / 3;
     let stop = Arc::new(AtomicBool::new(false));
@@ -521,16 +545,38 @@ fn parse_state(bytes: &[u8]) -> Result<SessionState, StoredStateError> {
 
 impl Writer {
     fn claim(&self, con: &mut redis::Connection, id: u64, conn: u64) -> redis::RedisResult<Claim> {
-        let reply: Vec<Vec<u8>> = self
-            .claim
-            .key(self.keys.session(&format_session_id(id)))
-            .arg(&self.settings.prefix)
-            .arg(&self.lease.holder)
-            .arg(conn)
-            .arg(self.lease.slot)
-            .arg(&self.settings.id)
-            .arg(self.slot_ttl)
-            .invoke(con)?;
+        let record = self.keys.session(&format_session_id(id));
+        // A record changing between the read and the script is another claim or save racing this
+        // one: read again, a few times, then give the miner a fresh session.
+        let mut reply: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..CLAIM_ATTEMPTS {
+            let (holder_slot, extranonce1): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(&record)
+                .arg(&CLAIM_READ[..])
+                .query(con)?;
+            let Some(extranonce1) = extranonce1 else {
+                return Ok(Claim::Unknown);
+            };
+            let slot_key =
+                |slot: Option<u32>| slot.map_or_else(|| record.clone(), |n| self.keys.slot(n));
+            let held_by = holder_slot.as_deref().and_then(|n| n.parse().ok());
+            reply = self
+                .claim
+                .key(&record)
+                .key(slot_key(held_by))
+                .key(slot_key(extranonce1_slot(&extranonce1)))
+                .arg(&self.lease.holder)
+                .arg(conn)
+                .arg(self.lease.slot)
+                .arg(&self.settings.id)
+                .arg(self.slot_ttl)
+                .arg(holder_slot.as_deref().unwrap_or(""))
+                .arg(&extranonce1)
+                .invoke(con)?;
+            if reply.first().map(Vec::as_slice) != Some(b"4") {
+                break;
+            }
+        }
         Ok(match reply.first().map(Vec::as_slice) {
             Some(b"1") => Claim::Held,
             Some(b"2") => Claim::Lapsed,
@@ -583,7 +629,10 @@ impl Writer {
                 .arg(&state),
             None => call.arg("").arg("").arg("").arg("").arg(mode).arg(""),
         };
-        call.arg(&self.settings.prefix).arg(self.slot_ttl);
+        if let Some(n) = saved.and_then(|s| s.extranonce1.first()) {
+            call.key(self.keys.slot(u32::from(*n)));
+        }
+        call.arg(self.slot_ttl);
         let written: i64 = call.invoke(con)?;
         if written == 0 {
             tracing::debug!(session = %id, "a session write refused: this connection does not hold it");
@@ -786,7 +835,10 @@ mod tests {
             Claim::Unknown
         );
         // The session's slot key lives at least the session TTL.
-        let ttl: i64 = redis::cmd("PTTL").arg("t:slot:0").query(&mut con).unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(Keys::new("t").slot(0))
+            .query(&mut con)
+            .unwrap();
         assert!(ttl > 500_000, "{ttl}");
 
         // The holder's engine is gone: the record lapses on the next claim.

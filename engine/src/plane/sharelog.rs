@@ -178,20 +178,22 @@ impl Batch {
 /// a week (longer than any spool waits). Returns the records written (-1: a batch already
 /// written).
 ///
-/// ARGV: seq, maxlen, prefix, field count F, record count R, rollup count U, cap, OTHER, COUNT,
-/// the F field names, the R records of F values each, then U rollups of (minute, worker,
-/// accepted, rejected, difficulty).
+/// KEYS: the stream, the high-water mark, then the rollup hash of each minute the batch covers
+/// (a script names only keys it is given, so the writer names the minutes' hashes; a batch spans
+/// one or two minutes). ARGV: seq, maxlen, field count F, record count R, rollup count U, cap,
+/// OTHER, COUNT, the F field names, the R records of F values each, then U rollups of (k, worker,
+/// accepted, rejected, difficulty), whose hash is KEYS[k].
 const WRITE_BATCH: &str = r#"
 local hwm = tonumber(redis.call('GET', KEYS[2]) or '0')
 local seq = tonumber(ARGV[1])
 if seq <= hwm then return -1 end
-local f = tonumber(ARGV[4])
-local records = tonumber(ARGV[5])
-local rollups = tonumber(ARGV[6])
-local cap = tonumber(ARGV[7])
-local other = ARGV[8]
-local count = ARGV[9]
-local names = 9
+local f = tonumber(ARGV[3])
+local records = tonumber(ARGV[4])
+local rollups = tonumber(ARGV[5])
+local cap = tonumber(ARGV[6])
+local other = ARGV[7]
+local count = ARGV[8]
+local names = 8
 local base = names + 1 + f
 local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*'}
 for j = 1, f do
@@ -206,7 +208,7 @@ end
 local at = base + records * f
 for u = 0, rollups - 1 do
   local i = at + 5 * u
-  local key = ARGV[3] .. ':roll:' .. ARGV[i]
+  local key = KEYS[tonumber(ARGV[i])]
   local worker = ARGV[i + 1]
   if redis.call('HEXISTS', key, worker .. '|accepted') == 0
     and redis.call('HEXISTS', key, worker .. '|rejected') == 0 then
@@ -384,13 +386,20 @@ impl Writer {
             self.con = Some(connect(&self.settings.url).map_err(WriteError::Connect)?);
         }
         let sums = rollups(batch);
+        let keys = Keys::new(&self.settings.prefix);
         let mut invocation = self.script.prepare_invoke();
+        invocation.key(keys.shares()).key(self.hwm_key(batch.epoch));
+        // The sums come sorted by minute: each new minute is the next key, from KEYS[3].
+        let mut last = None;
+        for &(minute, _) in sums.keys() {
+            if last != Some(minute) {
+                invocation.key(keys.rollup(minute));
+                last = Some(minute);
+            }
+        }
         invocation
-            .key(Keys::new(&self.settings.prefix).shares())
-            .key(self.hwm_key(batch.epoch))
             .arg(batch.seq)
             .arg(self.log.stream_maxlen)
-            .arg(&self.settings.prefix)
             .arg(FIELDS.len())
             .arg(batch.records.len())
             .arg(sums.len())
@@ -405,9 +414,14 @@ impl Writer {
                 invocation.arg(value);
             }
         }
+        let (mut k, mut last) = (2, None);
         for ((minute, worker), sum) in &sums {
+            if last != Some(*minute) {
+                k += 1;
+                last = Some(*minute);
+            }
             invocation
-                .arg(minute)
+                .arg(k)
                 .arg(*worker)
                 .arg(sum.accepted)
                 .arg(sum.rejected)
@@ -889,7 +903,7 @@ mod redis_tests {
 
     fn stream_batches(con: &mut redis::Connection) -> Vec<String> {
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg("t:shares")
+            .arg(Keys::new("t").shares())
             .arg("-")
             .arg("+")
             .query(con)
