@@ -956,11 +956,18 @@ mod tests {
         assert!(!batch.push(&share(false), "e"));
         assert!(batch.push(&accept(0, 2), "e"));
         assert!(batch.push(&accept(2, 2), "e"));
-        assert_eq!(marks.settled(0).kept(1), None, "nothing settles before the batch is kept");
+        assert_eq!(
+            marks.settled(0).kept(1),
+            None,
+            "nothing settles before the batch is kept"
+        );
         batch.cut(&mut writer);
         for core in [0, 2] {
             let s = marks.settled(core);
-            assert_eq!((s.kept(1), s.kept(2), s.kept(3)), (Some(true), Some(true), None));
+            assert_eq!(
+                (s.kept(1), s.kept(2), s.kept(3)),
+                (Some(true), Some(true), None)
+            );
         }
         assert_eq!(marks.settled(1), Settled::default());
         // The next batch raises core 0 only.
@@ -980,8 +987,7 @@ mod tests {
             records: vec![fields_of(&accept(0, 1), "e", "1:1")],
         })
         .unwrap();
-        let (mut writer, mut batch, marks) =
-            spooling_writer("marks-lost", line.len() as u64 + 10);
+        let (mut writer, mut batch, marks) = spooling_writer("marks-lost", line.len() as u64 + 10);
         batch.push(&accept(0, 1), "e");
         batch.cut(&mut writer);
         assert_eq!(marks.settled(0).kept(1), Some(true));
@@ -990,7 +996,10 @@ mod tests {
         batch.push(&accept(0, 3), "e");
         batch.cut(&mut writer);
         let (zero, one) = (marks.settled(0), marks.settled(1));
-        assert_eq!((zero.kept(2), zero.kept(3), one.kept(1)), (Some(false), Some(false), Some(false)));
+        assert_eq!(
+            (zero.kept(2), zero.kept(3), one.kept(1)),
+            (Some(false), Some(false), Some(false))
+        );
         assert_eq!(writer.stats.dropped_accepted.load(Ordering::Relaxed), 3);
         // Read now, the earlier accept counts as lost too: conservative, never a false `true`.
         assert_eq!(zero.kept(1), Some(false));

@@ -555,7 +555,9 @@ fn after_line(
                         let mut holds = conn.holds.borrow_mut();
                         if queued == Queued::Yes {
                             holds.push_back(hold);
-                            core.held.borrow_mut().push_back((hold.seq, Rc::clone(conn)));
+                            core.held
+                                .borrow_mut()
+                                .push_back((hold.seq, Rc::clone(conn)));
                         } else {
                             take_back(&mut out, hold, &mut holds);
                         }

@@ -198,7 +198,13 @@ async fn fan_out(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
 /// Durable acknowledgement: answers the replies this core's connections hold, as the share log's
 /// writer settles their accepts (in number order).
 async fn answer_held(core: Rc<Core>) {
-    let Some((marks, _)) = core.shared.hooks.share_log.as_ref().and_then(|l| l.durable()) else {
+    let Some((marks, _)) = core
+        .shared
+        .hooks
+        .share_log
+        .as_ref()
+        .and_then(|l| l.durable())
+    else {
         return;
     };
     loop {

@@ -253,7 +253,8 @@ mod tests {
     fn a_true_taken_back_becomes_an_error_with_the_same_id() {
         let error = StratumError::new(ErrorCode::Other, "share not recorded, try again");
         for id in [r#""a\"b""#, "7", "null"] {
-            let line = format!(r#"{{"id":{id},"method":"mining.extranonce.subscribe","params":[]}}"#);
+            let line =
+                format!(r#"{{"id":{id},"method":"mining.extranonce.subscribe","params":[]}}"#);
             let id = parse(line.as_bytes()).unwrap().id;
             let mut reply = Vec::new();
             write_true(&mut reply, id);
@@ -264,7 +265,11 @@ mod tests {
             assert_eq!(out, expected);
         }
         let mut out = Vec::new();
-        assert!(!write_error_for_true(&mut out, b"{\"id\":1,\"result\":false}\n", error));
+        assert!(!write_error_for_true(
+            &mut out,
+            b"{\"id\":1,\"result\":false}\n",
+            error
+        ));
         assert!(out.is_empty());
     }
 
