@@ -271,3 +271,26 @@ fn a_reject_behind_a_held_accept_on_one_connection_is_answered_after_it() {
         println!("round {round}: both answered after {:?}", sent.elapsed());
     }
 }
+
+#[test]
+fn a_connection_at_max_held_replies_reads_on_once_they_are_answered() {
+    let mut m = mining("durable_ack = true\nmax_held_replies = 2");
+    // Ten accepts in one write: at most two wait at a time, and all are answered, in order.
+    let mut lines = String::new();
+    for id in 100..110 {
+        let share = m.miner.find_share(m.miner.difficulty, true, None);
+        lines += &submit_line(id, &share);
+    }
+    m.miner.send_raw(lines.as_bytes()).unwrap();
+    for id in 100..110 {
+        let reply = loop {
+            match m.miner.read_message(Duration::from_secs(10)) {
+                Ok(Some(v)) if v.get("id").is_some_and(|id| !id.is_null()) => break v,
+                Ok(Some(_)) => {}
+                other => panic!("no reply to {id}: {other:?}"),
+            }
+        };
+        assert_eq!(reply["id"], id, "{reply}");
+        assert_eq!(reply["result"], true, "{reply}");
+    }
+}

@@ -73,12 +73,13 @@ pub struct Conn {
     hold_answered: Notify,
 }
 
-/// A held reply: the core's number of its accept and its bytes `out[start..end]`.
+/// A held reply: the core's number of its accept, its bytes `out[start..end]`, since when.
 #[derive(Debug, Clone, Copy)]
 struct Hold {
     seq: u64,
     start: usize,
     end: usize,
+    since: Instant,
 }
 
 impl Member for Conn {
@@ -135,13 +136,16 @@ impl Conn {
 
     /// The share log settled the accept numbered `seq`: its reply goes (a `true` when `kept`, else
     /// taken back), with the bytes behind it up to the next hold.
-    pub fn answer_held(&self, seq: u64, kept: bool) {
+    pub fn answer_held(&self, core: &Core, seq: u64, kept: bool) {
         let mut holds = self.holds.borrow_mut();
         // Numbers settle in order, so it is the first; a closed connection holds none.
         let Some(i) = holds.iter().position(|h| h.seq == seq) else {
             return;
         };
         let hold = holds.remove(i).expect("found above");
+        if let Ok(mut h) = core.shared.metrics.cores[core.index].durable_wait_us.lock() {
+            let _ = h.record(hold.since.elapsed().as_micros().max(1) as u64);
+        }
         if !kept {
             take_back(&mut self.out.borrow_mut(), hold, &mut holds);
         }
@@ -538,6 +542,7 @@ fn after_line(
                             seq: core.next_accept(),
                             start,
                             end,
+                            since: started,
                         });
                     // Never waits; what the queue refuses it counts (accepted ones loudly).
                     let queued = log.push(LoggedShare {

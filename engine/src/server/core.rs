@@ -219,7 +219,7 @@ async fn answer_held(core: Rc<Core>) {
                 }
             };
             let Some((seq, conn, kept)) = next else { break };
-            conn.answer_held(seq, kept);
+            conn.answer_held(&core, seq, kept);
         }
     }
 }
