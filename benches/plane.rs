@@ -110,6 +110,7 @@ fn record(i: u64) -> LoggedShare {
         client: "10.1.2.3".parse().unwrap(),
         user_agent: Some(Arc::from("cgminer/4.11.1")),
         at_ms: 1_795_000_000_000 + i,
+        durable: None,
     }
 }
 
@@ -132,6 +133,7 @@ fn share_log_throughput(records: usize, batch_size: usize) {
         spool_path: dir.path().join("spool"),
         max_spool_bytes: 1 << 30,
         max_rollup_workers: sluice::plane::sharelog::DEFAULT_MAX_ROLLUP_WORKERS,
+        durable_ack: None,
     };
     let stats = Arc::new(ShareLogStats::default());
     let stop = Arc::new(AtomicBool::new(false));

@@ -202,12 +202,15 @@ fn the_harness_fleet_is_listed_whole_by_sluicectl() {
 
 /// An engine SIGKILLed under load: its miners reconnect through HAProxy and go on on the others
 /// (with their difficulty; with a fresh extranonce1, by design: see below); every share a miner
-/// saw accepted is in `P:shares` at most once, and the ones the kill lost (the batch not yet
-/// written) are counted.
+/// saw accepted is in `P:shares` exactly once: the fleet runs with `share_log.durable_ack`, so
+/// no `true` goes out before its batch is kept (tests/durable_ack.rs measures the window without).
 #[test]
-fn an_engine_killed_its_miners_resume_elsewhere_and_no_share_is_logged_twice() {
+fn an_engine_killed_its_miners_resume_elsewhere_and_every_accepted_share_is_logged_once() {
     let _serial = serial();
-    let spec = FleetSpec::default();
+    let spec = FleetSpec {
+        durable_ack: true,
+        ..FleetSpec::default()
+    };
     let mut fleet = Fleet::start(spec.clone());
     let dir = TempDir::new("faults");
     let load = Load::start(&fleet, &dir, 120, 300.0, 15.0);

@@ -29,6 +29,8 @@ pub struct CoreMetrics {
     pub submit_latency_ns: Mutex<Histogram<u64>>,
     /// Microseconds to push one new job to every connection of the core.
     pub notify_fanout_us: Mutex<Histogram<u64>>,
+    /// Durable acknowledgement: microseconds an accept's reply was held for its batch.
+    pub durable_wait_us: Mutex<Histogram<u64>>,
 }
 
 impl CoreMetrics {
@@ -44,6 +46,9 @@ impl CoreMetrics {
                 Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
             ),
             notify_fanout_us: Mutex::new(
+                Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            ),
+            durable_wait_us: Mutex::new(
                 Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
             ),
         }
@@ -386,6 +391,23 @@ impl Metrics {
                     format!("{:.6}", fan.value_at_quantile(0.99) as f64 / 1e6),
                 ),
                 ("_count".into(), fan.len().to_string()),
+            ],
+        );
+        let held = self.merged(|c| &c.durable_wait_us);
+        metric(
+            "sluice_durable_ack_wait_seconds",
+            "summary",
+            "With share_log.durable_ack: how long an accepted share's answer waited for its batch to be in Redis or the fsynced spool.",
+            &[
+                (
+                    "{quantile=\"0.5\"}".into(),
+                    format!("{:.6}", held.value_at_quantile(0.5) as f64 / 1e6),
+                ),
+                (
+                    "{quantile=\"0.99\"}".into(),
+                    format!("{:.6}", held.value_at_quantile(0.99) as f64 / 1e6),
+                ),
+                ("_count".into(), held.len().to_string()),
             ],
         );
         metric(

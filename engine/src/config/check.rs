@@ -35,6 +35,8 @@ impl FileConfig {
             ("share_log.stream_maxlen", l.stream_maxlen as u64),
             ("share_log.max_spool_bytes", l.max_spool_bytes),
             ("share_log.max_rollup_workers", l.max_rollup_workers as u64),
+            ("share_log.durable_commit_ms", l.durable_commit_ms),
+            ("share_log.max_held_replies", l.max_held_replies as u64),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -43,6 +45,18 @@ impl FileConfig {
         if l.spool_path.is_empty() {
             return Err(invalid("share_log.spool_path", "give a file path"));
         }
+        if l.durable_commit_ms > MAX_DURABLE_COMMIT_MS {
+            return Err(invalid(
+                "share_log.durable_commit_ms",
+                format!("at most {MAX_DURABLE_COMMIT_MS}: every held accept waits for it"),
+            ));
+        }
+        if l.max_held_replies > MAX_HELD_REPLIES {
+            return Err(invalid(
+                "share_log.max_held_replies",
+                format!("at most {MAX_HELD_REPLIES}"),
+            ));
+        }
         Ok(ShareLogSettings {
             batch_size: l.batch_size,
             batch_interval: Duration::from_millis(l.batch_interval_ms),
@@ -50,6 +64,10 @@ impl FileConfig {
             spool_path: l.spool_path.clone().into(),
             max_spool_bytes: l.max_spool_bytes,
             max_rollup_workers: l.max_rollup_workers,
+            durable_ack: l.durable_ack.then(|| DurableAck {
+                commit: Duration::from_millis(l.durable_commit_ms),
+                max_held_replies: l.max_held_replies,
+            }),
         })
     }
 

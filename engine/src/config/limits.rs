@@ -86,6 +86,18 @@ pub const DEFAULT_SHARE_BATCH_SIZE: usize = 500;
 /// `share_log.batch_interval_ms`: a batch goes out at least this often.
 pub const DEFAULT_SHARE_BATCH_INTERVAL_MS: u64 = 100;
 
+/// `share_log.durable_commit_ms`: with `durable_ack`, a batch goes out this long after its first
+/// accepted share at most (the group commit), ...
+pub const DEFAULT_DURABLE_COMMIT_MS: u64 = 2;
+/// ... and at most this: every held `true` waits for it.
+pub const MAX_DURABLE_COMMIT_MS: u64 = 1_000;
+
+/// `share_log.max_held_replies`: with `durable_ack`, a connection stops reading lines while this
+/// many of its accepts wait for their batch, and goes on once they are answered.
+pub const DEFAULT_MAX_HELD_REPLIES: usize = 256;
+/// ... and at most this.
+pub const MAX_HELD_REPLIES: usize = 65_536;
+
 /// `share_log.stream_maxlen`: `P:shares` is trimmed to about this many entries.
 pub const DEFAULT_SHARE_STREAM_MAXLEN: usize = 1_000_000;
 

@@ -383,6 +383,12 @@ pub struct ShareLogSection {
     pub max_spool_bytes: u64,
     /// Named workers per minute's rollup hash, fleet-wide; the rest are summed under one name.
     pub max_rollup_workers: usize,
+    /// Answer an accepted submit only once its batch is in Redis or in the fsynced spool.
+    pub durable_ack: bool,
+    /// With `durable_ack`: the group commit, a batch goes out this long after its first accept.
+    pub durable_commit_ms: u64,
+    /// With `durable_ack`: a connection reads no more lines while this many accepts wait.
+    pub max_held_replies: usize,
 }
 
 impl Default for ShareLogSection {
@@ -394,6 +400,9 @@ impl Default for ShareLogSection {
             spool_path: "sluice-shares.spool".into(),
             max_spool_bytes: DEFAULT_MAX_SPOOL_BYTES,
             max_rollup_workers: DEFAULT_MAX_ROLLUP_WORKERS,
+            durable_ack: false,
+            durable_commit_ms: DEFAULT_DURABLE_COMMIT_MS,
+            max_held_replies: DEFAULT_MAX_HELD_REPLIES,
         }
     }
 }

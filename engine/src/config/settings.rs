@@ -234,6 +234,18 @@ pub struct ShareLogSettings {
     pub max_spool_bytes: u64,
     /// Named workers per minute's rollup hash, fleet-wide; the rest go under `OTHER_WORKERS`.
     pub max_rollup_workers: usize,
+    /// `share_log.durable_ack`: when set, an accepted submit is answered only once its batch is
+    /// in Redis or in the fsynced spool.
+    pub durable_ack: Option<DurableAck>,
+}
+
+/// The durable acknowledgement's settings (`share_log.durable_ack = true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableAck {
+    /// `share_log.durable_commit_ms`: a batch holding an accept goes out this long after it.
+    pub commit: Duration,
+    /// `share_log.max_held_replies`: a connection reads no more lines while this many wait.
+    pub max_held_replies: usize,
 }
 
 /// Timing and retry settings of the node job source.

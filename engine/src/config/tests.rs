@@ -269,3 +269,26 @@ fn a_prefix_that_cannot_be_a_hash_tag_is_refused() {
         assert!(err.starts_with("redis.prefix:"), "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn durable_ack_is_off_by_default_and_its_bounds_name_their_keys() {
+    let log = |toml: &str| FileConfig::from_toml(toml).unwrap().share_log();
+    assert_eq!(FileConfig::default().share_log().unwrap().durable_ack, None);
+    let on = log("[share_log]\ndurable_ack = true\n").unwrap();
+    assert_eq!(
+        on.durable_ack,
+        Some(DurableAck {
+            commit: std::time::Duration::from_millis(2),
+            max_held_replies: 256,
+        })
+    );
+    for (toml, key) in [
+        ("durable_commit_ms = 0", "share_log.durable_commit_ms:"),
+        ("durable_commit_ms = 1001", "share_log.durable_commit_ms:"),
+        ("max_held_replies = 0", "share_log.max_held_replies:"),
+        ("max_held_replies = 65537", "share_log.max_held_replies:"),
+    ] {
+        let err = log(&format!("[share_log]\ndurable_ack = true\n{toml}\n")).unwrap_err();
+        assert!(err.to_string().starts_with(key), "{toml}: {err}");
+    }
+}

@@ -25,12 +25,19 @@
 //! spool until the replay catches up; then the spool is truncated and batches go straight to Redis
 //! again. A spool left by an earlier run is replayed at start, from its beginning (the high-water
 //! marks skip what had landed); a torn last line (a crash while appending) is cut off first.
+//!
+//! With `share_log.durable_ack`, an accepted share's `true` waits until its batch is kept (the
+//! script returned, or its spool line is fsynced). Each core numbers the accepts it logs (a
+//! sequence of its own, carried in [`LoggedShare::durable`]); a channel keeps each producer's
+//! order, so after each batch the writer publishes, per core, the highest number it has settled
+//! and the highest it could not keep ([`DurableMarks`]), and wakes that core. A batch holding an
+//! accept goes out at most `durable_commit_ms` after it (the group commit).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -74,9 +81,96 @@ pub struct LoggedShare {
     pub client: IpAddr,
     pub user_agent: Option<Arc<str>>,
     pub at_ms: u64,
+    /// With durable acknowledgement, an accepted share's place among its core's accepts, for
+    /// [`DurableMarks`].
+    pub durable: Option<DurableSeq>,
 }
 
-pub use crate::config::ShareLogSettings;
+pub use crate::config::{DurableAck, ShareLogSettings};
+
+/// An accepted share's number among the accepts its core logged (from 1, in the order pushed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableSeq {
+    pub core: usize,
+    pub seq: u64,
+}
+
+/// One core's marks, written by the writer only.
+#[derive(Debug, Default)]
+struct CoreMarks {
+    /// Every accept numbered at most this has its outcome.
+    settled: AtomicU64,
+    /// The highest accept the log could not keep (0: none yet).
+    lost: AtomicU64,
+    /// Wakes the core's task that answers held replies.
+    wake: tokio::sync::Notify,
+}
+
+/// What the writer has settled of one core's accepts, as the core reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settled {
+    pub upto: u64,
+    pub lost_upto: u64,
+}
+
+impl Settled {
+    /// `None`: still waiting; `Some(true)`: kept (in Redis or the fsynced spool); `Some(false)`:
+    /// not, or not known to be. Only the last lost number is published, so an accept settled
+    /// kept just before a lost batch, read after both, counts as lost: an error the miner
+    /// retries (a duplicate then, no credit lost to the pool), never a `true` for a share the
+    /// log dropped.
+    pub fn kept(&self, seq: u64) -> Option<bool> {
+        (seq <= self.upto).then_some(seq > self.lost_upto)
+    }
+}
+
+/// Per core, how far the writer has settled its numbered accepts: the durable
+/// acknowledgement's watermarks. Shared by the cores (readers) and the writer (the one writer).
+#[derive(Debug)]
+pub struct DurableMarks {
+    cores: Box<[CoreMarks]>,
+}
+
+impl DurableMarks {
+    pub fn new(cores: usize) -> DurableMarks {
+        DurableMarks {
+            cores: (0..cores).map(|_| CoreMarks::default()).collect(),
+        }
+    }
+
+    pub fn cores(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// What is settled of `core`'s accepts.
+    pub fn settled(&self, core: usize) -> Settled {
+        let marks = &self.cores[core];
+        // Settled is raised after lost: the lost mark read after it covers what it settled.
+        let upto = marks.settled.load(Ordering::Acquire);
+        Settled {
+            upto,
+            lost_upto: marks.lost.load(Ordering::Acquire),
+        }
+    }
+
+    /// Waits until the writer settles more of `core`'s accepts (or settled some since the last
+    /// wait).
+    pub async fn changed(&self, core: usize) {
+        self.cores[core].wake.notified().await;
+    }
+
+    /// The writer: `core`'s accepts up to `seq` are settled, kept or not.
+    fn settle(&self, core: usize, seq: u64, kept: bool) {
+        let Some(marks) = self.cores.get(core) else {
+            return;
+        };
+        if !kept {
+            marks.lost.fetch_max(seq, Ordering::AcqRel);
+        }
+        marks.settled.fetch_max(seq, Ordering::AcqRel);
+        marks.wake.notify_one();
+    }
+}
 
 /// What became of a record handed to the [`ShareQueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +191,8 @@ pub struct ShareQueue {
     tx: Sender<LoggedShare>,
     high_water: usize,
     stats: Arc<ShareLogStats>,
+    /// Set with durable acknowledgement: the cores hold each accept until it is settled here.
+    durable: Option<(Arc<DurableMarks>, DurableAck)>,
 }
 
 impl ShareQueue {
@@ -117,9 +213,22 @@ impl ShareQueue {
                 tx,
                 high_water: high_water.min(capacity),
                 stats,
+                durable: None,
             },
             rx,
         )
+    }
+
+    /// With durable acknowledgement: the cores hold accepts until `marks` settles them (the
+    /// writer gets the same marks).
+    pub fn with_durable_ack(mut self, marks: Arc<DurableMarks>, ack: DurableAck) -> ShareQueue {
+        self.durable = Some((marks, ack));
+        self
+    }
+
+    /// The marks and settings of durable acknowledgement, when it is on.
+    pub fn durable(&self) -> Option<(&DurableMarks, &DurableAck)> {
+        self.durable.as_ref().map(|(m, a)| (&**m, a))
     }
 
     /// Queues a record without waiting; what cannot be queued is counted (and an accepted one
@@ -480,14 +589,15 @@ impl Writer {
         self.stats.drop_accepted(accepted, why);
     }
 
-    fn spool(&mut self, batch: &Batch) {
+    /// Appends a batch to the spool and fsyncs it; false: dropped (counted and logged).
+    fn spool(&mut self, batch: &Batch) -> bool {
         let mut line = serde_json::to_vec(batch).expect("a batch serializes");
         line.push(b'\n');
         let limit = self.log.max_spool_bytes;
         if let Err(e) = self.open_spool() {
             tracing::error!(error = %e, path = %self.log.spool_path.display(), "cannot open the share spool (share_log.spool_path): batch dropped");
             self.lost(batch, "cannot open the share spool (share_log.spool_path)");
-            return;
+            return false;
         }
         if self.spool_bytes + line.len() as u64 > limit {
             tracing::error!(
@@ -495,7 +605,7 @@ impl Writer {
                 "share spool is full (share_log.max_spool_bytes): batch dropped"
             );
             self.lost(batch, "the share spool is full (share_log.max_spool_bytes)");
-            return;
+            return false;
         }
         let kept = self.spool_bytes;
         let file = self.spool.as_mut().expect("opened above");
@@ -503,12 +613,14 @@ impl Writer {
             Ok(()) => {
                 self.spool_bytes += line.len() as u64;
                 self.stats.spooled_batches.fetch_add(1, Ordering::Relaxed);
+                true
             }
             Err(e) => {
                 // A part of the line may be on disk: cut it, so the next batch starts a clean line.
                 let _ = file.set_len(kept);
                 tracing::error!(error = %e, "cannot write the share spool (share_log.spool_path): batch dropped");
                 self.lost(batch, "cannot write the share spool (share_log.spool_path)");
+                false
             }
         }
     }
@@ -583,17 +695,18 @@ impl Writer {
     }
 
     /// Sends a batch: straight to Redis when nothing is spooled, else to the spool (order is kept).
-    fn send(&mut self, batch: Batch) {
+    /// True when it is kept: in Redis, or fsynced in the spool.
+    fn send(&mut self, batch: Batch) -> bool {
         if !self.spooling() {
             match self.write(&batch) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(e) => {
                     tracing::warn!(error = %e, "Redis is unreachable: spooling shares to {}", self.log.spool_path.display());
                     self.next_retry = Instant::now() + RETRY_INTERVAL;
                 }
             }
         }
-        self.spool(&batch);
+        self.spool(&batch)
     }
 
     /// While spooling: a replay turn when one is due.
@@ -612,12 +725,26 @@ struct Batcher {
     epoch: u64,
     seq: u64,
     records: Vec<Vec<String>>,
+    /// With durable acknowledgement, the marks to settle after each batch and, per core, the
+    /// highest accept numbered in the batch being filled (0: none).
+    durable: Option<(Arc<DurableMarks>, Vec<u64>)>,
 }
 
 impl Batcher {
-    fn push(&mut self, share: &LoggedShare, engine: &str) {
+    /// Adds a record; true when it is a numbered accept (the batch then waits for it, at most the
+    /// commit interval).
+    fn push(&mut self, share: &LoggedShare, engine: &str) -> bool {
         let name = format!("{}:{}", self.epoch, self.seq + 1);
         self.records.push(fields_of(share, engine, &name));
+        match (share.durable, &mut self.durable) {
+            (Some(d), Some((_, highest))) => {
+                if let Some(h) = highest.get_mut(d.core) {
+                    *h = (*h).max(d.seq);
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sends the records gathered so far as the next batch.
@@ -628,11 +755,19 @@ impl Batcher {
         self.seq += 1;
         let records =
             std::mem::replace(&mut self.records, Vec::with_capacity(writer.log.batch_size));
-        writer.send(Batch {
+        let kept = writer.send(Batch {
             epoch: self.epoch,
             seq: self.seq,
             records,
         });
+        if let Some((marks, highest)) = &mut self.durable {
+            for (core, h) in highest.iter_mut().enumerate() {
+                if *h > 0 {
+                    marks.settle(core, *h, kept);
+                    *h = 0;
+                }
+            }
+        }
     }
 }
 
@@ -645,6 +780,18 @@ pub fn spawn_writer(
     stats: Arc<ShareLogStats>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    spawn_durable_writer(settings, log, shares, stats, stop, None)
+}
+
+/// [`spawn_writer`], settling the cores' numbered accepts in `marks` (durable acknowledgement).
+pub fn spawn_durable_writer(
+    settings: PlaneSettings,
+    log: ShareLogSettings,
+    shares: Receiver<LoggedShare>,
+    stats: Arc<ShareLogStats>,
+    stop: Arc<AtomicBool>,
+    marks: Option<Arc<DurableMarks>>,
+) -> std::io::Result<JoinHandle<()>> {
     assert!(log.batch_size > 0, "a batch holds at least one share");
     std::thread::Builder::new()
         .name("sluice-sharelog".into())
@@ -652,10 +799,19 @@ pub fn spawn_writer(
             let mut writer = Writer::new(settings, log, stats);
             let engine = writer.settings.id.clone();
             let batch_size = writer.log.batch_size;
+            // A batch holding an accept goes out this soon after it (the group commit).
+            let commit = writer
+                .log
+                .durable_ack
+                .map_or(writer.log.batch_interval, |d| d.commit);
             let mut batch = Batcher {
                 epoch: UnixMillis::now().as_millis(),
                 seq: 0,
                 records: Vec::with_capacity(batch_size),
+                durable: marks.map(|m| {
+                    let cores = m.cores();
+                    (m, vec![0; cores])
+                }),
             };
             let mut deadline = Instant::now() + writer.log.batch_interval;
             let mut open = true;
@@ -668,7 +824,11 @@ pub fn spawn_writer(
                     deadline
                 };
                 match shares.recv_deadline(wait_until) {
-                    Ok(share) => batch.push(&share, &engine),
+                    Ok(share) => {
+                        if batch.push(&share, &engine) {
+                            deadline = deadline.min(Instant::now() + commit);
+                        }
+                    }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => open = false,
                 }
@@ -679,7 +839,11 @@ pub fn spawn_writer(
                         batch.cut(&mut writer);
                     }
                     match shares.try_recv() {
-                        Ok(share) => batch.push(&share, &engine),
+                        Ok(share) => {
+                            if batch.push(&share, &engine) {
+                                deadline = deadline.min(Instant::now() + commit);
+                            }
+                        }
                         Err(_) => break,
                     }
                 }
@@ -765,7 +929,100 @@ mod tests {
             client: "10.0.0.1".parse().unwrap(),
             user_agent: None,
             at_ms: 0,
+            durable: None,
         }
+    }
+
+    fn accept(core: usize, seq: u64) -> LoggedShare {
+        LoggedShare {
+            durable: Some(DurableSeq { core, seq }),
+            ..share(true)
+        }
+    }
+
+    /// A writer whose Redis is unreachable: batches go to the spool, bounded by `max_spool_bytes`.
+    fn spooling_writer(name: &str, max_spool_bytes: u64) -> (Writer, Batcher, Arc<DurableMarks>) {
+        let dir = crate::plane::test_redis::temp_dir(name);
+        let mut log = crate::config::FileConfig::default().share_log().unwrap();
+        log.spool_path = dir.join("spool");
+        log.max_spool_bytes = max_spool_bytes;
+        let writer = Writer::new(
+            crate::plane::test_redis::plane("redis://127.0.0.1:1", "e"),
+            log,
+            Arc::default(),
+        );
+        let marks = Arc::new(DurableMarks::new(3));
+        let batcher = Batcher {
+            epoch: 1,
+            seq: 0,
+            records: Vec::new(),
+            durable: Some((Arc::clone(&marks), vec![0; 3])),
+        };
+        (writer, batcher, marks)
+    }
+
+    #[test]
+    fn each_cores_accepts_are_settled_by_the_batch_that_holds_them_interleaved_or_not() {
+        let (mut writer, mut batch, marks) = spooling_writer("marks", 1 << 20);
+        // Cores 0 and 2 interleave in one batch, a rejected record between; core 1 is idle.
+        assert!(batch.push(&accept(0, 1), "e"));
+        assert!(batch.push(&accept(2, 1), "e"));
+        assert!(!batch.push(&share(false), "e"));
+        assert!(batch.push(&accept(0, 2), "e"));
+        assert!(batch.push(&accept(2, 2), "e"));
+        assert_eq!(
+            marks.settled(0).kept(1),
+            None,
+            "nothing settles before the batch is kept"
+        );
+        batch.cut(&mut writer);
+        for core in [0, 2] {
+            let s = marks.settled(core);
+            assert_eq!(
+                (s.kept(1), s.kept(2), s.kept(3)),
+                (Some(true), Some(true), None)
+            );
+        }
+        assert_eq!(marks.settled(1), Settled::default());
+        // The next batch raises core 0 only.
+        batch.push(&accept(0, 3), "e");
+        batch.cut(&mut writer);
+        assert_eq!(marks.settled(0).upto, 3);
+        assert_eq!(marks.settled(2).upto, 2);
+        assert_eq!(writer.stats.spooled_batches.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_dropped_batch_settles_its_accepts_as_lost_never_as_kept() {
+        // Room in the spool for one small batch, not for the next.
+        let line = serde_json::to_vec(&Batch {
+            epoch: 1,
+            seq: 1,
+            records: vec![fields_of(&accept(0, 1), "e", "1:1")],
+        })
+        .unwrap();
+        let (mut writer, mut batch, marks) = spooling_writer("marks-lost", line.len() as u64 + 10);
+        batch.push(&accept(0, 1), "e");
+        batch.cut(&mut writer);
+        assert_eq!(marks.settled(0).kept(1), Some(true));
+        batch.push(&accept(0, 2), "e");
+        batch.push(&accept(1, 1), "e");
+        batch.push(&accept(0, 3), "e");
+        batch.cut(&mut writer);
+        let (zero, one) = (marks.settled(0), marks.settled(1));
+        assert_eq!(
+            (zero.kept(2), zero.kept(3), one.kept(1)),
+            (Some(false), Some(false), Some(false))
+        );
+        assert_eq!(writer.stats.dropped_accepted.load(Ordering::Relaxed), 3);
+        // Read now, the earlier accept counts as lost too: conservative, never a false `true`.
+        assert_eq!(zero.kept(1), Some(false));
+        // Room again (the spool replayed elsewhere): later accepts are kept, earlier stay lost.
+        writer.spool_bytes = 0;
+        batch.push(&accept(0, 4), "e");
+        batch.cut(&mut writer);
+        let zero = marks.settled(0);
+        assert_eq!((zero.kept(3), zero.kept(4)), (Some(false), Some(true)));
     }
 
     #[test]
@@ -853,6 +1110,7 @@ mod redis_tests {
             spool_path: spool,
             max_spool_bytes: 1 << 30,
             max_rollup_workers,
+            durable_ack: None,
         }
     }
 
@@ -880,6 +1138,7 @@ mod redis_tests {
             client: "10.0.0.1".parse().unwrap(),
             user_agent: None,
             at_ms: AT_MS,
+            durable: None,
         }
     }
 

@@ -192,13 +192,20 @@ fn start_plane(
     // A receiver's length is the channel's: cheap, and it keeps no sender alive.
     let depth = shares_rx.clone();
     metrics.share_log.watch_queue(move || depth.len());
-    hooks.share_log = Some(shares_tx);
-    threads.push(sharelog::spawn_writer(
+    let marks = log
+        .durable_ack
+        .map(|_| Arc::new(sharelog::DurableMarks::new(settings.threads)));
+    hooks.share_log = Some(match (&marks, log.durable_ack) {
+        (Some(marks), Some(ack)) => shares_tx.with_durable_ack(Arc::clone(marks), ack),
+        _ => shares_tx,
+    });
+    threads.push(sharelog::spawn_durable_writer(
         plane.clone(),
         log,
         shares_rx,
         Arc::clone(&metrics.share_log),
         threads.stop_flag(),
+        marks,
     )?);
     threads.push(jobs::start_subscriber(
         plane.clone(),

@@ -2,8 +2,15 @@
 //! that frames lines and feeds the session, and a writer that sends what the session and the fan-out
 //! queue. The connection never leaves its core; its state is `Rc`-shared between its two tasks and
 //! the core's fan-out and tick tasks, never across threads.
+//!
+//! With durable acknowledgement (`share_log.durable_ack`), the `true` of an accepted submit is
+//! *held*: its bytes, and every byte queued after them, stay in the output buffer until the share
+//! log's writer settles the share (`core.rs` answers them as it does). A settled one is released;
+//! one the log could not keep is first rewritten by the session's [`write_not_recorded`]. The
+//! connection only holds bytes; what a taken-back `true` becomes is the session's.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,7 +23,7 @@ use crate::clock::UnixMillis;
 use crate::config::Listener;
 use crate::plane::policies::PolicySet;
 use crate::plane::sessions::{Claim, Release};
-use crate::plane::sharelog::LoggedShare;
+use crate::plane::sharelog::{DurableSeq, LoggedShare, Queued};
 use crate::proxy::{self, ProxyHeader};
 use crate::random::random_session_id;
 use crate::server::limits::IpPermit;
@@ -24,7 +31,7 @@ use crate::server::limits::TotalPermit;
 use crate::server::local::{self, Member};
 use crate::server::shared::Shared;
 use crate::session::policy::{PolicyLookup, PolicyScope};
-use crate::session::{CloseReason, Context, Event, Flow, Session};
+use crate::session::{write_not_recorded, CloseReason, Context, Event, Flow, Session};
 use crate::stratum::LineFramer;
 
 /// Bytes read per receive. Small on purpose: a submit is about 200 bytes, and this buffer lives as
@@ -59,6 +66,20 @@ pub struct Conn {
     released: Cell<bool>,
     /// Release without keeping the session resumable (an operator's kick).
     forget: Cell<bool>,
+    /// Held `true` replies in `out`, in order (durable acknowledgement); bytes from the first
+    /// one's start wait.
+    holds: RefCell<VecDeque<Hold>>,
+    /// Wakes a reader paused at `share_log.max_held_replies` once a hold is answered.
+    hold_answered: Notify,
+}
+
+/// A held reply: the core's number of its accept, its bytes `out[start..end]`, since when.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    seq: u64,
+    start: usize,
+    end: usize,
+    since: Instant,
 }
 
 impl Member for Conn {
@@ -91,7 +112,51 @@ impl Conn {
         core.shared.metrics.count_close(reason);
         tracing::debug!(client = %self.client, reason = reason.as_str(), "closing connection");
         let _ = self.stream.shutdown(Shutdown::Both);
+        // Held replies go with the connection: the core skips their numbers when they settle.
+        self.holds.borrow_mut().clear();
+        self.hold_answered.notify_one();
         self.wake_writer.notify_one();
+    }
+
+    /// Bytes of `out` the writer may send now: those before the first held reply.
+    fn writable(&self) -> usize {
+        self.holds
+            .borrow()
+            .front()
+            .map_or_else(|| self.out.borrow().len(), |h| h.start)
+    }
+
+    /// The writer took the first `n` bytes of `out`.
+    fn shift_holds(&self, n: usize) {
+        for h in self.holds.borrow_mut().iter_mut() {
+            h.start -= n;
+            h.end -= n;
+        }
+    }
+
+    /// The share log settled the accept numbered `seq`: its reply goes (a `true` when `kept`, else
+    /// taken back), with the bytes behind it up to the next hold.
+    pub fn answer_held(&self, core: &Core, seq: u64, kept: bool) {
+        let mut holds = self.holds.borrow_mut();
+        // Numbers settle in order, so it is the first; a closed connection holds none.
+        let Some(i) = holds.iter().position(|h| h.seq == seq) else {
+            return;
+        };
+        let hold = holds.remove(i).expect("found above");
+        if let Ok(mut h) = core.shared.metrics.cores[core.index].durable_wait_us.lock() {
+            let _ = h.record(hold.since.elapsed().as_micros().max(1) as u64);
+        }
+        if !kept {
+            take_back(&mut self.out.borrow_mut(), hold, &mut holds);
+        }
+        drop(holds);
+        self.hold_answered.notify_one();
+        self.flush();
+    }
+
+    /// Replies held now.
+    pub fn held_replies(&self) -> usize {
+        self.holds.borrow().len()
     }
 
     pub fn pending_output(&self) -> usize {
@@ -248,6 +313,8 @@ pub async fn serve(
         port: listener.address.port(),
         released: Cell::new(false),
         forget: Cell::new(false),
+        holds: RefCell::new(VecDeque::new()),
+        hold_answered: Notify::new(),
     });
     core.register(Rc::clone(&conn));
     let writer = tokio_uring::spawn(write_loop(Rc::clone(&conn), Rc::clone(&core)));
@@ -306,14 +373,23 @@ enum Input {
     Close(CloseReason),
     /// The session asks for the saved session with this id before its subscribe is answered.
     Resume(u64),
+    /// `share_log.max_held_replies` accepts wait for the share log: no more lines until one is
+    /// answered.
+    HeldFull,
 }
 
 /// Feeds the buffered lines to the session; when it asks to resume a saved session, looks it up,
 /// hands the session what was found and goes on with the lines after the subscribe.
-async fn process(core: &Core, conn: &Conn, framer: &mut LineFramer) {
+async fn process(core: &Core, conn: &Rc<Conn>, framer: &mut LineFramer) {
     loop {
         match handle_input(core, conn, framer) {
             Input::Continue => return,
+            Input::HeldFull => {
+                conn.hold_answered.notified().await;
+                if conn.is_closed() {
+                    return;
+                }
+            }
             Input::Close(reason) => {
                 conn.close(core, reason);
                 return;
@@ -378,8 +454,18 @@ const SESSION_LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_m
 
 /// Feeds every complete line to the session, until the connection must close or the session
 /// asks to resume a saved one.
-fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Input {
+fn handle_input(core: &Core, conn: &Rc<Conn>, framer: &mut LineFramer) -> Input {
+    let max_held = core
+        .shared
+        .hooks
+        .share_log
+        .as_ref()
+        .and_then(|log| log.durable())
+        .map_or(usize::MAX, |(_, ack)| ack.max_held_replies);
     loop {
+        if conn.held_replies() >= max_held {
+            return Input::HeldFull;
+        }
         let Some(line) = framer.next_line() else {
             return Input::Continue;
         };
@@ -401,7 +487,7 @@ fn handle_input(core: &Core, conn: &Conn, framer: &mut LineFramer) -> Input {
 /// block queue and the session store.
 fn after_line(
     core: &Core,
-    conn: &Conn,
+    conn: &Rc<Conn>,
     step: impl FnOnce(&mut Session, &Context<'_>, &mut Vec<u8>, &mut Vec<Event>) -> Flow,
 ) -> Input {
     let shared = &core.shared;
@@ -430,6 +516,7 @@ fn after_line(
             port: conn.port,
         });
     let started = Instant::now();
+    let before = out.len();
     let ctx = Context {
         book: &book,
         now_ms: UnixMillis::now().as_millis(),
@@ -446,14 +533,40 @@ fn after_line(
                 }
                 record_submit_latency(metrics, started);
                 if let Some(log) = &shared.hooks.share_log {
+                    // With durable acknowledgement, an accept's `true` (the line this step
+                    // wrote) waits for the log.
+                    let held = (record.result.is_ok() && log.durable().is_some())
+                        .then(|| reply_at(&out, before))
+                        .flatten()
+                        .map(|(start, end)| Hold {
+                            seq: core.next_accept(),
+                            start,
+                            end,
+                            since: started,
+                        });
                     // Never waits; what the queue refuses it counts (accepted ones loudly).
-                    log.push(LoggedShare {
+                    let queued = log.push(LoggedShare {
                         record,
                         session: *session.extranonce1(),
                         client: conn.client.ip(),
                         user_agent: session.user_agent_shared(),
                         at_ms: ctx.now_ms,
+                        durable: held.map(|h| DurableSeq {
+                            core: core.index,
+                            seq: h.seq,
+                        }),
                     });
+                    if let Some(hold) = held {
+                        let mut holds = conn.holds.borrow_mut();
+                        if queued == Queued::Yes {
+                            holds.push_back(hold);
+                            core.held
+                                .borrow_mut()
+                                .push_back((hold.seq, Rc::clone(conn)));
+                        } else {
+                            take_back(&mut out, hold, &mut holds);
+                        }
+                    }
                 }
             }
             Event::Block(block) => {
@@ -493,6 +606,27 @@ fn after_line(
     input
 }
 
+/// The first line written at `from` or after: the reply a step wrote.
+fn reply_at(out: &[u8], from: usize) -> Option<(usize, usize)> {
+    let len = out.get(from..)?.iter().position(|&b| b == b'\n')?;
+    Some((from, from + len + 1))
+}
+
+/// Rewrites a held `true` into the session's "not recorded" error, moving the holds behind it.
+/// Only when the share log loses a batch: the scratch buffer's allocation does not matter.
+fn take_back(out: &mut Vec<u8>, hold: Hold, later: &mut VecDeque<Hold>) {
+    let mut answer = Vec::with_capacity(128);
+    if !write_not_recorded(&out[hold.start..hold.end], &mut answer) {
+        return;
+    }
+    out.splice(hold.start..hold.end, answer.iter().copied());
+    let grown = answer.len() as isize - (hold.end - hold.start) as isize;
+    for h in later.iter_mut().filter(|h| h.start >= hold.end) {
+        h.start = h.start.saturating_add_signed(grown);
+        h.end = h.end.saturating_add_signed(grown);
+    }
+}
+
 /// A submit's time from its line to its verdict (accepted, rejected or refused), in ns.
 fn record_submit_latency(metrics: &crate::metrics::CoreMetrics, started: Instant) {
     if let Ok(mut h) = metrics.submit_latency_ns.lock() {
@@ -503,9 +637,12 @@ fn record_submit_latency(metrics: &crate::metrics::CoreMetrics, started: Instant
 async fn write_loop(conn: Rc<Conn>, core: Rc<Core>) {
     let mut spare: Vec<u8> = Vec::new();
     loop {
-        if conn.out.borrow().is_empty() {
-            if let Some(reason) = conn.closing.get() {
-                conn.close(&core, reason);
+        let writable = conn.writable();
+        if writable == 0 {
+            if conn.out.borrow().is_empty() {
+                if let Some(reason) = conn.closing.get() {
+                    conn.close(&core, reason);
+                }
             }
             if conn.is_closed() {
                 break;
@@ -513,7 +650,17 @@ async fn write_loop(conn: Rc<Conn>, core: Rc<Core>) {
             conn.wake_writer.notified().await;
             continue;
         }
-        std::mem::swap(&mut *conn.out.borrow_mut(), &mut spare);
+        {
+            let mut out = conn.out.borrow_mut();
+            if writable == out.len() {
+                std::mem::swap(&mut *out, &mut spare);
+            } else {
+                // Bytes before a held reply go; the rest waits in place.
+                spare.extend_from_slice(&out[..writable]);
+                out.drain(..writable);
+                conn.shift_holds(writable);
+            }
+        }
         let (result, b) = conn.stream.write_all(spare).await;
         spare = b;
         spare.clear();

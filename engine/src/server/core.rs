@@ -66,6 +66,8 @@ pub fn run(
         }
         tokio_uring::spawn(fan_out(Rc::clone(&core), shutdown.clone()));
         tokio_uring::spawn(tick(Rc::clone(&core), shutdown.clone()));
+        // Not stopped by the shutdown: the goodbye waits for held replies too.
+        tokio_uring::spawn(answer_held(Rc::clone(&core)));
         let mut shutdown = shutdown;
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
@@ -189,6 +191,35 @@ async fn fan_out(core: Rc<Core>, mut shutdown: watch::Receiver<bool>) {
             .lock()
         {
             let _ = h.record(started.elapsed().as_micros().max(1) as u64);
+        }
+    }
+}
+
+/// Durable acknowledgement: answers the replies this core's connections hold, as the share log's
+/// writer settles their accepts (in number order).
+async fn answer_held(core: Rc<Core>) {
+    let Some((marks, _)) = core
+        .shared
+        .hooks
+        .share_log
+        .as_ref()
+        .and_then(|l| l.durable())
+    else {
+        return;
+    };
+    loop {
+        marks.changed(core.index).await;
+        let settled = marks.settled(core.index);
+        loop {
+            let next = {
+                let mut held = core.held.borrow_mut();
+                match held.front().and_then(|(seq, _)| settled.kept(*seq)) {
+                    Some(kept) => held.pop_front().map(|(seq, conn)| (seq, conn, kept)),
+                    None => None,
+                }
+            };
+            let Some((seq, conn, kept)) = next else { break };
+            conn.answer_held(&core, seq, kept);
         }
     }
 }

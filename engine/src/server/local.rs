@@ -5,7 +5,7 @@
 //! so this module names neither and they need not import each other both ways.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -90,6 +90,11 @@ pub struct Core<C> {
     pub events: RefCell<Vec<Event>>,
     /// The (policy set, reload) generations this core last applied to its connections.
     pub settings_seen: Cell<(u64, u64)>,
+    /// Durable acknowledgement: the last number given to an accept this core logged ...
+    accepts: Cell<u64>,
+    /// ... and the connections holding a reply for an accept not yet settled, in number order
+    /// (a closed one stays until its number is settled, then goes).
+    pub held: RefCell<VecDeque<(u64, Rc<C>)>>,
 }
 
 impl<C: Member> Core<C> {
@@ -107,7 +112,16 @@ impl<C: Member> Core<C> {
             next_conn: Cell::new(0),
             events: RefCell::new(Vec::with_capacity(8)),
             settings_seen: Cell::new((0, 0)),
+            accepts: Cell::new(0),
+            held: RefCell::new(VecDeque::new()),
         }
+    }
+
+    /// Numbers the next accept this core logs (from 1).
+    pub fn next_accept(&self) -> u64 {
+        let seq = self.accepts.get() + 1;
+        self.accepts.set(seq);
+        seq
     }
 
     pub fn allocate_extranonce(&self) -> Option<Extranonce1> {

@@ -129,6 +129,22 @@ pub fn write_error(out: &mut Vec<u8>, id: Id<'_>, error: StratumError) {
     out.push(b'\n');
 }
 
+/// The error answer, with the same id, to the request a [`write_true`] line answered: for a `true`
+/// that was held and must be taken back. False (nothing written) when `true_line` is not one.
+pub fn write_error_for_true(out: &mut Vec<u8>, true_line: &[u8], error: StratumError) -> bool {
+    let id = true_line
+        .strip_prefix(br#"{"id":"#)
+        .and_then(|rest| rest.strip_suffix(b",\"result\":true,\"error\":null}\n"))
+        .and_then(|id| std::str::from_utf8(id).ok());
+    match id {
+        Some(id) => {
+            write_error(out, Id::from_written(id), error);
+            true
+        }
+        None => false,
+    }
+}
+
 /// The answer to `mining.subscribe`: subscriptions, extranonce1 and the extranonce2 size.
 pub fn write_subscribe_result(
     out: &mut Vec<u8>,
@@ -231,6 +247,30 @@ mod tests {
     fn as_json(buf: &[u8]) -> Value {
         assert_eq!(buf.last(), Some(&b'\n'));
         serde_json::from_slice(buf).unwrap()
+    }
+
+    #[test]
+    fn a_true_taken_back_becomes_an_error_with_the_same_id() {
+        let error = StratumError::new(ErrorCode::Other, "share not recorded, try again");
+        for id in [r#""a\"b""#, "7", "null"] {
+            let line =
+                format!(r#"{{"id":{id},"method":"mining.extranonce.subscribe","params":[]}}"#);
+            let id = parse(line.as_bytes()).unwrap().id;
+            let mut reply = Vec::new();
+            write_true(&mut reply, id);
+            let mut out = Vec::new();
+            assert!(write_error_for_true(&mut out, &reply, error));
+            let mut expected = Vec::new();
+            write_error(&mut expected, id, error);
+            assert_eq!(out, expected);
+        }
+        let mut out = Vec::new();
+        assert!(!write_error_for_true(
+            &mut out,
+            b"{\"id\":1,\"result\":false}\n",
+            error
+        ));
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -25,6 +25,11 @@ impl<'a> Id<'a> {
         self.0.unwrap_or("null")
     }
 
+    /// An id as a reply wrote it (its JSON text, `null` for none).
+    pub(crate) fn from_written(text: &'a str) -> Id<'a> {
+        Id((text != "null").then_some(text))
+    }
+
     pub fn to_owned(&self) -> OwnedId {
         OwnedId(self.0.map(Box::from))
     }

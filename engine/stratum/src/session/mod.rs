@@ -875,6 +875,17 @@ impl Session {
 }
 
 /// A session id as miners see it: 16 lowercase hex digits.
+/// The answer to an accepted submit whose share the log could not keep, when its `true` was held
+/// for durable acknowledgement: the miner may send the share again.
+pub const NOT_RECORDED: StratumError =
+    StratumError::new(ErrorCode::Other, "share not recorded, try again");
+
+/// Writes [`NOT_RECORDED`] for the submit a held `true` reply answered (the I/O layer holds
+/// replies; what they become is decided here). False when `true_reply` is not such a reply.
+pub fn write_not_recorded(true_reply: &[u8], out: &mut Vec<u8>) -> bool {
+    message::write_error_for_true(out, true_reply, NOT_RECORDED)
+}
+
 pub fn format_session_id(id: u64) -> String {
     format!("{id:016x}")
 }
