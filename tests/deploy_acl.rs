@@ -17,8 +17,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use sluice_testkit::fleet::{acl_password as password, test_acl};
 use sluice_layout::Keys;
+use sluice_testkit::fleet::{acl_password as password, test_acl};
 use sluice_testkit::{eventually, sluicectl_binary, EngineProcess, RedisServer, TempDir};
 use support::fleet::config_file_with;
 use support::miner::Miner;

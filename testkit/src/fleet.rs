@@ -631,4 +631,3 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     s.read_to_string(&mut body).ok()?;
     Some(body)
 }
-
