@@ -134,6 +134,7 @@ fn share_log_throughput(records: usize, batch_size: usize) {
         max_spool_bytes: 1 << 30,
         max_rollup_workers: sluice::plane::sharelog::DEFAULT_MAX_ROLLUP_WORKERS,
         durable_ack: None,
+        durable_replicas: None,
     };
     let stats = Arc::new(ShareLogStats::default());
     let stop = Arc::new(AtomicBool::new(false));

@@ -294,3 +294,82 @@ fn a_connection_at_max_held_replies_reads_on_once_they_are_answered() {
         assert_eq!(reply["result"], true, "{reply}");
     }
 }
+
+/// `share_log.durable_replicas = 1`: with the replica answering, batches are kept in Redis
+/// alone; with the replica frozen, each batch Redis took but no replica confirmed is spooled too
+/// (so a failover to that replica could not lose it) and the accepts are still answered; once the
+/// replica answers again the spool is replayed and emptied, and every share answered `true` is in
+/// the stream exactly once.
+#[test]
+fn with_durable_replicas_a_batch_no_replica_confirmed_is_spooled_too_and_logged_once() {
+    let redis = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&redis, &[]);
+    let mut con = redis.connection();
+    let _jm = still_jobmanager(&redis, "jm-a");
+    wait_for_leader(&mut con);
+    let files = engine_files(
+        "durable_ack = true\ndurable_replicas = 1\ndurable_replicas_timeout_ms = 1000",
+    );
+    let engine = stratum(&redis, "engine-1", &files);
+    let mut miner = Miner::connect(engine.addr());
+    miner.handshake();
+    let mut told = Vec::new();
+    let submit = |miner: &mut Miner, told: &mut Vec<String>| {
+        let share = miner.find_share(miner.difficulty, true, None);
+        let reply = miner.submit(&share);
+        assert_eq!(reply["result"], true, "{reply}\n{}", engine.log());
+        told.push(share.hash.to_string());
+    };
+    for _ in 0..5 {
+        submit(&mut miner, &mut told);
+    }
+    let unreplicated = "sluice_share_log_total{kind=\"unreplicated_batches\"}";
+    assert_eq!(engine.metric(unreplicated), 0.0, "{}", engine.metrics());
+    assert!(spool_text(&files.spool).is_empty());
+
+    replica.pause();
+    let frozen_from = told.len();
+    for _ in 0..5 {
+        submit(&mut miner, &mut told);
+    }
+    assert!(engine.metric(unreplicated) >= 1.0, "{}", engine.metrics());
+    let spool = spool_text(&files.spool);
+    for hash in &told[frozen_from..] {
+        assert!(
+            spool.contains(hash.as_str()),
+            "{hash} answered true but not in the spool"
+        );
+    }
+
+    replica.resume();
+    let emptied = eventually(Duration::from_secs(15), || {
+        spool_text(&files.spool).is_empty().then_some(())
+    });
+    assert!(
+        emptied.is_some(),
+        "the spool is replayed once the replica confirms\n{}",
+        engine.log()
+    );
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for entry in shares_in_stream(&mut con) {
+        if let Some(h) = entry.get("hash") {
+            *counts.entry(h.clone()).or_default() += 1;
+        }
+    }
+    for hash in &told {
+        assert_eq!(
+            counts.get(hash),
+            Some(&1),
+            "{hash} is in the stream exactly once"
+        );
+    }
+    let mut on_replica = replica.connection();
+    let replicated = eventually(Duration::from_secs(5), || {
+        let n: usize = redis::cmd("XLEN")
+            .arg(support::fleet::keys().shares())
+            .query(&mut on_replica)
+            .ok()?;
+        (n >= told.len()).then_some(n)
+    });
+    assert!(replicated.is_some(), "the replica holds every share");
+}

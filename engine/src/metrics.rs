@@ -473,7 +473,7 @@ impl Metrics {
         metric(
             "sluice_share_log_total",
             "counter",
-            "Share log: records written to Redis, batches spooled and replayed, records dropped (dropped = dropped_accepted + dropped_rejected; dropped_accepted is an error), torn and unreadable spool lines.",
+            "Share log: records written to Redis, batches spooled and replayed, batches spooled because too few replicas confirmed them (share_log.durable_replicas), records dropped (dropped = dropped_accepted + dropped_rejected; dropped_accepted is an error), torn and unreadable spool lines.",
             &[
                 (
                     "{kind=\"written\"}".into(),
@@ -486,6 +486,10 @@ impl Metrics {
                 (
                     "{kind=\"replayed_batches\"}".into(),
                     log.replayed_batches.load(Relaxed).to_string(),
+                ),
+                (
+                    "{kind=\"unreplicated_batches\"}".into(),
+                    log.unreplicated_batches.load(Relaxed).to_string(),
                 ),
                 ("{kind=\"dropped\"}".into(), log.dropped().to_string()),
                 (
@@ -668,6 +672,9 @@ pub struct ShareLogStats {
     pub written: AtomicU64,
     pub spooled_batches: AtomicU64,
     pub replayed_batches: AtomicU64,
+    /// Batches Redis took that fewer than `share_log.durable_replicas` replicas confirmed in
+    /// time: each was spooled too.
+    pub unreplicated_batches: AtomicU64,
     /// Rejected records lost: the queue was at its high-water mark, or the spool could not take
     /// their batch.
     pub dropped_rejected: AtomicU64,

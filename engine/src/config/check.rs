@@ -51,6 +51,20 @@ impl FileConfig {
                 format!("at most {MAX_DURABLE_COMMIT_MS}: every held accept waits for it"),
             ));
         }
+        if l.durable_replicas > MAX_DURABLE_REPLICAS {
+            return Err(invalid(
+                "share_log.durable_replicas",
+                format!("at most {MAX_DURABLE_REPLICAS}"),
+            ));
+        }
+        if !(1..=MAX_DURABLE_REPLICAS_TIMEOUT_MS).contains(&l.durable_replicas_timeout_ms) {
+            return Err(invalid(
+                "share_log.durable_replicas_timeout_ms",
+                format!(
+                    "from 1 to {MAX_DURABLE_REPLICAS_TIMEOUT_MS}: every batch may wait this long"
+                ),
+            ));
+        }
         if l.max_held_replies > MAX_HELD_REPLIES {
             return Err(invalid(
                 "share_log.max_held_replies",
@@ -67,6 +81,10 @@ impl FileConfig {
             durable_ack: l.durable_ack.then(|| DurableAck {
                 commit: Duration::from_millis(l.durable_commit_ms),
                 max_held_replies: l.max_held_replies,
+            }),
+            durable_replicas: (l.durable_replicas > 0).then(|| DurableReplicas {
+                replicas: l.durable_replicas,
+                timeout: Duration::from_millis(l.durable_replicas_timeout_ms),
             }),
         })
     }

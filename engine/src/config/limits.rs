@@ -98,6 +98,19 @@ pub const DEFAULT_MAX_HELD_REPLIES: usize = 256;
 /// ... and at most this.
 pub const MAX_HELD_REPLIES: usize = 65_536;
 
+/// `share_log.durable_replicas`: after each batch, wait for this many replicas to hold it (Redis
+/// `WAIT`); 0, the default, waits for none. A batch fewer replicas confirm in time is also put in
+/// the fsynced spool (and replayed later: the high-water mark keeps it written once), so a failover
+/// to a replica that missed it loses nothing.
+pub const DEFAULT_DURABLE_REPLICAS: u32 = 0;
+/// ... at most this many ...
+pub const MAX_DURABLE_REPLICAS: u32 = 16;
+/// `share_log.durable_replicas_timeout_ms`: ... within this long (every batch, and so every
+/// held accept, may wait this long while a replica lags) ...
+pub const DEFAULT_DURABLE_REPLICAS_TIMEOUT_MS: u64 = 50;
+/// ... and at most this.
+pub const MAX_DURABLE_REPLICAS_TIMEOUT_MS: u64 = 5_000;
+
 /// `share_log.stream_maxlen`: `P:shares` is trimmed to about this many entries.
 pub const DEFAULT_SHARE_STREAM_MAXLEN: usize = 1_000_000;
 

@@ -389,6 +389,10 @@ pub struct ShareLogSection {
     pub durable_commit_ms: u64,
     /// With `durable_ack`: a connection reads no more lines while this many accepts wait.
     pub max_held_replies: usize,
+    /// Replicas each batch must reach (Redis `WAIT`) before it counts as kept; else it is spooled too.
+    pub durable_replicas: u32,
+    /// How long a batch waits for `durable_replicas`.
+    pub durable_replicas_timeout_ms: u64,
 }
 
 impl Default for ShareLogSection {
@@ -403,6 +407,8 @@ impl Default for ShareLogSection {
             durable_ack: false,
             durable_commit_ms: DEFAULT_DURABLE_COMMIT_MS,
             max_held_replies: DEFAULT_MAX_HELD_REPLIES,
+            durable_replicas: DEFAULT_DURABLE_REPLICAS,
+            durable_replicas_timeout_ms: DEFAULT_DURABLE_REPLICAS_TIMEOUT_MS,
         }
     }
 }

@@ -237,6 +237,17 @@ pub struct ShareLogSettings {
     /// `share_log.durable_ack`: when set, an accepted submit is answered only once its batch is
     /// in Redis or in the fsynced spool.
     pub durable_ack: Option<DurableAck>,
+    /// `share_log.durable_replicas` (with its timeout): replicas a batch must reach to be kept
+    /// without the spool; `None` waits for none.
+    pub durable_replicas: Option<DurableReplicas>,
+}
+
+/// `share_log.durable_replicas`: each batch is kept only once this many replicas hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableReplicas {
+    pub replicas: u32,
+    /// `share_log.durable_replicas_timeout_ms`.
+    pub timeout: Duration,
 }
 
 /// The durable acknowledgement's settings (`share_log.durable_ack = true`).

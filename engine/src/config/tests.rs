@@ -292,3 +292,37 @@ fn durable_ack_is_off_by_default_and_its_bounds_name_their_keys() {
         assert!(err.to_string().starts_with(key), "{toml}: {err}");
     }
 }
+
+#[test]
+fn durable_replicas_wait_for_none_by_default_and_their_bounds_name_their_keys() {
+    let log = |toml: &str| FileConfig::from_toml(toml).unwrap().share_log();
+    assert_eq!(
+        FileConfig::default().share_log().unwrap().durable_replicas,
+        None
+    );
+    let on = log("[share_log]\ndurable_replicas = 1\n").unwrap();
+    assert_eq!(
+        on.durable_replicas,
+        Some(DurableReplicas {
+            replicas: 1,
+            timeout: std::time::Duration::from_millis(50),
+        })
+    );
+    assert!(
+        log("[share_log]\ndurable_replicas = 16\ndurable_replicas_timeout_ms = 5000\n").is_ok()
+    );
+    for (toml, key) in [
+        ("durable_replicas = 17", "share_log.durable_replicas:"),
+        (
+            "durable_replicas_timeout_ms = 0",
+            "share_log.durable_replicas_timeout_ms:",
+        ),
+        (
+            "durable_replicas_timeout_ms = 5001",
+            "share_log.durable_replicas_timeout_ms:",
+        ),
+    ] {
+        let err = log(&format!("[share_log]\n{toml}\n")).unwrap_err();
+        assert!(err.to_string().starts_with(key), "{toml}: {err}");
+    }
+}

@@ -447,6 +447,8 @@ enum WriteError {
     Redis(#[source] redis::RedisError),
     #[error("the share spool (share_log.spool_path): {0}")]
     Spool(#[from] std::io::Error),
+    #[error("fewer replicas than share_log.durable_replicas confirmed the replayed batches: the spool keeps them")]
+    Unreplicated,
 }
 
 struct Writer {
@@ -676,6 +678,12 @@ impl Writer {
             }
         }
         if self.replay_at >= self.spool_bytes {
+            if !self.replicated() {
+                // One WAIT covers every write of this connection, so the next turn replays the
+                // whole spool again (the high-water marks skip what landed) and asks again.
+                self.replay_at = 0;
+                return Err(WriteError::Unreplicated);
+            }
             let file = self.spool.as_ref().expect("opened above");
             file.set_len(0).and_then(|()| file.sync_all())?;
             tracing::info!("share spool replayed into Redis; batches go straight to Redis again");
@@ -683,6 +691,29 @@ impl Writer {
             self.replay_at = 0;
         }
         Ok(())
+    }
+
+    /// With `share_log.durable_replicas`: whether enough replicas confirmed what this connection
+    /// wrote (Redis `WAIT`); without it, always. An error counts as not confirmed.
+    fn replicated(&mut self) -> bool {
+        let Some(want) = self.log.durable_replicas else {
+            return true;
+        };
+        let Some(con) = self.con.as_mut() else {
+            return false;
+        };
+        let confirmed: Result<i64, _> = redis::cmd("WAIT")
+            .arg(want.replicas)
+            .arg(want.timeout.as_millis() as u64)
+            .query(con);
+        match confirmed {
+            Ok(n) => n >= i64::from(want.replicas),
+            Err(e) => {
+                tracing::debug!(error = %e, "WAIT for replicas failed");
+                self.con = None;
+                false
+            }
+        }
     }
 
     fn spooling(&self) -> bool {
@@ -699,7 +730,16 @@ impl Writer {
     fn send(&mut self, batch: Batch) -> bool {
         if !self.spooling() {
             match self.write(&batch) {
-                Ok(()) => return true,
+                Ok(()) if self.replicated() => return true,
+                Ok(()) => {
+                    // In the master only: a failover now could lose it, so the spool keeps it
+                    // too until a replay (the high-water mark skips it where it landed).
+                    self.stats
+                        .unreplicated_batches
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("a share batch reached fewer replicas than share_log.durable_replicas in time: spooling it too, and what follows until the spool is replayed");
+                    self.next_retry = Instant::now() + RETRY_INTERVAL;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Redis is unreachable: spooling shares to {}", self.log.spool_path.display());
                     self.next_retry = Instant::now() + RETRY_INTERVAL;
@@ -1111,6 +1151,7 @@ mod redis_tests {
             max_spool_bytes: 1 << 30,
             max_rollup_workers,
             durable_ack: None,
+            durable_replicas: None,
         }
     }
 
