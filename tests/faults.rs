@@ -549,7 +549,7 @@ fn the_redis_master_killed_sentinel_promotes_and_no_accepted_share_is_lost() {
         ..FleetSpec::default()
     });
     let dir = TempDir::new("faults");
-    let load = Load::start(&fleet, &dir, 60, 200.0, 20.0);
+    let load = Load::start(&fleet, &dir, 60, 200.0, 15.0);
     wait_connected(&fleet, 60);
     std::thread::sleep(Duration::from_secs(3));
     let without_master = fleet.kill_redis_master();
@@ -575,11 +575,16 @@ fn the_redis_master_killed_sentinel_promotes_and_no_accepted_share_is_lost() {
         n(&r["reconnects"]),
         n(&report["errors"]["timeouts"]),
     );
-    assert!(leader.is_some(), "a jobmanager leads on the new master\n{}", fleet.logs());
+    assert!(
+        leader.is_some(),
+        "a jobmanager leads on the new master\n{}",
+        fleet.logs()
+    );
     assert!(total > 500, "the miners were told true: {report}");
     assert_eq!(twice, 0, "no accepted share is logged twice");
     assert_eq!(
-        missing, 0,
+        missing,
+        0,
         "every share a miner was told true is on the new master\n{}",
         fleet.logs()
     );

@@ -297,7 +297,11 @@ impl Fleet {
         let path = dir.join("sluice.toml");
         // With sentinels the --redis URL gives only the user and password: its address is not used.
         let sentinels = match &self.sentinels {
-            Some(s) => format!("sentinels = {:?}\nmaster_name = {:?}\n", s.addrs(), s.name()),
+            Some(s) => format!(
+                "sentinels = {:?}\nmaster_name = {:?}\n",
+                s.addrs(),
+                s.name()
+            ),
             None => String::new(),
         };
         // `[share_log]` comes last in `more` when given: its keys follow it.

@@ -78,10 +78,7 @@ impl RedisServer {
                 None => replica.connection(),
                 Some((user, password)) => replica.connection_as(user, password)?,
             };
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query(&mut con)
-                .ok()?;
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut con).ok()?;
             info.contains("master_link_status:up").then_some(())
         })
         .expect("the replica did not sync with its master");
@@ -95,7 +92,9 @@ impl RedisServer {
             .replacen("://", &format!("://{user}:{password}@"), 1);
         let client = match &self.tls {
             None => redis::Client::open(url.as_str()).ok()?,
-            Some(t) => redis::Client::build_with_tls(url.as_str(), t.pki.certificates(true)).ok()?,
+            Some(t) => {
+                redis::Client::build_with_tls(url.as_str(), t.pki.certificates(true)).ok()?
+            }
         };
         let con = client
             .get_connection_with_timeout(Duration::from_secs(2))

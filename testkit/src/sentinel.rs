@@ -205,7 +205,11 @@ impl Sentinels {
 
     /// A connection to a sentinel (`login` None) or to a server, over TLS when the master speaks it.
     fn connect(&self, port: u16, login: Option<&(String, String)>) -> Option<redis::Connection> {
-        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         let auth = login.map_or(String::new(), |(u, p)| format!("{u}:{p}@"));
         let url = format!("{scheme}://{auth}127.0.0.1:{port}");
         let client = match &self.tls {
