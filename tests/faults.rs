@@ -555,6 +555,14 @@ fn the_redis_master_killed_sentinel_promotes_and_no_accepted_share_is_lost() {
     let without_master = fleet.kill_redis_master();
     // The fleet is back on the new master: a leader leads there.
     let leader = eventually(Duration::from_secs(20), || fleet.leader());
+    // sluicectl, given only the sentinels, finds the new master and every engine on it.
+    let mut last = String::new();
+    let listed = eventually(Duration::from_secs(20), || {
+        let (code, out, err) = fleet.sluicectl(&["services", "ls"]);
+        last = format!("exit {code}\n{out}{err}");
+        (code == 0 && (0..fleet.engine_count()).all(|i| out.contains(fleet.engine_id(i))))
+            .then_some(())
+    });
     let report = load.finish();
     let accepted = read_accepted(&dir.path().join("accepted.log"));
     let stream = settled_shares(&fleet);
@@ -579,6 +587,10 @@ fn the_redis_master_killed_sentinel_promotes_and_no_accepted_share_is_lost() {
         leader.is_some(),
         "a jobmanager leads on the new master\n{}",
         fleet.logs()
+    );
+    assert!(
+        listed.is_some(),
+        "sluicectl --sentinel lists every engine on the new master: {last}"
     );
     assert!(total > 500, "the miners were told true: {report}");
     assert_eq!(twice, 0, "no accepted share is logged twice");
