@@ -3,7 +3,8 @@
 # redis-server over TLS with the shipped ACL users, HAProxy on the shipped haproxy.cfg, 3 engines
 # and 2 jobmanagers on the simulated chain. Prints where miners connect and the sluicectl command
 # line (with its environment), and runs until Ctrl-C, which stops every process.
-# Arguments go to sluice-fleet: --engines N, --dir DIR (default /tmp/sluice-fleet), --durable-ack.
+# Arguments go to sluice-fleet: --engines N, --dir DIR (default /tmp/sluice-fleet), --durable-ack,
+# --sentinels (a replica and 3 Sentinels on the shipped sentinel.conf; the roles follow the master).
 # Needs redis-server, haproxy and openssl (scripts/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -6,16 +6,20 @@
 //! own ports, configuration, spool and log file. The fault tests (`tests/faults.rs`) and the
 //! operator's `scripts/fleet.sh` (through the `sluice-fleet` binary) run this one implementation.
 //!
-//! A replica and Sentinels come with the SENTINEL work (`testkit/src/sentinel.rs`,
-//! `redis.sentinels`): [`FleetSpec::sentinels`] is where they plug in; today it must be false.
+//! With [`FleetSpec::sentinels`], a replica (as `sluice-replica`, over the same TLS and ACL file)
+//! and 3 `redis-sentinel` on the shipped `deploy/redis/sentinel.conf` ([`Sentinels::start_shipped`],
+//! as `sluice-sentinel`), and every role and sluicectl finds the master through them
+//! (`redis.sentinels`, `redis.master_name`); [`Fleet::kill_redis_master`] is the failover fault.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::tls::TlsMode;
-use crate::{eventually, free_port, sluicectl_binary, EngineProcess, Pki, RedisServer, TempDir};
+use crate::{
+    eventually, free_port, sluicectl_binary, EngineProcess, Pki, RedisServer, Sentinels, TempDir,
+};
 
 /// The key prefix of the shipped ACL file.
 pub const PREFIX: &str = "sluice";
@@ -28,6 +32,8 @@ pub const ENGINE_USER: &str = "sluice-engine";
 pub const JOBMANAGER_USER: &str = "sluice-jobmanager";
 pub const OPERATOR_USER: &str = "sluicectl-operator";
 pub const ADMIN_USER: &str = "sluice-admin";
+pub const REPLICA_USER: &str = "sluice-replica";
+pub const SENTINEL_USER: &str = "sluice-sentinel";
 
 /// A file of the workspace (`deploy/redis/users.acl`...).
 pub fn workspace_file(relative: &str) -> PathBuf {
@@ -92,10 +98,11 @@ pub struct FleetSpec {
     /// `sluice jobmanager` processes (one leads, the others stand by).
     pub jobmanagers: usize,
     /// Writes `share_log.durable_ack = true` into each engine's configuration: an accepted submit
-    /// is answered only once its batch is in Redis or the fsynced spool.
+    /// is answered only once its batch is in Redis or the fsynced spool (with `sentinels`, also
+    /// `durable_replicas = 1`: in the replica too, or the spool).
     pub durable_ack: bool,
-    /// A Redis replica and three Sentinels, the roles following them (`redis.sentinels`): coming
-    /// with the SENTINEL work (`testkit/src/sentinel.rs`); must be false until then.
+    /// A Redis replica and three Sentinels, every role and sluicectl asking them for the master
+    /// (`redis.sentinels`, `redis.master_name`) rather than being given its address.
     pub sentinels: bool,
     /// Where the configuration, spools, certificates and logs go; `None`: a temporary directory
     /// removed on drop.
@@ -137,7 +144,11 @@ pub struct Fleet {
     pub spec: FleetSpec,
     root: PathBuf,
     _temp: Option<TempDir>,
+    /// The master (after [`Fleet::kill_redis_master`], the promoted replica).
     redis: RedisServer,
+    /// The replica, while there is one to promote.
+    replica: Option<RedisServer>,
+    sentinels: Option<Sentinels>,
     engines: Vec<EngineSlot>,
     jobmanagers: Vec<JobmanagerSlot>,
     haproxy: Option<Child>,
@@ -150,10 +161,6 @@ impl Fleet {
     /// Starts Redis, the jobmanagers (waiting for a leader), the engines and HAProxy (waiting
     /// until its health check has every engine up).
     pub fn start(spec: FleetSpec) -> Fleet {
-        assert!(
-            !spec.sentinels,
-            "FleetSpec::sentinels comes with the SENTINEL work (testkit/src/sentinel.rs)"
-        );
         assert!(spec.engines >= 1 && spec.jobmanagers >= 1);
         let (temp, root) = match &spec.dir {
             Some(d) => {
@@ -171,7 +178,7 @@ impl Fleet {
         let redis = RedisServer::launch_new(
             &["--aclfile", acl.to_str().unwrap()],
             Some(TlsMode {
-                pki: Pki::new(),
+                pki: std::sync::Arc::new(Pki::new()),
                 auth_clients: true,
             }),
         );
@@ -186,10 +193,37 @@ impl Fleet {
         ] {
             std::fs::copy(from, tls.join(name)).unwrap();
         }
+        let (replica, sentinels) = if spec.sentinels {
+            let replica_password = acl_password(REPLICA_USER);
+            let admin_password = acl_password(ADMIN_USER);
+            let replica = RedisServer::start_replica_as(
+                &redis,
+                &[
+                    "--aclfile",
+                    acl.to_str().unwrap(),
+                    "--masteruser",
+                    REPLICA_USER,
+                    "--masterauth",
+                    &replica_password,
+                ],
+                Some((ADMIN_USER, &admin_password)),
+            );
+            let sentinels = Sentinels::start_shipped(
+                &redis,
+                3,
+                &acl_password(SENTINEL_USER),
+                (ADMIN_USER, &admin_password),
+            );
+            (Some(replica), Some(sentinels))
+        } else {
+            (None, None)
+        };
         let mut fleet = Fleet {
             root: root.clone(),
             _temp: temp,
             redis,
+            replica,
+            sentinels,
             engines: Vec::new(),
             jobmanagers: Vec::new(),
             haproxy: None,
@@ -212,10 +246,12 @@ impl Fleet {
         for i in 0..fleet.spec.engines {
             let id = format!("engine-{}", i + 1);
             let (stratum, admin) = (free_port(), free_port());
-            let durable = if fleet.spec.durable_ack {
-                "durable_ack = true\n"
-            } else {
-                ""
+            // With a replica, a batch counts as kept once the replica holds it too (else it
+            // is spooled as well), so a failover cannot lose what a miner was told.
+            let durable = match (fleet.spec.durable_ack, fleet.spec.sentinels) {
+                (true, true) => "durable_ack = true\ndurable_replicas = 1\n",
+                (true, false) => "durable_ack = true\n",
+                (false, _) => "",
             };
             let config = fleet.write_config(
                 &id,
@@ -262,6 +298,15 @@ impl Fleet {
         std::fs::create_dir_all(&dir).unwrap();
         let tls = self.root.join("tls");
         let path = dir.join("sluice.toml");
+        // With sentinels the --redis URL gives only the user and password: its address is not used.
+        let sentinels = match &self.sentinels {
+            Some(s) => format!(
+                "sentinels = {:?}\nmaster_name = {:?}\n",
+                s.addrs(),
+                s.name()
+            ),
+            None => String::new(),
+        };
         // `[share_log]` comes last in `more` when given: its keys follow it.
         let (share_log_more, more) = match more.split_once("[share_log]\n") {
             Some((head, tail)) => (tail.to_owned(), head.to_owned()),
@@ -270,7 +315,7 @@ impl Fleet {
         std::fs::write(
             &path,
             format!(
-                "[redis]\nlease_secs = 1.0\nservice_ttl_secs = 1.0\nfleet_key = \"{FLEET_KEY}\"\ntls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n[share_log]\nbatch_interval_ms = 50\nspool_path = {:?}\n{share_log_more}[blocks]\nheld_path = {:?}\n[engine]\nthreads = 1\npin_threads = false\n[vardiff]\nenabled = false\n[jobs]\nrefresh_interval_secs = {}\n{more}",
+                "[redis]\nlease_secs = 1.0\nservice_ttl_secs = 1.0\nfleet_key = \"{FLEET_KEY}\"\ntls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n{sentinels}[share_log]\nbatch_interval_ms = 50\nspool_path = {:?}\n{share_log_more}[blocks]\nheld_path = {:?}\n[engine]\nthreads = 1\npin_threads = false\n[vardiff]\nenabled = false\n[jobs]\nrefresh_interval_secs = {}\n{more}",
                 tls.join("ca.crt").display().to_string(),
                 tls.join("client.crt").display().to_string(),
                 tls.join("client.key").display().to_string(),
@@ -434,6 +479,32 @@ impl Fleet {
         );
     }
 
+    /// SIGKILL to the Redis master; returns once every sentinel names the promoted replica and
+    /// it says it is the master, with how long the fleet was without one (from the kill).
+    /// Needs [`FleetSpec::sentinels`].
+    pub fn kill_redis_master(&mut self) -> Duration {
+        let sentinels = self
+            .sentinels
+            .as_ref()
+            .expect("kill_redis_master needs FleetSpec::sentinels");
+        let replica = self.replica.take().expect("a replica to promote");
+        let old = self.redis.port();
+        let killed = Instant::now();
+        self.redis.stop();
+        let promoted = sentinels.wait_failover_from(old, Duration::from_secs(60));
+        let without = killed.elapsed();
+        assert_eq!(promoted, replica.port(), "Sentinel promotes the replica");
+        // The dead master goes (its directory too); the certificates are shared.
+        self.redis = replica;
+        without
+    }
+
+    /// The sentinels' addresses and the master's name they monitor (None without
+    /// [`FleetSpec::sentinels`]).
+    pub fn sentinels(&self) -> Option<(Vec<String>, &str)> {
+        self.sentinels.as_ref().map(|s| (s.addrs(), s.name()))
+    }
+
     /// Redis killed, its data gone (nothing is persisted), and started empty on the same port.
     pub fn redis_restart_empty(&mut self) {
         self.redis.restart();
@@ -453,13 +524,18 @@ impl Fleet {
     pub fn sluicectl_env(&self) -> Vec<(String, String)> {
         let tls = self.root.join("tls");
         let file = |n: &str| tls.join(n).display().to_string();
-        vec![
+        let mut env = vec![
             ("SLUICE_REDIS".into(), self.redis_url(OPERATOR_USER)),
             ("SLUICE_REDIS_CA_FILE".into(), file("ca.crt")),
             ("SLUICE_REDIS_CERT_FILE".into(), file("client.crt")),
             ("SLUICE_REDIS_KEY_FILE".into(), file("client.key")),
             ("SLUICE_PREFIX".into(), PREFIX.into()),
-        ]
+        ];
+        if let Some(s) = &self.sentinels {
+            env.push(("SLUICE_REDIS_SENTINELS".into(), s.addrs().join(",")));
+            env.push(("SLUICE_REDIS_MASTER_NAME".into(), s.name().into()));
+        }
+        env
     }
 
     /// `sluicectl ARGS...` as the operator: (exit code, stdout, stderr).

@@ -2,8 +2,8 @@
 //! machine's own instance (DESIGN.md section 7). It can be stopped and started again on the same
 //! port, for tests of what happens while Redis is away, and given configuration of its own
 //! ([`RedisServer::start_with`], e.g. the deploy kit's ACL file), or speak TLS only
-//! ([`RedisServer::start_tls`], in `tls.rs`), or replicate another ([`RedisServer::start_replica_of`],
-//! for Sentinel's tests with `sentinel.rs`).
+//! ([`RedisServer::start_tls`], in `tls.rs`), or replicate another, over TLS too ([`RedisServer::start_replica_of`],
+//! for Sentinel's tests and the fleet harness with `sentinel.rs`).
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -33,26 +33,74 @@ impl RedisServer {
         Self::launch_new(extra, None)
     }
 
-    /// A replica of `master` (plain TCP), with `extra` directives; returns once its link to the
-    /// master is up and the first sync is done.
+    /// A replica of `master` (over TLS when the master speaks it, with its certificates and
+    /// `tls-replication yes`), with `extra` directives; returns once its link to the master is up
+    /// and the first sync is done.
     pub fn start_replica_of(master: &RedisServer, extra: &[&str]) -> RedisServer {
-        assert!(
-            master.tls.is_none(),
-            "replicas of TLS servers are not supported here"
-        );
-        let port = master.port.to_string();
-        let mut args = vec!["--replicaof", "127.0.0.1", port.as_str()];
-        args.extend_from_slice(extra);
-        let replica = Self::launch_new(&args, None);
+        Self::start_replica_as(master, extra, None)
+    }
+
+    /// [`RedisServer::start_replica_of`] for servers on an ACL file whose default user is off:
+    /// `login` (user, password) is who the harness checks the sync as; `extra` names the ACL
+    /// file and the replica's own `--masteruser`/`--masterauth`.
+    pub fn start_replica_as(
+        master: &RedisServer,
+        extra: &[&str],
+        login: Option<(&str, &str)>,
+    ) -> RedisServer {
+        let mut args: Vec<String> = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port.to_string(),
+        ];
+        let tls = master.tls.as_ref().map(|t| TlsMode {
+            pki: t.pki.clone(),
+            auth_clients: t.auth_clients,
+        });
+        if let Some(t) = &tls {
+            // The replica dials its master as a client: with the client certificate (the server
+            // one is for serverAuth only, which a master checking clients refuses).
+            let path = |p: std::path::PathBuf| p.to_str().unwrap().to_owned();
+            args.extend([
+                "--tls-replication".into(),
+                "yes".into(),
+                "--tls-client-cert-file".into(),
+                path(t.pki.client_cert()),
+                "--tls-client-key-file".into(),
+                path(t.pki.client_key()),
+            ]);
+        }
+        args.extend(extra.iter().map(|&a| a.to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let replica = Self::launch_new(&args, tls);
         eventually(Duration::from_secs(20), || {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query(&mut replica.connection())
-                .ok()?;
+            let mut con = match login {
+                None => replica.connection(),
+                Some((user, password)) => replica.connection_as(user, password)?,
+            };
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut con).ok()?;
             info.contains("master_link_status:up").then_some(())
         })
         .expect("the replica did not sync with its master");
         replica
+    }
+
+    /// A connection as `user` (over TLS for a TLS server); None if it is refused.
+    pub fn connection_as(&self, user: &str, password: &str) -> Option<redis::Connection> {
+        let url = self
+            .url()
+            .replacen("://", &format!("://{user}:{password}@"), 1);
+        let client = match &self.tls {
+            None => redis::Client::open(url.as_str()).ok()?,
+            Some(t) => {
+                redis::Client::build_with_tls(url.as_str(), t.pki.certificates(true)).ok()?
+            }
+        };
+        let con = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()?;
+        con.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        Some(con)
     }
 
     /// The port it listens on (127.0.0.1).

@@ -165,7 +165,8 @@ impl Default for Pki {
 
 /// How a [`RedisServer`] speaks TLS.
 pub(crate) struct TlsMode {
-    pub(crate) pki: Pki,
+    /// Shared: a replica speaks TLS with its master's certificates ([`RedisServer::start_replica_of`]).
+    pub(crate) pki: std::sync::Arc<Pki>,
     /// `tls-auth-clients yes`: a client without a certificate signed by the CA is refused.
     pub(crate) auth_clients: bool,
 }
@@ -199,7 +200,7 @@ impl RedisServer {
         RedisServer::launch_new(
             &[],
             Some(TlsMode {
-                pki: Pki::new(),
+                pki: std::sync::Arc::new(Pki::new()),
                 auth_clients,
             }),
         )

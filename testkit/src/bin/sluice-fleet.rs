@@ -1,10 +1,12 @@
 //! `sluice-fleet`: the fleet harness of the tests ([`sluice_testkit::Fleet`]) for an operator on
 //! one box (`scripts/fleet.sh`, docs/DEPLOY.md "One box"): Redis over TLS with the shipped ACL
-//! file, HAProxy on the shipped haproxy.cfg, N engines and 2 jobmanagers. It prints where miners
-//! connect and how to run `sluicectl`, then waits for Ctrl-C and stops everything.
+//! file, HAProxy on the shipped haproxy.cfg, N engines and 2 jobmanagers; with `--sentinels`, a
+//! replica and 3 Sentinels on the shipped sentinel.conf, which every role asks for the master. It
+//! prints where miners connect and how to run `sluicectl`, then waits for Ctrl-C and stops
+//! everything.
 //!
 //! ```text
-//! sluice-fleet [--engines N] [--dir DIR] [--durable-ack]
+//! sluice-fleet [--engines N] [--dir DIR] [--durable-ack] [--sentinels]
 //! ```
 
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use sluice_testkit::loadgen_binary;
 use sluice_testkit::{sluicectl_binary, Fleet, FleetSpec};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: sluice-fleet [--engines N] [--dir DIR] [--durable-ack]");
+    eprintln!("usage: sluice-fleet [--engines N] [--dir DIR] [--durable-ack] [--sentinels]");
     ExitCode::from(2)
 }
 
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
                 None => return usage(),
             },
             "--durable-ack" => spec.durable_ack = true,
+            "--sentinels" => spec.sentinels = true,
             "-h" | "--help" => {
                 usage();
                 return ExitCode::SUCCESS;
@@ -62,6 +65,9 @@ fn main() -> ExitCode {
         .collect();
     println!("sluice fleet up in {}", fleet.dir().display());
     println!("miners: stratum+tcp://{}", fleet.haproxy_addr());
+    if let Some((addrs, name)) = fleet.sentinels() {
+        println!("sentinels (TLS, master {name}): {}", addrs.join(" "));
+    }
     println!(
         "sluicectl: env {} {} services ls",
         env.join(" "),
