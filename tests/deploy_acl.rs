@@ -419,48 +419,20 @@ fn the_shipped_file_loads_and_its_placeholders_let_no_one_in() {
     }
 }
 
-/// The shipped haproxy.cfg with its addresses pointed at this test: the miners' port, the one
-/// engine (its PROXY listener and admin port), the stats listener and the admin socket, and
-/// `maxconn` down to what a test process may open.
+/// The shipped haproxy.cfg pointed at this test's one engine (testkit's rewrite, which changes
+/// only ports and paths).
 fn haproxy_config(dir: &TempDir, front: u16, engine: &EngineProcess, stats: u16) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy/haproxy.cfg");
-    let shipped = std::fs::read_to_string(path).unwrap();
-    let proxied = engine.stratum[1];
-    let admin = engine.admin.expect("admin listener");
-    let mut servers = 0;
-    let mut out = String::new();
-    for line in shipped.lines() {
-        let t = line.trim_start();
-        let indent = &line[..line.len() - t.len()];
-        let line = if t.starts_with("log /dev/log") {
-            String::new()
-        } else if t.starts_with("stats socket ") {
-            let sock = dir.path().join("admin.sock");
-            t.replacen("/run/haproxy/admin.sock", sock.to_str().unwrap(), 1)
-        } else if t.starts_with("maxconn ") {
-            // The shipped figure needs a descriptor limit this machine does not give.
-            "maxconn 2000".to_owned()
-        } else if t == "bind :3333" {
-            format!("bind 127.0.0.1:{front}")
-        } else if t == "bind 127.0.0.1:8405" {
-            format!("bind 127.0.0.1:{stats}")
-        } else if t.starts_with("default-server ") {
-            t.replacen("port 9100", &format!("port {}", admin.port()), 1)
-        } else if t.starts_with("server ") {
-            servers += 1;
-            if servers > 1 {
-                continue;
-            }
-            format!("server engine-1 {proxied}")
-        } else {
-            t.to_owned()
-        };
-        out.push_str(indent);
-        out.push_str(&line);
-        out.push('\n');
-    }
-    assert!(servers >= 2, "the shipped backend lists its engines");
-    out
+    let server = sluice_testkit::fleet::HaproxyServer {
+        id: "engine-1".into(),
+        proxied: engine.stratum[1].to_string(),
+        admin_port: engine.admin.expect("admin listener").port(),
+    };
+    sluice_testkit::fleet::shipped_haproxy_config(
+        &dir.path().join("admin.sock"),
+        front,
+        stats,
+        &[server],
+    )
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {

@@ -624,52 +624,82 @@ impl Fleet {
         out
     }
 
-    /// The shipped haproxy.cfg with only ports and paths changed: the front on a free loopback
-    /// port, a `server` line per engine (its PROXY listener, its admin port for the check), the
-    /// stats listener and the admin socket here, no syslog, and `maxconn` down to what a test
-    /// process may open.
     fn haproxy_config(&self) -> String {
-        let shipped =
-            std::fs::read_to_string(workspace_file("deploy/haproxy/haproxy.cfg")).unwrap();
-        let mut servers = 0;
-        let mut out = String::new();
-        for line in shipped.lines() {
-            let t = line.trim_start();
-            let indent = &line[..line.len() - t.len()];
-            let line = if t.starts_with("log /dev/log") {
-                String::new()
-            } else if t.starts_with("stats socket ") {
-                let sock = self.root.join("haproxy.sock");
-                t.replacen("/run/haproxy/admin.sock", sock.to_str().unwrap(), 1)
-            } else if t.starts_with("maxconn ") {
-                // The shipped figure needs a descriptor limit this machine does not give.
-                "maxconn 4000".to_owned()
-            } else if t == "bind :3333" {
-                format!("bind 127.0.0.1:{}", self.haproxy_port)
-            } else if t == "bind 127.0.0.1:8405" {
-                format!("bind 127.0.0.1:{}", self.stats_port)
-            } else if t.starts_with("server ") {
-                servers += 1;
-                if servers > 1 {
-                    continue;
-                }
-                // Every engine where the shipped file lists its first: each checked on its own
-                // admin port (a server's `port` overrides default-server's).
-                self.engines
-                    .iter()
-                    .map(|e| format!("server {} 127.0.0.1:{} port {}", e.id, e.stratum, e.admin))
-                    .collect::<Vec<_>>()
-                    .join(&format!("\n{indent}"))
-            } else {
-                t.to_owned()
-            };
-            out.push_str(indent);
-            out.push_str(&line);
-            out.push('\n');
-        }
-        assert!(servers >= 2, "the shipped backend lists its engines");
-        out
+        let servers: Vec<HaproxyServer> = self
+            .engines
+            .iter()
+            .map(|e| HaproxyServer {
+                id: e.id.clone(),
+                proxied: format!("127.0.0.1:{}", e.stratum),
+                admin_port: e.admin,
+            })
+            .collect();
+        shipped_haproxy_config(
+            &self.root.join("haproxy.sock"),
+            self.haproxy_port,
+            self.stats_port,
+            &servers,
+        )
     }
+}
+
+/// One engine as HAProxy's backend lists it.
+pub struct HaproxyServer {
+    pub id: String,
+    /// Its PROXY-protocol listener, `host:port`.
+    pub proxied: String,
+    /// Its admin listener's port (the health check's).
+    pub admin_port: u16,
+}
+
+/// The shipped `deploy/haproxy/haproxy.cfg` with only ports and paths changed: the front on
+/// `front`, a `server` line per engine (its PROXY listener, its admin port for the check), the
+/// stats listener on `stats`, the admin socket at `socket`, no syslog, and `maxconn` down to what a
+/// test process may open. The one place the tests rewrite it, so every test runs the shipped rules.
+pub fn shipped_haproxy_config(
+    socket: &Path,
+    front: u16,
+    stats: u16,
+    engines: &[HaproxyServer],
+) -> String {
+    let shipped = std::fs::read_to_string(workspace_file("deploy/haproxy/haproxy.cfg")).unwrap();
+    let mut servers = 0;
+    let mut out = String::new();
+    for line in shipped.lines() {
+        let t = line.trim_start();
+        let indent = &line[..line.len() - t.len()];
+        let line = if t.starts_with("log /dev/log") {
+            String::new()
+        } else if t.starts_with("stats socket ") {
+            t.replacen("/run/haproxy/admin.sock", socket.to_str().unwrap(), 1)
+        } else if t.starts_with("maxconn ") {
+            // The shipped figure needs a descriptor limit this machine does not give.
+            "maxconn 4000".to_owned()
+        } else if t == "bind :3333" {
+            format!("bind 127.0.0.1:{front}")
+        } else if t == "bind 127.0.0.1:8405" {
+            format!("bind 127.0.0.1:{stats}")
+        } else if t.starts_with("server ") {
+            servers += 1;
+            if servers > 1 {
+                continue;
+            }
+            // Every engine where the shipped file lists its first: each checked on its own
+            // admin port (a server's `port` overrides default-server's).
+            engines
+                .iter()
+                .map(|e| format!("server {} {} port {}", e.id, e.proxied, e.admin_port))
+                .collect::<Vec<_>>()
+                .join(&format!("\n{indent}"))
+        } else {
+            t.to_owned()
+        };
+        out.push_str(indent);
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert!(servers >= 2, "the shipped backend lists its engines");
+    out
 }
 
 impl Drop for Fleet {
