@@ -153,7 +153,7 @@ struct PlaneArgs {
     // The URL may hold a password: `--help` must not print the environment's value.
     #[arg(long, env = "SLUICE_REDIS", hide_env_values = true)]
     redis: Option<String>,
-    /// Key prefix in Redis (or redis.prefix).
+    /// Key prefix in Redis (or redis.prefix); keys are `{PREFIX}:name`, so no braces or whitespace.
     #[arg(long)]
     prefix: Option<String>,
     /// This process's id in the fleet (or redis.id; default ROLE-HOST-PID).
